@@ -1,0 +1,354 @@
+"""Typed configuration for every `icae` recipe.
+
+A recipe reads one flat YAML file, as the original ICAE tool does. Each key belongs to exactly one section:
+
+- :class:`ModelArguments`: the base model, the compressor's architecture and its adapter;
+- :class:`TaskArguments`: data, task and evaluation keys;
+- ``training``: any field of :class:`transformers.TrainingArguments` (``learning_rate``, ``max_steps``, ...).
+
+``load_config`` validates everything at once and raises a single :class:`ConfigError` that names every problem
+(unknown keys, wrong types, bad values, missing files), so a user fixes a config in one pass.
+Command-line overrides are ``key=value`` (or ``--key=value`` / ``--key value``), parsed as YAML values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+MODEL_TYPES = ("icae", "llm")
+TASKS = ("ae", "qa", "lm", "pretrain", "repoqa", "trajectories")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING):
+    """A dataclass field with a help string (shown by ``icae config --help`` and in the docs)."""
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class ModelArguments:
+    """The base model and the compressor built on it."""
+
+    model_name_or_path: str = _help(
+        "Base causal LM: a Hugging Face hub name, a local directory, or a built-in tiny model "
+        "('tiny-qwen2', 'tiny-mistral') that is built offline on first use.",
+        "tiny-qwen2",
+    )
+    model_type: Literal["icae", "llm"] = _help(
+        "'icae' compresses the context into memory slots; 'llm' is the SimpleLLM baseline on the full context.",
+        "icae",
+    )
+    torch_dtype: Literal["float32", "bfloat16", "float16", "auto"] = _help(
+        "dtype of the frozen base weights. Trained tensors (LoRA, memory embeddings) follow the base dtype.",
+        "float32",
+    )
+    attn_implementation: Optional[str] = _help(
+        "Attention kernel passed to from_pretrained ('sdpa', 'eager', 'flash_attention_2'); None: transformers' default.",
+        None,
+    )
+    fixed_mem_size: int = _help("Memory slots per segment (k). Must be a power of 2.", 256)
+    mean_compression_rate: int = _help(
+        "Tokens per memory slot: a segment holds at most fixed_mem_size * mean_compression_rate tokens.", 4
+    )
+    use_position_identifiers: bool = _help(
+        "Give memory tokens position ids spread uniformly over the span they summarise (off: contiguous ids).",
+        False,
+    )
+    do_compress: bool = _help(
+        "If false, an ICAE feeds the context to the decoder as ordinary tokens (no compression): an ablation.",
+        True,
+    )
+    use_lora: bool = _help("Add a LoRA adapter (always true for ICAE's encoder; optional for SimpleLLM).", True)
+    lora_r: int = _help("LoRA rank.", 128)
+    lora_alpha: int = _help("LoRA scaling numerator (scale = lora_alpha / lora_r).", 32)
+    lora_dropout: float = _help("Dropout on the LoRA branch, in [0, 1).", 0.05)
+    lora_target_modules: list[str] = _help(
+        "Module names that receive LoRA (e.g. q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).",
+        default_factory=lambda: ["q_proj", "v_proj"],
+    )
+    train: bool = _help("Build the model for training (original key). Inference recipes set it to false.", True)
+    freeze_encoder: bool = _help("Freeze the encoder's LoRA: only the memory and special embeddings train.", False)
+    freeze_decoder: bool = _help(
+        "The decoder is the frozen base model. Kept for configs of the original tool; only true is supported.", True
+    )
+    add_special_token_for_lm: bool = _help(
+        "LM layout: insert the learned LM token between the memory and the continuation.", False
+    )
+    model_max_length: int = _help(
+        "Longest input, in tokens, that a recipe feeds (context for SimpleLLM, each decoder sequence).", 4096
+    )
+    restore_from: Optional[str] = _help(
+        "A checkpoint directory (saved by ICAE.save_pretrained or a trainer) whose trained tensors are loaded.",
+        None,
+    )
+    save_decoder: bool = _help(
+        "Original key. The decoder is the frozen base model, so checkpoints never hold it; accepted, no effect.",
+        False,
+    )
+
+
+@dataclass
+class TaskArguments:
+    """Data, task and evaluation settings shared by the recipes."""
+
+    task: Literal["ae", "qa", "lm", "pretrain", "repoqa", "trajectories"] = _help(
+        "What a recipe does: ae (reconstruct), qa (answer), lm (continue), pretrain, repoqa, trajectories.", "ae"
+    )
+    dataset_repo: Optional[str] = _help("Hugging Face dataset name, or a local file/directory.", None)
+    train_output_file: Optional[str] = _help("Where data preparation writes the training split.", None)
+    eval_output_file: Optional[str] = _help("Where data preparation writes the evaluation split.", None)
+    long_text_cache: Optional[str] = _help("Cache file for long texts during data preparation.", None)
+    output_path: Optional[str] = _help(
+        "Directory for metrics and predictions; None: icae/data/metrics and icae/data/predictions.", None
+    )
+    token_num: Optional[int] = _help("Number of tokens to prepare for pretraining.", None)
+    min_len: int = _help("Documents shorter than this (tokens) are skipped in data preparation.", 0)
+    eval_size: int = _help("Number of held-out samples in data preparation.", 100)
+    max_train_samples: Optional[int] = _help("Use at most this many training samples.", None)
+    max_eval_samples: Optional[int] = _help("Use at most this many evaluation samples.", None)
+    num_samples: Optional[int] = _help("Number of samples an inference recipe evaluates (None: all).", None)
+    max_out_length: int = _help("Maximum new tokens generated per answer.", 128)
+    min_tokens_for_lm: int = _help("Minimum continuation length for the LM objective.", 64)
+    leave_tokens_for_lm: int = _help("Continuation tokens excluded from the LM loss at its start.", 8)
+    lm_ratio: float = _help("Fraction of pretraining samples that use the LM objective (the rest: AE).", 0.0)
+    eval_ae_num_samples: int = _help("Held-out samples reconstructed for AE BLEU/EM during pretraining.", 16)
+    teacher_forcing: bool = _help("Evaluate with the gold history (teacher forcing) rather than generated turns.", True)
+    num_training_steps: Optional[int] = _help("Original key; alias of max_steps when max_steps is not set.", None)
+
+
+@dataclass
+class Config:
+    """A resolved recipe config: model, task and transformers.TrainingArguments keyword arguments."""
+
+    model: ModelArguments = field(default_factory=ModelArguments)
+    task: TaskArguments = field(default_factory=TaskArguments)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form, as in a YAML config file; ``load_config`` reads it back unchanged."""
+        flat = dataclasses.asdict(self.model)
+        flat.update(dataclasses.asdict(self.task))
+        flat.update(self.training)
+        return flat
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config atomically as flat YAML."""
+        from icae.utils.io import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def training_arguments(self, **overrides: Any):
+        """Build ``transformers.TrainingArguments`` from the training keys (plus ``overrides``)."""
+        from transformers import TrainingArguments
+
+        kwargs = dict(self.training)
+        if "max_steps" not in kwargs and self.task.num_training_steps is not None:
+            kwargs["max_steps"] = self.task.num_training_steps
+        kwargs.update(overrides)
+        return TrainingArguments(**kwargs)
+
+
+class ConfigError(ValueError):
+    """Raised once per config with every problem found, one per line."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in {source}:\n{lines}")
+
+
+def _training_fields() -> dict[str, Any]:
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """Check ``value`` against a (simple) type annotation; returns (ok, value possibly coerced).
+
+    Coercions are the ones YAML makes necessary: ``1e-4`` is a string to PyYAML, and ints are valid floats.
+    Annotations this checker does not understand accept anything (the consumer validates those).
+    """
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return True, value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return True, None
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, coerced = _coerce(value, arg)
+            if ok:
+                return True, coerced
+        return False, value
+    if origin is Literal:
+        return value in args, value
+    if origin in (list, tuple):
+        if isinstance(value, str) and annotation is not str:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict), value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    if annotation is str:
+        return isinstance(value, str), value
+    if isinstance(annotation, type) and issubclass(annotation, __import__("enum").Enum):
+        try:
+            annotation(value)
+            return True, value
+        except ValueError:
+            return False, value
+    return True, value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _check_values(model: ModelArguments, task: TaskArguments) -> list[str]:
+    problems = []
+    k = model.fixed_mem_size
+    if k <= 0 or k & (k - 1):
+        problems.append(f"fixed_mem_size must be a positive power of 2 (1, 2, 4, ..., 256), got {k}")
+    if model.mean_compression_rate < 1:
+        problems.append(f"mean_compression_rate must be >= 1, got {model.mean_compression_rate}")
+    if model.lora_r <= 0:
+        problems.append(f"lora_r must be positive, got {model.lora_r}")
+    if model.lora_alpha <= 0:
+        problems.append(f"lora_alpha must be positive, got {model.lora_alpha}")
+    if not 0.0 <= model.lora_dropout < 1.0:
+        problems.append(f"lora_dropout must be in [0, 1), got {model.lora_dropout}")
+    if not model.lora_target_modules:
+        problems.append("lora_target_modules must name at least one module")
+    if not model.freeze_decoder:
+        problems.append("freeze_decoder: false is not supported (the decoder is the frozen base model)")
+    if model.model_max_length <= 0:
+        problems.append(f"model_max_length must be positive, got {model.model_max_length}")
+    if model.restore_from is not None and not Path(model.restore_from).is_dir():
+        problems.append(f"restore_from: no such checkpoint directory: {model.restore_from}")
+    if not 0.0 <= task.lm_ratio <= 1.0:
+        problems.append(f"lm_ratio must be in [0, 1], got {task.lm_ratio}")
+    for name in ("max_out_length", "eval_size"):
+        if getattr(task, name) < 0:
+            problems.append(f"{name} must be >= 0, got {getattr(task, name)}")
+    return problems
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """Parse ``key=value``, ``--key=value`` and ``--key value`` arguments; values are YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg[2:] if arg.startswith("--") else arg
+        if "=" in key:
+            key, raw = key.split("=", 1)
+        elif arg.startswith("--") and i + 1 < len(argv):
+            raw = argv[i + 1]
+            i += 1
+        else:
+            raise ConfigError([f"cannot parse argument {arg!r}: expected key=value or --key value"], "command line")
+        out[key] = yaml.safe_load(raw) if raw != "" else ""
+        i += 1
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None) -> Config:
+    """Load a flat YAML config, apply overrides, validate, and return a :class:`Config`.
+
+    Raises :class:`ConfigError` naming every problem at once.
+    """
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError([f"config file not found: {path}"], source)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError([f"invalid YAML: {e}"], source) from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"top level must be a mapping of keys to values, got {type(loaded).__name__}"], source)
+        raw.update(loaded)
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    raw.update(overrides or {})
+
+    sections = {"model": ModelArguments, "task": TaskArguments}
+    section_fields = {
+        name: {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
+        for name, cls in sections.items()
+    }
+    training_fields = _training_fields()
+    values: dict[str, dict[str, Any]] = {"model": {}, "task": {}}
+    training: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            problems.append(f"key {key!r} is not a string")
+            continue
+        owner = next((s for s, fs in section_fields.items() if key in fs), None)
+        if owner is not None:
+            annotation = section_fields[owner][key]
+            target = values[owner]
+        elif key in training_fields:
+            annotation = training_fields[key]
+            target = training
+        else:
+            problems.append(f"unknown key {key!r}")
+            continue
+        ok, coerced = _coerce(value, annotation)
+        if not ok:
+            problems.append(f"{key}: expected {_type_name(annotation)}, got {value!r} ({type(value).__name__})")
+        else:
+            target[key] = coerced
+    model = ModelArguments(**values["model"])
+    task = TaskArguments(**values["task"])
+    problems.extend(_check_values(model, task))
+    if problems:
+        raise ConfigError(problems, source)
+    return Config(model=model, task=task, training=training)
+
+
+def config_from_cli(argv: list[str] | None = None, description: str = "") -> Config:
+    """Shared entry point of the recipes: ``--config_path FILE`` plus overrides."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config_path", default=None, help="YAML config file (see icae/configs/).")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return load_config(args.config_path, rest)

@@ -1,0 +1,430 @@
+"""What ICAE and SimpleLLM share: the memory container, decoder layouts, loss, generation and checkpoints.
+
+Both models answer from a *memory*: for ICAE the compressed slots, for SimpleLLM the context's own token
+embeddings. The decoder then reads ``[memory; special token?; prompt; target]`` as input embeddings, so the
+two models differ only in how the memory is made and in which adapter state decodes.
+
+Batches are lists of variable-length samples. Decoder sequences are left-padded (every sequence ends at the last
+column, so generation appends one column for all rows) with explicit position ids and an attention mask: each
+sample's result equals the one computed alone, whichever side the caller padded its inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
+
+from icae.config import Config, ModelArguments
+
+MODES = ("ae", "lm", "ft")
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "icae_config.yaml"
+META_NAME = "icae_meta.json"
+
+IdsLike = "torch.Tensor | Sequence[Sequence[int]] | Sequence[torch.Tensor]"
+
+
+@dataclass
+class Memory:
+    """The memory of a batch of contexts, right-padded along the slot axis."""
+
+    slots: torch.Tensor  # (batch, max_slots, hidden)
+    mask: torch.Tensor  # (batch, max_slots), 1 where a slot is real
+    position_ids: torch.Tensor  # (batch, max_slots), ids used when position identifiers are on
+    context_lengths: torch.Tensor  # (batch,), context tokens each memory summarises
+
+    @property
+    def num_slots(self) -> torch.Tensor:
+        return self.mask.sum(dim=1)
+
+    def __len__(self) -> int:
+        return self.slots.shape[0]
+
+    def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slots ``(n_i, hidden)`` and position ids ``(n_i,)`` of sample ``i``, padding removed."""
+        n = int(self.mask[i].sum())
+        return self.slots[i, :n], self.position_ids[i, :n]
+
+    def select(self, indices: Sequence[int]) -> "Memory":
+        idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.slots.device)
+        n = int(self.mask[idx].sum(dim=1).max()) if len(idx) else 0
+        return Memory(self.slots[idx, :n], self.mask[idx, :n], self.position_ids[idx, :n], self.context_lengths[idx])
+
+    @classmethod
+    def from_list(cls, slots: list[torch.Tensor], positions: list[torch.Tensor], lengths: list[int]) -> "Memory":
+        """Right-pad per-sample slots ``(n_i, hidden)`` into one batch."""
+        batch, n_max, hidden = len(slots), max(s.shape[0] for s in slots), slots[0].shape[-1]
+        out = slots[0].new_zeros(batch, n_max, hidden)
+        mask = torch.zeros(batch, n_max, dtype=torch.long, device=out.device)
+        pos = torch.zeros(batch, n_max, dtype=torch.long, device=out.device)
+        for i, (s, p) in enumerate(zip(slots, positions)):
+            out[i, : s.shape[0]] = s
+            mask[i, : s.shape[0]] = 1
+            pos[i, : s.shape[0]] = p
+        return cls(out, mask, pos, torch.tensor(lengths, dtype=torch.long, device=out.device))
+
+
+@dataclass
+class CompressorOutput(ModelOutput):
+    """``logits[:, i]`` predicts ``labels[:, i + 1]``; both cover the last ``logits.shape[1]`` decoder positions."""
+
+    loss: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None  # (batch, n_kept, vocab)
+    labels: Optional[torch.Tensor] = None  # (batch, n_kept), -100 where no loss
+    memory: Optional[Memory] = None
+
+
+def as_id_list(ids, attention_mask: torch.Tensor | None = None, name: str = "input") -> list[torch.Tensor]:
+    """Normalise ids to a list of 1-D LongTensors without padding.
+
+    Accepts a padded ``(batch, len)`` tensor with its attention mask (padding on either side), or a list of
+    sequences. Empty samples are an error: there is nothing to compress or to answer from.
+    """
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        if attention_mask is None:
+            rows = list(ids)
+        else:
+            if attention_mask.shape != ids.shape:
+                raise ValueError(f"{name}: attention_mask shape {tuple(attention_mask.shape)} != ids {tuple(ids.shape)}")
+            rows = [row[m.bool()] for row, m in zip(ids, attention_mask)]
+    else:
+        rows = [torch.as_tensor(list(r) if not isinstance(r, torch.Tensor) else r, dtype=torch.long) for r in ids]
+    return [r.long() for r in rows]
+
+
+def _check_nonempty(rows: list[torch.Tensor], name: str) -> None:
+    empty = [i for i, r in enumerate(rows) if r.numel() == 0]
+    if not rows:
+        raise ValueError(f"{name}: empty batch")
+    if empty:
+        raise ValueError(f"{name}: sample(s) {empty} have no tokens")
+
+
+class CompressorBase(nn.Module):
+    """Shared decoder machinery. Subclasses build ``self.model`` and implement ``compress_ids``."""
+
+    special_names = ("ae", "lm", "ft")
+
+    def __init__(self, args: ModelArguments, base_model, tokenizer):
+        super().__init__()
+        self.args = args
+        self.tokenizer = tokenizer
+        self.base_config = base_model.config
+        self.hidden_size = base_model.config.hidden_size
+        # Subclasses set self.model (possibly a PeftModel wrapping base_model).
+        self.model = base_model
+
+    # ----------------------------------------------------------------------------------------- plumbing
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def base_causal_lm(self):
+        """The Hugging Face causal LM, unwrapped from peft."""
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    @property
+    def backbone(self):
+        """The transformer body (no LM head) that returns last hidden states; LoRA layers are injected in place."""
+        lm = self.base_causal_lm
+        return getattr(lm, lm.base_model_prefix)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    def decoder_context(self):
+        """Context manager under which ``self.model`` acts as the decoder (ICAE: adapter off)."""
+        return contextlib.nullcontext()
+
+    def special_embedding(self, mode: str) -> torch.Tensor | None:
+        """Embedding ``(1, hidden)`` of the special token that starts a layout, or None (SimpleLLM)."""
+        return None
+
+    def uses_position_identifiers(self) -> bool:
+        return False
+
+    def tokenize(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        enc = self.tokenizer(list(texts), add_special_tokens=False)
+        return [torch.tensor(x, dtype=torch.long) for x in enc["input_ids"]]
+
+    def _rows(self, x, mask=None, name="input") -> list[torch.Tensor]:
+        if isinstance(x, (list, tuple)) and x and isinstance(x[0], str):
+            return self.tokenize(x)
+        if isinstance(x, str):
+            return self.tokenize([x])
+        return as_id_list(x, mask, name)
+
+    def token_memory(self, rows: list[torch.Tensor]) -> Memory:
+        """The uncompressed memory: the context's own token embeddings at positions 1..L."""
+        slots = [self.embed(r) for r in rows]
+        positions = [torch.arange(1, r.numel() + 1, device=self.device) for r in rows]
+        return Memory.from_list(slots, positions, [r.numel() for r in rows])
+
+    def compress(self, contexts, attention_mask: torch.Tensor | None = None) -> Memory:
+        """Texts, a padded id tensor with its mask, or a list of id lists -> :class:`Memory`."""
+        rows = self._rows(contexts, attention_mask, "contexts")
+        _check_nonempty(rows, "contexts")
+        return self.compress_ids(rows)
+
+    def compress_ids(self, rows: list[torch.Tensor]) -> Memory:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------- layouts
+    def decoder_inputs(
+        self,
+        memory: Memory,
+        mode: str,
+        prompts: list[torch.Tensor] | None = None,
+        targets: list[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Build the left-padded decoder batch ``[memory; special?; prompt; target]``.
+
+        Position ids: contiguous ``0..n-1`` by default. With position identifiers, slots keep their ids; in the AE
+        layout the special token takes id 0 and the reconstruction takes the original ids 1..L; in the LM/FT layouts
+        the tokens after the slots continue from L+1. Returns inputs_embeds ``(batch, T, hidden)``,
+        attention_mask/position_ids/labels ``(batch, T)`` (labels: target ids, -100 elsewhere).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        batch = len(memory)
+        prompts = prompts if prompts is not None else [torch.zeros(0, dtype=torch.long)] * batch
+        targets = targets if targets is not None else [torch.zeros(0, dtype=torch.long)] * batch
+        if not (len(prompts) == len(targets) == batch):
+            raise ValueError(f"batch sizes differ: memory {batch}, prompts {len(prompts)}, targets {len(targets)}")
+        special = self.special_embedding(mode)
+        seqs, poss, labs = [], [], []
+        for i in range(batch):
+            slots, slot_pos = memory.sample(i)
+            text = torch.cat([prompts[i].to(self.device), targets[i].to(self.device)])
+            parts = [slots.to(self.dtype)]
+            if special is not None:
+                parts.append(special.to(self.dtype))
+            parts.append(self.embed(text))
+            seq = torch.cat(parts)  # (n_i, hidden)
+            n_after = seq.shape[0] - slots.shape[0]
+            if self.uses_position_identifiers():
+                start = 0 if mode == "ae" else int(memory.context_lengths[i]) + 1
+                pos = torch.cat([slot_pos, torch.arange(start, start + n_after, device=self.device)])
+            else:
+                pos = torch.arange(seq.shape[0], device=self.device)
+            lab = torch.full((seq.shape[0],), -100, dtype=torch.long, device=self.device)
+            if targets[i].numel():
+                lab[-targets[i].numel() :] = targets[i].to(self.device)
+            seqs.append(seq)
+            poss.append(pos)
+            labs.append(lab)
+        width = max(s.shape[0] for s in seqs)
+        embeds = seqs[0].new_zeros(batch, width, self.hidden_size)
+        mask = torch.zeros(batch, width, dtype=torch.long, device=self.device)
+        position_ids = torch.zeros(batch, width, dtype=torch.long, device=self.device)
+        labels = torch.full((batch, width), -100, dtype=torch.long, device=self.device)
+        for i, (s, p, l) in enumerate(zip(seqs, poss, labs)):
+            n = s.shape[0]
+            embeds[i, width - n :] = s
+            mask[i, width - n :] = 1
+            position_ids[i, width - n :] = p
+            labels[i, width - n :] = l
+        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "labels": labels}
+
+    def _targets(self, mode, context_rows, targets, target_mask) -> list[torch.Tensor]:
+        eos = torch.tensor([self.tokenizer.eos_token_id], dtype=torch.long)
+        if mode == "ae" and targets is None:
+            # Autoencoding: reproduce the context, then EOS.
+            return [torch.cat([r.cpu(), eos]) for r in context_rows]
+        if targets is None:
+            raise ValueError(f"mode {mode!r} needs target ids (the continuation or answer to learn)")
+        return self._rows(targets, target_mask, "targets")
+
+    # ----------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask: torch.Tensor | None = None,
+        mode: str = "ae",
+        prompt_ids=None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        target_ids=None,
+        target_attention_mask: torch.Tensor | None = None,
+        memory: Memory | None = None,
+        return_memory: bool = False,
+    ) -> CompressorOutput:
+        """Compress ``input_ids`` (the context) and score ``target_ids`` in the ``mode`` layout.
+
+        ae: ``[memory][AE] context EOS`` (targets default to the context + EOS); lm: ``[memory][LM?] continuation``;
+        ft: ``[memory][FT] prompt answer``. The loss is the mean cross-entropy over target tokens only.
+        A precomputed ``memory`` may replace ``input_ids``.
+        """
+        context_rows = None
+        if memory is None:
+            context_rows = self._rows(input_ids, attention_mask, "input_ids")
+            _check_nonempty(context_rows, "input_ids")
+            memory = self.compress_ids(context_rows)
+        elif mode == "ae" and target_ids is None:
+            raise ValueError("mode 'ae' with a precomputed memory needs target_ids")
+        targets = self._targets(mode, context_rows, target_ids, target_attention_mask)
+        prompts = None if prompt_ids is None else self._rows(prompt_ids, prompt_attention_mask, "prompt_ids")
+        inputs = self.decoder_inputs(memory, mode, prompts, targets)
+        labels = inputs.pop("labels")
+        keep = max(t.numel() for t in targets) + 1  # logits needed: the position before each target token onwards
+        with self.decoder_context():
+            out = self.model(**inputs, logits_to_keep=keep, use_cache=False)
+        logits = out.logits  # (batch, keep, vocab)
+        labels = labels[:, -keep:]
+        loss = F.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+        )
+        return CompressorOutput(loss=loss, logits=logits, labels=labels, memory=memory if return_memory else None)
+
+    # ----------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        memory: Memory,
+        prompt_ids=None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        mode: str = "ft",
+        max_new_tokens: int = 128,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        stop_token_ids: Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Decode from ``memory`` (+ prompt) with a KV cache; returns each sample's new ids, stop token excluded.
+
+        The memory is prefilled once and its keys/values are reused for every generated token.
+        """
+        from transformers import DynamicCache
+
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        prompts = None if prompt_ids is None else self._rows(prompt_ids, prompt_attention_mask, "prompt_ids")
+        inputs = self.decoder_inputs(memory, mode, prompts, None)
+        inputs.pop("labels")
+        stops = set(stop_token_ids) if stop_token_ids is not None else {self.tokenizer.eos_token_id}
+        batch = len(memory)
+        mask, next_pos = inputs["attention_mask"], inputs["position_ids"][:, -1] + 1
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        out: list[list[int]] = [[] for _ in range(batch)]
+        if max_new_tokens == 0:
+            return out
+        with self.decoder_context():
+            cache = DynamicCache(config=self.base_config)
+            step = self.model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
+            for _ in range(max_new_tokens):
+                logits = step.logits[:, -1].float()  # (batch, vocab)
+                token = self._pick(logits, do_sample, temperature, top_k, top_p, generator)  # (batch,)
+                for i in range(batch):
+                    if not done[i]:
+                        t = int(token[i])
+                        if t in stops:
+                            done[i] = True
+                        else:
+                            out[i].append(t)
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype, device=self.device)], dim=1)
+                step = self.model(
+                    inputs_embeds=self.embed(token[:, None]),
+                    attention_mask=mask,
+                    position_ids=next_pos[:, None],
+                    cache=step.cache,
+                    use_cache=True,
+                )
+                next_pos = next_pos + 1
+        return out
+
+    @staticmethod
+    def _pick(logits, do_sample, temperature, top_k, top_p, generator) -> torch.Tensor:
+        if not do_sample:
+            return logits.argmax(dim=-1)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        logits = logits / temperature
+        if top_k > 0:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            drop = cum - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest prefix reaching top_p
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        probs = logits.softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    def generate_text(self, contexts, prompts: Sequence[str] | None = None, mode: str = "ft", **kwargs) -> list[str]:
+        """Convenience: compress texts, decode, and return strings."""
+        memory = self.compress(contexts)
+        prompt_rows = None if prompts is None else self.tokenize(prompts)
+        ids = self.generate(memory, prompt_rows, mode=mode, **kwargs)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def reconstruct(self, contexts, **kwargs) -> list[str]:
+        """Autoencode: compress and decode in the AE layout (default length: the longest context + 8)."""
+        rows = self._rows(contexts, None, "contexts")
+        kwargs.setdefault("max_new_tokens", max(r.numel() for r in rows) + 8)
+        ids = self.generate(self.compress(rows), mode="ae", **kwargs)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def save_pretrained(self, save_directory: str | Path, config: Config | None = None) -> Path:
+        """Write the trained tensors (safetensors), the resolved config and metadata, each file atomically."""
+        from safetensors.torch import save_file
+
+        from icae.utils.io import atomic_path, atomic_write_json
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        config = config or Config(model=self.args)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}
+        with atomic_path(out / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        config.save(out / CONFIG_NAME)
+        atomic_write_json(
+            out / META_NAME,
+            {
+                "model_type": self.args.model_type,
+                "base_model": self.args.model_name_or_path,
+                "tensors": sorted(state),
+                "num_parameters": int(sum(v.numel() for v in state.values())),
+            },
+        )
+        return out
+
+
+def load_trained_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in checkpoint directory {directory}")
+    return load_file(str(path))
+
+
+def read_meta(directory: str | Path) -> dict:
+    path = Path(directory) / META_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,195 @@
+"""In-Context AutoEncoder (Ge et al., 2024): an LLM with LoRA compresses a context into memory slots that the same,
+frozen LLM decodes from.
+
+Encoder: the base model with a LoRA adapter reads ``[segment tokens; k memory tokens]``; the last hidden states at the
+memory positions are the segment's slots. Long contexts are split into balanced segments of at most
+``k * mean_compression_rate`` tokens; all segments of a batch are encoded together in one forward pass.
+Decoder: the same base weights with the adapter disabled (one copy of the weights in memory), reading
+``[slots; special token; prompt/target]``. Only the LoRA weights and the new embeddings (memory tokens and the
+AE/LM/FT special tokens) are trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from icae.config import Config, ModelArguments
+from icae.models.base import CompressorBase, Memory, load_trained_tensors
+from icae.models.segments import memory_position_ids, segment_lengths
+
+LORA_PREFIX = "lora."
+
+
+def lora_config(args: ModelArguments):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=list(args.lora_target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def init_like_vocabulary(num: int, table: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``num`` new embeddings drawn from N(mean, std) of the base embedding table, per hidden dimension."""
+    table = table.detach().float()
+    mean, std = table.mean(dim=0), table.std(dim=0)  # (hidden,)
+    noise = torch.randn(num, table.shape[1], generator=generator, device=table.device)
+    return mean + std * noise  # (num, hidden)
+
+
+class ICAE(CompressorBase):
+    """In-Context AutoEncoder over any Hugging Face causal LM (Qwen2/2.5/3, Mistral, Llama, ...)."""
+
+    def __init__(self, args: ModelArguments, base_model, tokenizer):
+        from peft import get_peft_model
+
+        super().__init__(args, base_model, tokenizer)
+        self._check_targets(base_model, args.lora_target_modules)
+        for p in base_model.parameters():
+            p.requires_grad_(False)
+        self.model = get_peft_model(base_model, lora_config(args))
+        if args.freeze_encoder:
+            for name, p in self.model.named_parameters():
+                if "lora_" in name:
+                    p.requires_grad_(False)
+        table = base_model.get_input_embeddings().weight
+        k = args.fixed_mem_size
+        init = init_like_vocabulary(k + len(self.special_names), table)
+        # Kept in float32 whatever the base dtype; cast where used so optimizer updates stay exact.
+        self.memory_embeddings = nn.Parameter(init[:k].to(table.device))  # (k, hidden)
+        self.special_embeddings = nn.Parameter(init[k:].to(table.device))  # (3, hidden): AE, LM, FT
+        if not args.train:
+            self.eval()
+
+    @staticmethod
+    def _check_targets(model, targets) -> None:
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        missing = [t for t in targets if t not in names]
+        if missing:
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+            raise ValueError(f"lora_target_modules {missing} not found in {type(model).__name__}; linear modules: {linear}")
+
+    @classmethod
+    def from_config(cls, config: Config | ModelArguments) -> "ICAE":
+        from icae.models.loading import load_base_model
+
+        args = config.model if isinstance(config, Config) else config
+        base, tokenizer = load_base_model(args.model_name_or_path, args.torch_dtype, args.attn_implementation)
+        model = cls(args, base, tokenizer)
+        if args.restore_from:
+            model.load_trainable_state_dict(load_trained_tensors(args.restore_from))
+        return model
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> "ICAE":
+        """Rebuild from a checkpoint: base model by name/path from the saved config, then the trained tensors."""
+        from icae.models import load_checkpoint
+
+        model = load_checkpoint(directory, **overrides)
+        if not isinstance(model, cls):
+            raise TypeError(f"{directory} holds a {type(model).__name__}, not an {cls.__name__}")
+        return model
+
+    # ----------------------------------------------------------------------------------------- decoder side
+    def decoder_context(self):
+        return self.model.disable_adapter()
+
+    def special_embedding(self, mode: str) -> torch.Tensor | None:
+        if mode == "lm" and not self.args.add_special_token_for_lm:
+            return None
+        return self.special_embeddings[self.special_names.index(mode)][None]  # (1, hidden)
+
+    def uses_position_identifiers(self) -> bool:
+        return self.args.use_position_identifiers and self.args.do_compress
+
+    # ----------------------------------------------------------------------------------------- encoder side
+    def compress_ids(self, rows: list[torch.Tensor]) -> Memory:
+        """Compress each context into ``n_segments * k`` slots; returns a right-padded :class:`Memory`."""
+        if not self.args.do_compress:
+            return self.token_memory(rows)
+        k, rate = self.args.fixed_mem_size, self.args.mean_compression_rate
+        segments, seg_pos, owners = [], [], []
+        for i, row in enumerate(rows):
+            start = 0
+            for n in segment_lengths(row.numel(), k, rate):
+                segments.append(row[start : start + n])
+                if self.args.use_position_identifiers:
+                    # Global 1-based positions: id 0 is left to the AE token that starts a reconstruction.
+                    pos = torch.arange(start + 1, start + n + 1)
+                    mem_pos = memory_position_ids(start + 1, start + n, k)
+                else:
+                    pos = torch.arange(n)
+                    mem_pos = torch.arange(n, n + k)
+                seg_pos.append(torch.cat([pos, mem_pos]))
+                owners.append(i)
+                start += n
+        slots = self._encode_segments(segments, seg_pos)  # (n_segments_total, k, hidden)
+        per_sample = [[] for _ in rows]
+        per_pos = [[] for _ in rows]
+        for s, owner in enumerate(owners):
+            per_sample[owner].append(slots[s])
+            per_pos[owner].append(seg_pos[s][-k:])
+        return Memory.from_list(
+            [torch.cat(x) for x in per_sample],
+            [torch.cat(p).to(self.device) for p in per_pos],
+            [r.numel() for r in rows],
+        )
+
+    def _encode_segments(self, segments: list[torch.Tensor], positions: list[torch.Tensor]) -> torch.Tensor:
+        """Encode all segments in one left-padded batch ``[pad; tokens; memory]``; returns ``(S, k, hidden)``."""
+        k = self.args.fixed_mem_size
+        width = max(s.numel() for s in segments) + k
+        num = len(segments)
+        mem = self.memory_embeddings.to(self.dtype)  # (k, hidden)
+        embeds = mem.new_zeros(num, width, self.hidden_size)
+        mask = torch.zeros(num, width, dtype=torch.long, device=self.device)
+        pos = torch.zeros(num, width, dtype=torch.long, device=self.device)
+        for j, (seg, p) in enumerate(zip(segments, positions)):
+            n = seg.numel() + k
+            embeds[j, width - n : width - k] = self.embed(seg)
+            embeds[j, width - k :] = mem
+            mask[j, width - n :] = 1
+            pos[j, width - n :] = p.to(self.device)
+        # The adapter is active here: this is the encoder.
+        hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
+        return hidden.last_hidden_state[:, -k:]  # (S, k, hidden): the memory positions
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        state = {LORA_PREFIX + k: v for k, v in get_peft_model_state_dict(self.model).items()}
+        state["memory_embeddings"] = self.memory_embeddings
+        state["special_embeddings"] = self.special_embeddings
+        return state
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        expected = set(self.trainable_state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        problems = []
+        if missing:
+            problems.append(f"missing tensors: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            problems.append(f"unexpected tensors: {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        for name in ("memory_embeddings", "special_embeddings"):
+            if name in state and state[name].shape != getattr(self, name).shape:
+                problems.append(
+                    f"{name}: checkpoint shape {tuple(state[name].shape)} != model {tuple(getattr(self, name).shape)}"
+                    " (fixed_mem_size or base model differs)"
+                )
+        if problems:
+            raise ValueError("checkpoint does not match this ICAE: " + "; ".join(problems))
+        lora = {k[len(LORA_PREFIX) :]: v for k, v in state.items() if k.startswith(LORA_PREFIX)}
+        set_peft_model_state_dict(self.model, lora)
+        with torch.no_grad():
+            self.memory_embeddings.copy_(state["memory_embeddings"])
+            self.special_embeddings.copy_(state["special_embeddings"])

@@ -1,0 +1,132 @@
+"""Loading base models and tokenizers, including the built-in tiny models that work offline.
+
+Real loading stays real: ``model_name_or_path`` may be any hub name or local directory, passed to
+``AutoModelForCausalLM.from_pretrained``. The names ``tiny-qwen2`` and ``tiny-mistral`` resolve to random-initialised
+2-layer models built from a config with the tokenizer shipped in ``icae/assets/tokenizer``; they are written once
+into ``$ICAE_HOME/models/<name>`` (default ``~/.cache/icae``) as ordinary Hugging Face model directories.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TOKENIZER_FILE = Path(__file__).resolve().parents[1] / "assets" / "tokenizer" / "tokenizer.json"
+TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-mistral": "mistral"}
+FAMILIES = ("qwen2", "mistral")
+
+# A ChatML template (the format Qwen uses), so chat-formatted recipes run on the tiny models too.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def icae_home() -> Path:
+    return Path(os.environ.get("ICAE_HOME", Path.home() / ".cache" / "icae"))
+
+
+def tiny_tokenizer():
+    """The shipped byte-level BPE tokenizer (vocab 4096) as a transformers fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(TOKENIZER_FILE),
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        model_max_length=8192,
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_config(family: str, vocab_size: int, hidden_size: int = 64, num_layers: int = 2, **kwargs):
+    """A tiny config of the given family: 4 attention heads, 2 key/value heads (grouped-query, as the real ones)."""
+    from transformers import MistralConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    )
+    common.update(kwargs)
+    if family == "qwen2":
+        return Qwen2Config(**common)
+    if family == "mistral":
+        return MistralConfig(sliding_window=None, **common)
+    raise ValueError(f"unknown tiny model family {family!r}; choose one of {FAMILIES}")
+
+
+def build_tiny_model(
+    family: str, out_dir: str | Path, hidden_size: int = 64, num_layers: int = 2, seed: int = 0
+) -> Path:
+    """Write a random-initialised tiny model + tokenizer to ``out_dir`` (loadable with from_pretrained)."""
+    from transformers import AutoModelForCausalLM
+
+    tok = tiny_tokenizer()
+    config = tiny_config(
+        family,
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map a built-in tiny name to its directory (building it once); anything else is returned unchanged."""
+    family = TINY_MODELS.get(name_or_path)
+    if family is None:
+        return name_or_path
+    target = icae_home() / "models" / name_or_path
+    if not (target / "config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name_or_path}."))
+        try:
+            build_tiny_model(family, tmp)
+            try:
+                os.replace(tmp, target)  # atomic: concurrent builders of the same name are harmless
+            except OSError:
+                if not (target / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def resolve_dtype(name: str) -> torch.dtype | str:
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_base_model(name_or_path: str, dtype: str = "float32", attn_implementation: str | None = None):
+    """Load a causal LM and its tokenizer; the tokenizer gets a pad token if it has none (eos is reused)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    kwargs = {"dtype": resolve_dtype(dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

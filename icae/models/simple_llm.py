@@ -1,0 +1,81 @@
+"""SimpleLLM: the baseline that answers from the full, uncompressed context with the same base model.
+
+Its memory is the context's own token embeddings, so it shares ICAE's decoder layouts, loss, generation and
+checkpoint format. With ``use_lora`` it fine-tunes a LoRA adapter (the adapter is active when decoding); without,
+the base weights themselves are trained (or, with ``train: false``, it is the zero-shot base model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from icae.config import Config, ModelArguments
+from icae.models.base import CompressorBase, Memory, load_trained_tensors
+from icae.models.icae import LORA_PREFIX, ICAE, lora_config
+
+BASE_PREFIX = "base."
+
+
+class SimpleLLM(CompressorBase):
+    """Full-context baseline with the same interface as :class:`ICAE` (``compress`` returns token embeddings)."""
+
+    def __init__(self, args: ModelArguments, base_model, tokenizer):
+        from peft import get_peft_model
+
+        super().__init__(args, base_model, tokenizer)
+        if args.use_lora:
+            ICAE._check_targets(base_model, args.lora_target_modules)
+            for p in base_model.parameters():
+                p.requires_grad_(False)
+            self.model = get_peft_model(base_model, lora_config(args))
+        if not args.train:
+            self.eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, config: Config | ModelArguments) -> "SimpleLLM":
+        from icae.models.loading import load_base_model
+
+        args = config.model if isinstance(config, Config) else config
+        base, tokenizer = load_base_model(args.model_name_or_path, args.torch_dtype, args.attn_implementation)
+        model = cls(args, base, tokenizer)
+        if args.restore_from:
+            model.load_trainable_state_dict(load_trained_tensors(args.restore_from))
+        return model
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> "SimpleLLM":
+        from icae.models import load_checkpoint
+
+        model = load_checkpoint(directory, **overrides)
+        if not isinstance(model, cls):
+            raise TypeError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def compress_ids(self, rows: list[torch.Tensor]) -> Memory:
+        return self.token_memory(rows)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        if self.args.use_lora:
+            from peft import get_peft_model_state_dict
+
+            return {LORA_PREFIX + k: v for k, v in get_peft_model_state_dict(self.model).items()}
+        return {BASE_PREFIX + k: v for k, v in self.model.state_dict().items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        expected = set(self.trainable_state_dict())
+        if expected != set(state):
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(
+                f"checkpoint does not match this SimpleLLM (use_lora={self.args.use_lora}): "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        if self.args.use_lora:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, {k[len(LORA_PREFIX) :]: v for k, v in state.items()})
+        else:
+            self.model.load_state_dict({k[len(BASE_PREFIX) :]: v for k, v in state.items()})
