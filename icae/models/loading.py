@@ -45,7 +45,7 @@ def tiny_tokenizer():
     return tok
 
 
-def tiny_config(family: str, vocab_size: int, hidden_size: int = 64, num_layers: int = 2, **kwargs):
+def tiny_config(family: str, vocab_size: int, hidden_size: int = 128, num_layers: int = 2, **kwargs):
     """A tiny config of the given family: 4 attention heads, 2 key/value heads (grouped-query, as the real ones)."""
     from transformers import MistralConfig, Qwen2Config
 
@@ -58,6 +58,9 @@ def tiny_config(family: str, vocab_size: int, hidden_size: int = 64, num_layers:
         num_key_value_heads=2,
         max_position_embeddings=8192,
         tie_word_embeddings=True,
+        # A larger init than transformers' 0.02: with hidden 64 and tied embeddings, 0.02 caps the frozen LM head's
+        # logits near +-1, so no adapter could make the random decoder confident about any token.
+        initializer_range=0.2,
     )
     common.update(kwargs)
     if family == "qwen2":
@@ -68,7 +71,7 @@ def tiny_config(family: str, vocab_size: int, hidden_size: int = 64, num_layers:
 
 
 def build_tiny_model(
-    family: str, out_dir: str | Path, hidden_size: int = 64, num_layers: int = 2, seed: int = 0
+    family: str, out_dir: str | Path, hidden_size: int = 128, num_layers: int = 2, seed: int = 0
 ) -> Path:
     """Write a random-initialised tiny model + tokenizer to ``out_dir`` (loadable with from_pretrained)."""
     from transformers import AutoModelForCausalLM

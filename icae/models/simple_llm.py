@@ -63,7 +63,13 @@ class SimpleLLM(CompressorBase):
             from peft import get_peft_model_state_dict
 
             return {LORA_PREFIX + k: v for k, v in get_peft_model_state_dict(self.model).items()}
-        return {BASE_PREFIX + k: v for k, v in self.model.state_dict().items()}
+        # Full fine-tuning: every base weight, once (tied weights such as embeddings/LM head share storage).
+        state, seen = {}, set()
+        for k, v in self.model.state_dict().items():
+            if v.data_ptr() not in seen:
+                seen.add(v.data_ptr())
+                state[BASE_PREFIX + k] = v
+        return state
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = set(self.trainable_state_dict())
@@ -78,4 +84,5 @@ class SimpleLLM(CompressorBase):
 
             set_peft_model_state_dict(self.model, {k[len(LORA_PREFIX) :]: v for k, v in state.items()})
         else:
-            self.model.load_state_dict({k[len(BASE_PREFIX) :]: v for k, v in state.items()})
+            # strict=False: the keys left out are the tied duplicates, restored by the tie itself.
+            self.model.load_state_dict({k[len(BASE_PREFIX) :]: v for k, v in state.items()}, strict=False)

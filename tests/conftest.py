@@ -1,0 +1,55 @@
+import os
+
+import pytest
+import torch
+
+FAMILIES = ["tiny-qwen2", "tiny-mistral"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def icae_home(tmp_path_factory):
+    """Build the tiny models once per session in a private directory, never in the user's cache."""
+    home = tmp_path_factory.mktemp("icae_home")
+    os.environ["ICAE_HOME"] = str(home)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return home
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    return request.param
+
+
+def small_config(name="tiny-qwen2", **overrides):
+    from icae import load_config
+
+    values = {
+        "model_name_or_path": name,
+        "fixed_mem_size": 4,
+        "mean_compression_rate": 4,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+    }
+    values.update(overrides)
+    return load_config(None, values)
+
+
+def make_model(name="tiny-qwen2", model_type="icae", seed=0, **overrides):
+    from icae import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(small_config(name, model_type=model_type, **overrides))
+    # peft initialises LoRA B to zero; randomise it so that tests see a non-trivial adapter.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+TEXTS = [
+    "def add(a, b):\n    return a + b\n",
+    "import os\nprint(os.getcwd())\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n        self.items.append(x)\n",
+]

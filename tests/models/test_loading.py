@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from icae.models.loading import build_tiny_model, resolve_model_path, tiny_config
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_tiny_model_loads_with_from_pretrained(tmp_path, family):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = build_tiny_model(family, tmp_path / family, seed=1)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.model_type == family
+    assert model.config.num_hidden_layers == 2 and 32 <= model.config.hidden_size <= 128
+    text = "def f(x):\n    return x * 2  # double\n"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    assert tok.eos_token_id is not None and tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    again = build_tiny_model(family, tmp_path / "again", seed=1)
+    m2 = AutoModelForCausalLM.from_pretrained(again)
+    for (n, a), (_, b) in zip(model.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), n  # deterministic for a seed
+
+
+def test_tiny_names_resolve_to_a_cached_directory(icae_home):
+    path = resolve_model_path("tiny-mistral")
+    assert path.startswith(str(icae_home)) and path.endswith("tiny-mistral")
+    assert resolve_model_path("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"  # real names pass through unchanged
+    assert resolve_model_path(path) == path
+
+
+def test_unknown_family_is_rejected():
+    with pytest.raises(ValueError, match="unknown tiny model family"):
+        tiny_config("gpt2", vocab_size=10)

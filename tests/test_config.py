@@ -1,0 +1,147 @@
+import textwrap
+
+import pytest
+import yaml
+
+from icae.config import Config, ConfigError, load_config, parse_overrides
+
+ORIGINAL_TOOL_CONFIG = """
+model_name_or_path: tiny-qwen2
+model_type: icae
+lora_r: 128
+lora_dropout: 0.05
+lora_target_modules: [q_proj, v_proj]
+train: true
+use_position_identifiers: false
+do_compress: true
+freeze_encoder: false
+freeze_decoder: true
+max_train_samples: 1000
+max_eval_samples: 100
+max_out_length: 64
+dataset_repo: rajpurkar/squad
+token_num: 1000000
+min_len: 16
+train_output_file: data/train.jsonl
+eval_output_file: data/eval.jsonl
+long_text_cache: data/cache.jsonl
+eval_size: 100
+fixed_mem_size: 256
+mean_compression_rate: 4
+min_tokens_for_lm: 64
+leave_tokens_for_lm: 8
+lm_ratio: 0.5
+add_special_token_for_lm: true
+restore_from: null
+eval_ae_num_samples: 10
+model_max_length: 5120
+num_training_steps: 100
+gradient_checkpointing: true
+save_decoder: false
+task: qa
+num_samples: 50
+use_cpu: true
+teacher_forcing: true
+output_dir: out
+learning_rate: 1e-4
+warmup_steps: 300
+max_steps: 100
+save_steps: 50
+eval_strategy: steps
+bf16: false
+optim: adamw_torch
+seed: 42
+dataloader_num_workers: 0
+max_grad_norm: 2.0
+"""
+
+
+def test_original_tool_config_loads_unchanged(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(ORIGINAL_TOOL_CONFIG)
+    cfg = load_config(path)
+    assert cfg.model.fixed_mem_size == 256 and cfg.model.lora_target_modules == ["q_proj", "v_proj"]
+    assert cfg.task.task == "qa" and cfg.task.lm_ratio == 0.5
+    # "1e-4" is a string to PyYAML; float fields accept it.
+    assert cfg.training["learning_rate"] == pytest.approx(1e-4)
+    assert cfg.training["gradient_checkpointing"] is True
+    args = cfg.training_arguments()
+    assert args.max_steps == 100 and args.learning_rate == pytest.approx(1e-4)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            fixed_mem_size: 100
+            lora_r: "eight"
+            model_type: gpt
+            not_a_key: 1
+            learning_rate: fast
+            restore_from: /nonexistent/checkpoint
+            """
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    for needle in ["power of 2", "lora_r", "model_type", "not_a_key", "learning_rate", "restore_from"]:
+        assert needle in msg, needle
+    assert len(err.value.problems) == 6
+
+
+def test_overrides_apply_after_the_file_and_parse_yaml_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("fixed_mem_size: 8\nlora_r: 4\n")
+    cfg = load_config(path, ["fixed_mem_size=16", "--lora_target_modules=q_proj,k_proj", "--use_position_identifiers", "true"])
+    assert cfg.model.fixed_mem_size == 16
+    assert cfg.model.lora_r == 4
+    assert cfg.model.lora_target_modules == ["q_proj", "k_proj"]
+    assert cfg.model.use_position_identifiers is True
+
+
+def test_bad_override_syntax_and_missing_file():
+    with pytest.raises(ConfigError, match="cannot parse"):
+        parse_overrides(["fixed_mem_size"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent.yaml")
+
+
+def test_non_mapping_yaml_is_rejected(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("k", [0, 3, 6, 100, -4])
+def test_fixed_mem_size_must_be_power_of_two(k):
+    with pytest.raises(ConfigError, match="power of 2"):
+        load_config(None, {"fixed_mem_size": k})
+
+
+def test_bool_is_not_an_int_and_int_is_a_float():
+    with pytest.raises(ConfigError, match="lora_r"):
+        load_config(None, {"lora_r": True})
+    assert load_config(None, {"lora_dropout": 0}).model.lora_dropout == 0.0
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, {"fixed_mem_size": 8, "learning_rate": 3e-4, "task": "lm"})
+    cfg.save(tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again.to_dict() == cfg.to_dict()
+    assert isinstance(again, Config)
+    assert yaml.safe_load((tmp_path / "resolved.yaml").read_text())["fixed_mem_size"] == 8
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "icae" / "configs").glob("*.yaml"))
+    assert configs, "no shipped configs"
+    for path in configs:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# "), f"{path.name} must open with the command that runs it"
+        load_config(path)

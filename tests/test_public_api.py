@@ -1,0 +1,7 @@
+import icae
+
+
+def test_public_api():
+    for name in ["ICAE", "SimpleLLM", "load_config", "Memory", "build_model", "load_checkpoint", "ConfigError"]:
+        assert hasattr(icae, name), name
+    assert set(icae.__all__) <= set(dir(icae))
