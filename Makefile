@@ -24,7 +24,8 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(PY) -m icae.scripts.demo
+	$(PY) -m icae.scripts.demo --config_path icae/configs/demo_tiny_qwen2.yaml
+	$(PY) -m icae.scripts.demo --config_path icae/configs/demo_tiny_mistral.yaml
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -39,7 +39,7 @@ class ModelArguments:
 
     model_name_or_path: str = _help(
         "Base causal LM: a Hugging Face hub name, a local directory, or a built-in tiny model "
-        "('tiny-qwen2', 'tiny-mistral') that is built offline on first use.",
+        "('tiny-qwen2', 'tiny-qwen3', 'tiny-mistral') that is built offline on first use.",
         "tiny-qwen2",
     )
     model_type: Literal["icae", "llm"] = _help(

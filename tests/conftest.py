@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-FAMILIES = ["tiny-qwen2", "tiny-mistral"]
+FAMILIES = ["tiny-qwen2", "tiny-qwen3", "tiny-mistral"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -145,6 +145,31 @@ class CompressorBase(nn.Module):
         lm = self.base_causal_lm
         return getattr(lm, lm.base_model_prefix)
 
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Recompute activations in backward (Trainer calls this when ``gradient_checkpointing`` is set).
+
+        Non-reentrant checkpointing by default: the frozen base's inputs need no grad for LoRA to get its gradients.
+        """
+        kwargs = activation_checkpointing_kwargs or {"use_reentrant": False}
+        lm = self.base_causal_lm
+        if hasattr(lm, "activation_checkpointing_enable"):
+            lm.activation_checkpointing_enable(
+                activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers, offload=offload
+            )
+        else:  # transformers releases before the rename
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs) -> None:
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+    def freeze_for_inference(self) -> None:
+        """``train: false``: evaluation mode, no parameter requires a gradient."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids.to(self.device))
 
@@ -226,6 +251,11 @@ class CompressorBase(nn.Module):
             lab = torch.full((seq.shape[0],), -100, dtype=torch.long, device=self.device)
             if targets[i].numel():
                 lab[-targets[i].numel() :] = targets[i].to(self.device)
+            if seq.shape[0] > self.args.model_max_length:
+                raise ValueError(
+                    f"sample {i}: decoder input of {seq.shape[0]} positions ({slots.shape[0]} memory, "
+                    f"{n_after} prompt/target) exceeds model_max_length={self.args.model_max_length}"
+                )
             seqs.append(seq)
             poss.append(pos)
             labs.append(lab)

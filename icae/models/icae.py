@@ -11,6 +11,7 @@ AE/LM/FT special tokens) are trained.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -65,8 +66,9 @@ class ICAE(CompressorBase):
         # Kept in float32 whatever the base dtype; cast where used so optimizer updates stay exact.
         self.memory_embeddings = nn.Parameter(init[:k].to(table.device))  # (k, hidden)
         self.special_embeddings = nn.Parameter(init[k:].to(table.device))  # (3, hidden): AE, LM, FT
+        self._decoding = False  # True while the base model runs as the decoder (adapter off)
         if not args.train:
-            self.eval()
+            self.freeze_for_inference()
 
     @staticmethod
     def _check_targets(model, targets) -> None:
@@ -98,8 +100,42 @@ class ICAE(CompressorBase):
         return model
 
     # ----------------------------------------------------------------------------------------- decoder side
+    @contextlib.contextmanager
     def decoder_context(self):
-        return self.model.disable_adapter()
+        if self._decoding:
+            yield
+            return
+        self._decoding = True
+        try:
+            with self.model.disable_adapter():
+                yield
+        finally:
+            self._decoding = False
+
+    def activation_checkpointing_enable(self, *args, **kwargs) -> None:
+        """Activation checkpointing that recomputes each layer in the adapter state of its forward pass.
+
+        The decoder runs with the adapter disabled, but backward recomputes layers after that context has exited;
+        without this, the recomputation would include LoRA and no longer match the forward pass.
+        """
+        super().activation_checkpointing_enable(*args, **kwargs)
+        for module in self.base_causal_lm.modules():
+            func = getattr(module, "_gradient_checkpointing_func", None)
+            if func is not None and getattr(module, "gradient_checkpointing", False):
+                module._gradient_checkpointing_func = self._adapter_state_preserving(func)
+
+    def _adapter_state_preserving(self, checkpoint_func):
+        def run(layer_forward, *args, **kwargs):
+            decoding = self._decoding
+
+            def body(*inner):
+                # At forward time the state is already right; during recompute, re-enter the decoder context.
+                with self.decoder_context() if decoding else contextlib.nullcontext():
+                    return layer_forward(*inner)
+
+            return checkpoint_func(body, *args, **kwargs)
+
+        return run
 
     def special_embedding(self, mode: str) -> torch.Tensor | None:
         if mode == "lm" and not self.args.add_special_token_for_lm:

@@ -1,7 +1,7 @@
 """Loading base models and tokenizers, including the built-in tiny models that work offline.
 
 Real loading stays real: ``model_name_or_path`` may be any hub name or local directory, passed to
-``AutoModelForCausalLM.from_pretrained``. The names ``tiny-qwen2`` and ``tiny-mistral`` resolve to random-initialised
+``AutoModelForCausalLM.from_pretrained``. The names ``tiny-qwen2``, ``tiny-qwen3`` and ``tiny-mistral`` resolve to random-initialised
 2-layer models built from a config with the tokenizer shipped in ``icae/assets/tokenizer``; they are written once
 into ``$ICAE_HOME/models/<name>`` (default ``~/.cache/icae``) as ordinary Hugging Face model directories.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 TOKENIZER_FILE = Path(__file__).resolve().parents[1] / "assets" / "tokenizer" / "tokenizer.json"
-TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-mistral": "mistral"}
-FAMILIES = ("qwen2", "mistral")
+TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen3", "tiny-mistral": "mistral"}
+FAMILIES = ("qwen2", "qwen3", "mistral")
 
 # A ChatML template (the format Qwen uses), so chat-formatted recipes run on the tiny models too.
 CHAT_TEMPLATE = (
@@ -47,7 +47,7 @@ def tiny_tokenizer():
 
 def tiny_config(family: str, vocab_size: int, hidden_size: int = 128, num_layers: int = 2, **kwargs):
     """A tiny config of the given family: 4 attention heads, 2 key/value heads (grouped-query, as the real ones)."""
-    from transformers import MistralConfig, Qwen2Config
+    from transformers import MistralConfig, Qwen2Config, Qwen3Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -65,6 +65,9 @@ def tiny_config(family: str, vocab_size: int, hidden_size: int = 128, num_layers
     common.update(kwargs)
     if family == "qwen2":
         return Qwen2Config(**common)
+    if family == "qwen3":
+        # Qwen3 adds per-head q/k RMSNorm and has no q/k/v bias; head_dim is explicit in its config.
+        return Qwen3Config(head_dim=hidden_size // common["num_attention_heads"], **common)
     if family == "mistral":
         return MistralConfig(sliding_window=None, **common)
     raise ValueError(f"unknown tiny model family {family!r}; choose one of {FAMILIES}")
@@ -86,8 +89,9 @@ def build_tiny_model(
         pad_token_id=tok.pad_token_id,
         bos_token_id=None,
     )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state untouched
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

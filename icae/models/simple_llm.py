@@ -31,9 +31,7 @@ class SimpleLLM(CompressorBase):
                 p.requires_grad_(False)
             self.model = get_peft_model(base_model, lora_config(args))
         if not args.train:
-            self.eval()
-            for p in self.model.parameters():
-                p.requires_grad_(False)
+            self.freeze_for_inference()
 
     @classmethod
     def from_config(cls, config: Config | ModelArguments) -> "SimpleLLM":

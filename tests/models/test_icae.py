@@ -261,3 +261,35 @@ def test_memory_select_and_padding():
     sub = mem.select([0])
     assert isinstance(sub, Memory) and sub.slots.shape == (1, 4, model.hidden_size)
     torch.testing.assert_close(sub.slots[0], mem.slots[0, :4])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model(fixed_mem_size=8).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model(TEXTS, mode="ae").loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 2
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4)
+
+
+def test_bfloat16_base_runs_and_keeps_float32_trained_embeddings():
+    model = make_model(torch_dtype="bfloat16").train()
+    assert model.dtype == torch.bfloat16 and model.memory_embeddings.dtype == torch.float32
+    out = model(TEXTS[:2], mode="ae")
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.memory_embeddings.grad is not None
+
+
+def test_inference_mode_freezes_everything():
+    model = make_model(train=False)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_model_max_length_is_enforced():
+    model = make_model(model_max_length=16)
+    with pytest.raises(ValueError, match="exceeds model_max_length=16"):
+        model([list(range(10, 40))], mode="ae")  # 8 slots + AE + 31 targets

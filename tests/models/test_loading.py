@@ -4,7 +4,7 @@ import torch
 from icae.models.loading import build_tiny_model, resolve_model_path, tiny_config
 
 
-@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral"])
 def test_tiny_model_loads_with_from_pretrained(tmp_path, family):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -33,3 +33,11 @@ def test_tiny_names_resolve_to_a_cached_directory(icae_home):
 def test_unknown_family_is_rejected():
     with pytest.raises(ValueError, match="unknown tiny model family"):
         tiny_config("gpt2", vocab_size=10)
+
+
+def test_building_does_not_touch_the_global_random_state(tmp_path):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    build_tiny_model("qwen2", tmp_path / "m", hidden_size=32)
+    assert torch.equal(torch.rand(3), expected)

@@ -1,0 +1,5 @@
+import sys
+
+from icae.cli import main
+
+sys.exit(main())

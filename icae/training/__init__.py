@@ -1,0 +1,3 @@
+from icae.training.trainer import ICAETrainer
+
+__all__ = ["ICAETrainer"]
