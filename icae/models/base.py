@@ -124,6 +124,29 @@ class CompressorBase(nn.Module):
         # Subclasses set self.model (possibly a PeftModel wrapping base_model).
         self.model = base_model
 
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_config(cls, config: Config | ModelArguments):
+        """Load the base model and tokenizer named by the config, wrap them, and load ``restore_from`` if set."""
+        from icae.models.loading import load_base_model
+
+        args = config.model if isinstance(config, Config) else config
+        base, tokenizer = load_base_model(args.model_name_or_path, args.torch_dtype, args.attn_implementation)
+        model = cls(args, base, tokenizer)
+        if args.restore_from:
+            model.load_trainable_state_dict(load_trained_tensors(args.restore_from))
+        return model
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides):
+        """Rebuild from a checkpoint: base model by name/path from the saved config, then the trained tensors."""
+        from icae.models import load_checkpoint
+
+        model = load_checkpoint(directory, **overrides)
+        if not isinstance(model, cls):
+            raise TypeError(f"{directory} holds a {type(model).__name__}, not {cls.__name__}: use load_checkpoint()")
+        return model
+
     # ----------------------------------------------------------------------------------------- plumbing
     @property
     def device(self) -> torch.device:

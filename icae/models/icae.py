@@ -12,13 +12,12 @@ AE/LM/FT special tokens) are trained.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from icae.config import Config, ModelArguments
-from icae.models.base import CompressorBase, Memory, load_trained_tensors
+from icae.config import ModelArguments
+from icae.models.base import CompressorBase, Memory
 from icae.models.segments import memory_position_ids, segment_lengths
 
 LORA_PREFIX = "lora."
@@ -77,27 +76,6 @@ class ICAE(CompressorBase):
         if missing:
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
             raise ValueError(f"lora_target_modules {missing} not found in {type(model).__name__}; linear modules: {linear}")
-
-    @classmethod
-    def from_config(cls, config: Config | ModelArguments) -> "ICAE":
-        from icae.models.loading import load_base_model
-
-        args = config.model if isinstance(config, Config) else config
-        base, tokenizer = load_base_model(args.model_name_or_path, args.torch_dtype, args.attn_implementation)
-        model = cls(args, base, tokenizer)
-        if args.restore_from:
-            model.load_trainable_state_dict(load_trained_tensors(args.restore_from))
-        return model
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, **overrides) -> "ICAE":
-        """Rebuild from a checkpoint: base model by name/path from the saved config, then the trained tensors."""
-        from icae.models import load_checkpoint
-
-        model = load_checkpoint(directory, **overrides)
-        if not isinstance(model, cls):
-            raise TypeError(f"{directory} holds a {type(model).__name__}, not an {cls.__name__}")
-        return model
 
     # ----------------------------------------------------------------------------------------- decoder side
     @contextlib.contextmanager

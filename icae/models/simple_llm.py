@@ -7,12 +7,11 @@ the base weights themselves are trained (or, with ``train: false``, it is the ze
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
-from icae.config import Config, ModelArguments
-from icae.models.base import CompressorBase, Memory, load_trained_tensors
+from icae.config import ModelArguments
+from icae.models.base import CompressorBase, Memory
 from icae.models.icae import LORA_PREFIX, ICAE, lora_config
 
 BASE_PREFIX = "base."
@@ -32,26 +31,6 @@ class SimpleLLM(CompressorBase):
             self.model = get_peft_model(base_model, lora_config(args))
         if not args.train:
             self.freeze_for_inference()
-
-    @classmethod
-    def from_config(cls, config: Config | ModelArguments) -> "SimpleLLM":
-        from icae.models.loading import load_base_model
-
-        args = config.model if isinstance(config, Config) else config
-        base, tokenizer = load_base_model(args.model_name_or_path, args.torch_dtype, args.attn_implementation)
-        model = cls(args, base, tokenizer)
-        if args.restore_from:
-            model.load_trainable_state_dict(load_trained_tensors(args.restore_from))
-        return model
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, **overrides) -> "SimpleLLM":
-        from icae.models import load_checkpoint
-
-        model = load_checkpoint(directory, **overrides)
-        if not isinstance(model, cls):
-            raise TypeError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
 
     def compress_ids(self, rows: list[torch.Tensor]) -> Memory:
         return self.token_memory(rows)

@@ -83,7 +83,7 @@ def test_save_load_round_trip(tmp_path, use_lora):
     mem = model.compress(TEXTS)
     torch.testing.assert_close(loaded.compress(TEXTS).slots, mem.slots, atol=0, rtol=0)
     assert loaded.generate(mem, mode="ft", max_new_tokens=5) == model.generate(mem, mode="ft", max_new_tokens=5)
-    with pytest.raises(TypeError, match="not an ICAE"):
+    with pytest.raises(TypeError, match="holds a SimpleLLM, not ICAE"):
         from icae import ICAE
 
         ICAE.from_pretrained(tmp_path / "ckpt")
