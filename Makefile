@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo clean
+.PHONY: setup test test-slow demo roundtrip clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,11 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(PY) -m icae.scripts.demo --config_path icae/configs/demo_tiny_qwen2.yaml
-	$(PY) -m icae.scripts.demo --config_path icae/configs/demo_tiny_mistral.yaml
+	$(PY) -m icae.scripts.demo --config_path icae/configs/pretrain_tiny_qwen2.yaml
+
+roundtrip: $(STAMP)
+	$(PY) -m icae.scripts.roundtrip --config_path icae/configs/roundtrip_tiny_qwen2.yaml
+	$(PY) -m icae.scripts.roundtrip --config_path icae/configs/roundtrip_tiny_mistral.yaml
 
 clean:
 	rm -rf $(VENV) build *.egg-info

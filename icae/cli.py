@@ -1,6 +1,7 @@
 """The ``icae`` command: one front for every recipe.
 
     icae demo [--config_path FILE] [key=value ...]     run a recipe (same as python -m icae.scripts.demo ...)
+    icae prepare / pretrain --config_path FILE         data preparation and pretraining
     icae config --config_path FILE [key=value ...]     validate a config and print it resolved
     icae keys                                          list every config key with its type, default and help
     icae build-tiny --family qwen2|mistral --out DIR   write a tiny random-initialised model + tokenizer
@@ -20,6 +21,10 @@ from icae.config import ConfigError, ModelArguments, TaskArguments, config_from_
 # Subcommand -> module with a main(argv) function. Recipes of later tasks add their line here.
 RECIPES = {
     "demo": "icae.scripts.demo",
+    "roundtrip": "icae.scripts.roundtrip",
+    "prepare": "icae.data.prepare_data_for_pretraining",
+    "pretrain": "icae.scripts.pretrain",
+    "build-base": "icae.scripts.build_tiny_base",
     "build-tokenizer": "icae.scripts.build_tiny_tokenizer",
 }
 

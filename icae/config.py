@@ -23,6 +23,8 @@ import yaml
 
 MODEL_TYPES = ("icae", "llm")
 TASKS = ("ae", "qa", "lm", "pretrain", "repoqa", "trajectories")
+# Keys spelt differently here because they are Python keywords.
+ALIASES = {"lambda": "lm_lambda"}
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -102,7 +104,25 @@ class TaskArguments:
     task: Literal["ae", "qa", "lm", "pretrain", "repoqa", "trajectories"] = _help(
         "What a recipe does: ae (reconstruct), qa (answer), lm (continue), pretrain, repoqa, trajectories.", "ae"
     )
-    dataset_repo: Optional[str] = _help("Hugging Face dataset name, or a local file/directory.", None)
+    dataset_repo: Optional[str] = _help(
+        "Text source: a Hugging Face dataset name, or a local file or directory (.txt/.md/.py... files are documents; "
+        ".jsonl/.json/.parquet files hold records with a text field).",
+        None,
+    )
+    dataset_config_name: Optional[str] = _help("Hugging Face dataset configuration (subset) name.", None)
+    dataset_split: str = _help("Split of a Hugging Face dataset to read.", "train")
+    text_field: str = _help("Field holding the text in dataset records (.jsonl/.json/.parquet, hub datasets).", "text")
+    file_extensions: list[str] = _help(
+        "In a directory source, files with these extensions are documents (a code tree: every source file).",
+        default_factory=lambda: [".py", ".txt", ".md", ".rst"],
+    )
+    context_length: Optional[int] = _help(
+        "Pretraining sample: tokens compressed (None: fixed_mem_size * mean_compression_rate, one segment).", None
+    )
+    continuation_length: Optional[int] = _help(
+        "Pretraining sample: tokens after the context, the LM objective's continuation (None: min_tokens_for_lm).",
+        None,
+    )
     train_output_file: Optional[str] = _help("Where data preparation writes the training split.", None)
     eval_output_file: Optional[str] = _help("Where data preparation writes the evaluation split.", None)
     long_text_cache: Optional[str] = _help("Cache file for long texts during data preparation.", None)
@@ -110,7 +130,7 @@ class TaskArguments:
         "Directory for metrics and predictions; None: icae/data/metrics and icae/data/predictions.", None
     )
     token_num: Optional[int] = _help("Number of tokens to prepare for pretraining.", None)
-    min_len: int = _help("Documents shorter than this (tokens) are skipped in data preparation.", 0)
+    min_len: int = _help("Samples whose context is shorter than this (tokens) are dropped in data preparation.", 16)
     eval_size: int = _help("Number of held-out samples in data preparation.", 100)
     max_train_samples: Optional[int] = _help("Use at most this many training samples.", None)
     max_eval_samples: Optional[int] = _help("Use at most this many evaluation samples.", None)
@@ -119,6 +139,11 @@ class TaskArguments:
     min_tokens_for_lm: int = _help("Minimum continuation length for the LM objective.", 64)
     leave_tokens_for_lm: int = _help("Continuation tokens excluded from the LM loss at its start.", 8)
     lm_ratio: float = _help("Fraction of pretraining samples that use the LM objective (the rest: AE).", 0.0)
+    lm_lambda: Optional[float] = _help(
+        "If set, every sample trains both objectives: loss = (1 - lambda) * AE + lambda * LM (YAML key `lambda` too);"
+        " lm_ratio is then ignored.",
+        None,
+    )
     eval_ae_num_samples: int = _help("Held-out samples reconstructed for AE BLEU/EM during pretraining.", 16)
     teacher_forcing: bool = _help("Evaluate with the gold history (teacher forcing) rather than generated turns.", True)
     num_training_steps: Optional[int] = _help("Original key; alias of max_steps when max_steps is not set.", None)
@@ -169,7 +194,9 @@ def _training_fields() -> dict[str, Any]:
     from transformers import TrainingArguments
 
     hints = typing.get_type_hints(TrainingArguments)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+    fields = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+    fields["resume_from_checkpoint"] = Optional[typing.Union[bool, str]]  # true: the latest checkpoint in output_dir
+    return fields
 
 
 def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
@@ -222,6 +249,8 @@ def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
     if annotation is str:
         return isinstance(value, str), value
     if isinstance(annotation, type) and issubclass(annotation, __import__("enum").Enum):
+        if isinstance(value, bool):
+            value = "yes" if value else "no"  # YAML 1.1 reads an unquoted `save_strategy: no` as a bool
         try:
             annotation(value)
             return True, value
@@ -255,6 +284,13 @@ def _check_values(model: ModelArguments, task: TaskArguments) -> list[str]:
         problems.append(f"model_max_length must be positive, got {model.model_max_length}")
     if model.restore_from is not None and not Path(model.restore_from).is_dir():
         problems.append(f"restore_from: no such checkpoint directory: {model.restore_from}")
+    if task.lm_lambda is not None and not 0.0 <= task.lm_lambda <= 1.0:
+        problems.append(f"lambda (lm_lambda) must be in [0, 1], got {task.lm_lambda}")
+    for name in ("context_length", "continuation_length", "token_num"):
+        if getattr(task, name) is not None and getattr(task, name) <= 0:
+            problems.append(f"{name} must be positive, got {getattr(task, name)}")
+    if task.leave_tokens_for_lm < 0 or task.min_tokens_for_lm < 1:
+        problems.append("leave_tokens_for_lm must be >= 0 and min_tokens_for_lm >= 1")
     if not 0.0 <= task.lm_ratio <= 1.0:
         problems.append(f"lm_ratio must be in [0, 1], got {task.lm_ratio}")
     for name in ("max_out_length", "eval_size"):
@@ -307,6 +343,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     raw.update(overrides or {})
+    raw = {ALIASES.get(k, k): v for k, v in raw.items()}
 
     sections = {"model": ModelArguments, "task": TaskArguments}
     section_fields = {

@@ -145,3 +145,16 @@ def test_shipped_configs_load():
         first = path.read_text().splitlines()[0]
         assert first.startswith("# "), f"{path.name} must open with the command that runs it"
         load_config(path)
+
+
+def test_yaml_no_is_a_strategy_and_resume_accepts_true():
+    cfg = load_config(None, ["save_strategy=no", "eval_strategy=no", "resume_from_checkpoint=true"])
+    assert cfg.training == {"save_strategy": "no", "eval_strategy": "no", "resume_from_checkpoint": True}
+    with pytest.raises(ConfigError, match="output_dir"):
+        load_config(None, ["output_dir=false"])
+
+
+def test_lambda_key_is_accepted():
+    assert load_config(None, {"lambda": 0.25}).task.lm_lambda == 0.25
+    with pytest.raises(ConfigError, match="lambda"):
+        load_config(None, {"lambda": 1.5})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -27,3 +28,70 @@ class AutoencodingCollator:
     def __call__(self, features: list[dict]) -> dict:
         ids, mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
         return {"input_ids": ids, "attention_mask": mask, "mode": "ae"}
+
+
+def rows_or_none(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Pad id lists, or (None, None) when every list is empty."""
+    if not any(rows):
+        return None, None
+    return pad_right(rows, pad_id)
+
+
+@dataclass
+class PretrainingCollator:
+    """Samples ``{sample_id, input_ids, continuation_ids}`` -> one mixed AE/LM batch for a single model call.
+
+    AE row: ``[slots][AE] context EOS``. LM row: ``[slots][LM?] continuation``, its first ``leave_tokens_for_lm`` tokens
+    fed as a prompt without loss. Each sample takes the LM objective with probability ``lm_ratio``, decided by its
+    ``sample_id`` and the seed (so a resumed run makes the same choices); a sample whose continuation is shorter than
+    ``min_tokens_for_lm`` always autoencodes. With ``lm_lambda`` every sample trains both objectives on one compressed
+    context, and the loss is ``(1 - lambda) * AE + lambda * LM``.
+    """
+
+    pad_token_id: int
+    eos_token_id: int
+    lm_ratio: float = 0.0
+    lm_lambda: float | None = None
+    min_tokens_for_lm: int = 1
+    leave_tokens_for_lm: int = 0
+    seed: int = 0
+
+    def uses_lm(self, sample_id: int) -> bool:
+        return random.Random(self.seed * 1_000_003 + int(sample_id)).random() < self.lm_ratio
+
+    def __call__(self, features: list[dict]) -> dict:
+        modes, index, prompts, targets = [], [], [], []
+        for i, f in enumerate(features):
+            cont = list(f.get("continuation_ids") or [])
+            can_lm = len(cont) >= max(self.min_tokens_for_lm, self.leave_tokens_for_lm + 1)
+            both = self.lm_lambda is not None
+            objectives = ["ae", "lm"] if both else ["lm" if self.uses_lm(f.get("sample_id", i)) else "ae"]
+            for objective in objectives:
+                if objective == "lm" and not can_lm:
+                    if both:
+                        continue
+                    objective = "ae"
+                modes.append(objective)
+                index.append(i)
+                if objective == "ae":
+                    prompts.append([])
+                    targets.append(list(f["input_ids"]) + [self.eos_token_id])
+                else:
+                    prompts.append(cont[: self.leave_tokens_for_lm])
+                    targets.append(cont[self.leave_tokens_for_lm :])
+        ids, mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
+        prompt_ids, prompt_mask = rows_or_none(prompts, self.pad_token_id)
+        target_ids, target_mask = pad_right(targets, self.pad_token_id)
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "mode": modes,
+            "context_index": index,
+            "prompt_ids": prompt_ids,
+            "prompt_attention_mask": prompt_mask,
+            "target_ids": target_ids,
+            "target_attention_mask": target_mask,
+        }
+        if self.lm_lambda is not None:
+            batch["mode_weights"] = {"ae": 1.0 - self.lm_lambda, "lm": self.lm_lambda}
+        return batch

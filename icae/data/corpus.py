@@ -44,3 +44,32 @@ def functions_by_length(tokenizer, min_tokens: int, max_tokens: int, limit: int,
     if not out:
         raise ValueError(f"no function of {min_tokens}-{max_tokens} tokens found in modules {list(modules)}")
     return out
+
+
+def write_stdlib_corpus(out: str | Path, first: str = "n", last: str = "z", root: Path | None = None) -> Path:
+    """Write the top-level standard-library modules whose names start with ``first``..``last`` as JSONL records
+    ``{"path", "text"}`` (atomically). Modules a-m trained the shipped tiny LM; n-z are text it has never seen.
+    """
+    from icae.utils.io import atomic_write_jsonl
+
+    root = root or stdlib_dir()
+    rows = []
+    for path in sorted(root.glob("*.py")):
+        if first <= path.name[0].lower() <= last:
+            try:
+                rows.append({"path": path.name, "text": path.read_text(encoding="utf-8")})
+            except UnicodeDecodeError:
+                continue
+    atomic_write_jsonl(out, rows)
+    return Path(out)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write standard-library modules as a JSONL corpus.")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--first", default="n")
+    parser.add_argument("--last", default="z")
+    a = parser.parse_args()
+    print(write_stdlib_corpus(a.out, a.first, a.last))

@@ -53,6 +53,13 @@ class Memory:
         n = int(self.mask[i].sum())
         return self.slots[i, :n], self.position_ids[i, :n]
 
+    def without_slots(self) -> "Memory":
+        """The same contexts with no slot at all: the no-memory baseline (the decoder's language-model prior)."""
+        batch = len(self)
+        return Memory(
+            self.slots[:, :0], self.mask[:, :0], self.position_ids[:, :0], self.context_lengths.clone()
+        ) if batch else self
+
     def select(self, indices: Sequence[int]) -> "Memory":
         idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.slots.device)
         n = int(self.mask[idx].sum(dim=1).max()) if len(idx) else 0
@@ -79,6 +86,8 @@ class CompressorOutput(ModelOutput):
     loss: Optional[torch.Tensor] = None
     logits: Optional[torch.Tensor] = None  # (batch, n_kept, vocab)
     labels: Optional[torch.Tensor] = None  # (batch, n_kept), -100 where no loss
+    mode_losses: Optional[dict] = None  # layout -> mean loss over that layout's target tokens
+    num_target_tokens: Optional[int] = None
     memory: Optional[Memory] = None
 
 
@@ -237,7 +246,7 @@ class CompressorBase(nn.Module):
     def decoder_inputs(
         self,
         memory: Memory,
-        mode: str,
+        mode: "str | Sequence[str]",
         prompts: list[torch.Tensor] | None = None,
         targets: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -245,19 +254,22 @@ class CompressorBase(nn.Module):
 
         Position ids: contiguous ``0..n-1`` by default. With position identifiers, slots keep their ids; in the AE
         layout the special token takes id 0 and the reconstruction takes the original ids 1..L; in the LM/FT layouts
-        the tokens after the slots continue from L+1. Returns inputs_embeds ``(batch, T, hidden)``,
-        attention_mask/position_ids/labels ``(batch, T)`` (labels: target ids, -100 elsewhere).
+        the tokens after the slots continue from L+1. ``mode`` is one layout for all rows or one per row.
+        Returns inputs_embeds ``(batch, T, hidden)``, attention_mask/position_ids/labels ``(batch, T)``
+        (labels: target ids, -100 elsewhere).
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         batch = len(memory)
+        modes = [mode] * batch if isinstance(mode, str) else list(mode)
+        bad = sorted({m for m in modes if m not in MODES})
+        if bad or len(modes) != batch:
+            raise ValueError(f"mode must be one of {MODES} (one, or one per row: {batch}), got {mode!r}")
         prompts = prompts if prompts is not None else [torch.zeros(0, dtype=torch.long)] * batch
         targets = targets if targets is not None else [torch.zeros(0, dtype=torch.long)] * batch
         if not (len(prompts) == len(targets) == batch):
             raise ValueError(f"batch sizes differ: memory {batch}, prompts {len(prompts)}, targets {len(targets)}")
-        special = self.special_embedding(mode)
         seqs, poss, labs = [], [], []
         for i in range(batch):
+            special = self.special_embedding(modes[i])
             slots, slot_pos = memory.sample(i)
             text = torch.cat([prompts[i].to(self.device), targets[i].to(self.device)])
             parts = [slots.to(self.dtype)]
@@ -267,7 +279,7 @@ class CompressorBase(nn.Module):
             seq = torch.cat(parts)  # (n_i, hidden)
             n_after = seq.shape[0] - slots.shape[0]
             if self.uses_position_identifiers():
-                start = 0 if mode == "ae" else int(memory.context_lengths[i]) + 1
+                start = 0 if modes[i] == "ae" else int(memory.context_lengths[i]) + 1
                 pos = torch.cat([slot_pos, torch.arange(start, start + n_after, device=self.device)])
             else:
                 pos = torch.arange(seq.shape[0], device=self.device)
@@ -295,54 +307,83 @@ class CompressorBase(nn.Module):
             labels[i, width - n :] = l
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "labels": labels}
 
-    def _targets(self, mode, context_rows, targets, target_mask) -> list[torch.Tensor]:
+    def _targets(self, modes, context_rows, targets, target_mask) -> list[torch.Tensor]:
+        if targets is not None:
+            return self._rows(targets, target_mask, "targets")
+        if context_rows is None or any(m != "ae" for m in modes):
+            raise ValueError(f"mode {sorted(set(modes))} needs target ids (the continuation or answer to learn)")
+        # Autoencoding: reproduce the context, then EOS.
         eos = torch.tensor([self.tokenizer.eos_token_id], dtype=torch.long)
-        if mode == "ae" and targets is None:
-            # Autoencoding: reproduce the context, then EOS.
-            return [torch.cat([r.cpu(), eos]) for r in context_rows]
-        if targets is None:
-            raise ValueError(f"mode {mode!r} needs target ids (the continuation or answer to learn)")
-        return self._rows(targets, target_mask, "targets")
+        return [torch.cat([r.cpu(), eos]) for r in context_rows]
 
     # ----------------------------------------------------------------------------------------- forward
     def forward(
         self,
         input_ids=None,
         attention_mask: torch.Tensor | None = None,
-        mode: str = "ae",
+        mode: "str | Sequence[str]" = "ae",
         prompt_ids=None,
         prompt_attention_mask: torch.Tensor | None = None,
         target_ids=None,
         target_attention_mask: torch.Tensor | None = None,
         memory: Memory | None = None,
+        context_index: Sequence[int] | torch.Tensor | None = None,
+        mode_weights: dict[str, float] | None = None,
         return_memory: bool = False,
     ) -> CompressorOutput:
-        """Compress ``input_ids`` (the context) and score ``target_ids`` in the ``mode`` layout.
+        """Compress ``input_ids`` (the contexts) and score ``target_ids`` in the ``mode`` layout(s).
 
         ae: ``[memory][AE] context EOS`` (targets default to the context + EOS); lm: ``[memory][LM?] continuation``;
-        ft: ``[memory][FT] prompt answer``. The loss is the mean cross-entropy over target tokens only.
-        A precomputed ``memory`` may replace ``input_ids``.
+        ft: ``[memory][FT] prompt answer``. ``mode`` may differ per decoder row, and ``context_index`` maps rows to
+        contexts (default: row i reads context i), so one compressed context can serve several objectives.
+        The loss is the mean cross-entropy over all target tokens, or, with ``mode_weights``, the weighted sum of
+        each layout's mean. A precomputed ``memory`` may replace ``input_ids``.
         """
         context_rows = None
         if memory is None:
             context_rows = self._rows(input_ids, attention_mask, "input_ids")
             _check_nonempty(context_rows, "input_ids")
             memory = self.compress_ids(context_rows)
-        elif mode == "ae" and target_ids is None:
-            raise ValueError("mode 'ae' with a precomputed memory needs target_ids")
-        targets = self._targets(mode, context_rows, target_ids, target_attention_mask)
+        row_memory = memory
+        if context_index is not None:
+            index = [int(i) for i in context_index]
+            row_memory = memory.select(index)
+            context_rows = None if context_rows is None else [context_rows[i] for i in index]
+        batch = len(row_memory)
+        modes = [mode] * batch if isinstance(mode, str) else list(mode)
+        targets = self._targets(modes, context_rows, target_ids, target_attention_mask)
         prompts = None if prompt_ids is None else self._rows(prompt_ids, prompt_attention_mask, "prompt_ids")
-        inputs = self.decoder_inputs(memory, mode, prompts, targets)
+        inputs = self.decoder_inputs(row_memory, modes, prompts, targets)
         labels = inputs.pop("labels")
-        keep = max(t.numel() for t in targets) + 1  # logits needed: the position before each target token onwards
+        # Logits needed: from the position before each target token onwards. With nothing before the targets (no slots,
+        # no special token, no prompt) the first target token cannot be predicted and is not scored.
+        keep = min(max(t.numel() for t in targets) + 1, inputs["inputs_embeds"].shape[1])
         with self.decoder_context():
             out = self.model(**inputs, logits_to_keep=keep, use_cache=False)
         logits = out.logits  # (batch, keep, vocab)
         labels = labels[:, -keep:]
-        loss = F.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+        target = labels[:, 1:]
+        token_loss = F.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="none"
+        ).view(batch, keep - 1)
+        counted = target != -100  # (batch, keep - 1)
+        row_sum, row_count = (token_loss * counted).sum(dim=1), counted.sum(dim=1)
+        mode_losses = {}
+        for m in dict.fromkeys(modes):
+            rows = torch.tensor([x == m for x in modes], device=row_sum.device)
+            mode_losses[m] = row_sum[rows].sum() / row_count[rows].sum().clamp(min=1)
+        if mode_weights:
+            loss = sum(mode_weights.get(m, 0.0) * v for m, v in mode_losses.items())
+        else:
+            loss = row_sum.sum() / row_count.sum().clamp(min=1)
+        return CompressorOutput(
+            loss=loss,
+            logits=logits,
+            labels=labels,
+            mode_losses=mode_losses,
+            num_target_tokens=int(row_count.sum()),
+            memory=memory if return_memory else None,
         )
-        return CompressorOutput(loss=loss, logits=logits, labels=labels, memory=memory if return_memory else None)
 
     # ----------------------------------------------------------------------------------------- generation
     @torch.no_grad()

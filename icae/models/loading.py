@@ -4,6 +4,8 @@ Real loading stays real: ``model_name_or_path`` may be any hub name or local dir
 ``AutoModelForCausalLM.from_pretrained``. The names ``tiny-qwen2``, ``tiny-qwen3`` and ``tiny-mistral`` resolve to random-initialised
 2-layer models built from a config with the tokenizer shipped in ``icae/assets/tokenizer``; they are written once
 into ``$ICAE_HOME/models/<name>`` (default ``~/.cache/icae``) as ordinary Hugging Face model directories.
+``tiny-qwen2-lm`` is the same Qwen2 architecture trained as a language model (a frozen decoder must be a trained LM for
+an ICAE to learn); it ships in ``icae/assets/tiny-qwen2-lm``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from pathlib import Path
 
 import torch
 
-TOKENIZER_FILE = Path(__file__).resolve().parents[1] / "assets" / "tokenizer" / "tokenizer.json"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+TOKENIZER_FILE = ASSETS / "tokenizer" / "tokenizer.json"
+# Trained tiny models shipped with the package (built by icae.scripts.build_tiny_base).
+SHIPPED_MODELS = {"tiny-qwen2-lm": ASSETS / "tiny-qwen2-lm"}
 TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen3", "tiny-mistral": "mistral"}
 FAMILIES = ("qwen2", "qwen3", "mistral")
 
@@ -101,6 +106,11 @@ def build_tiny_model(
 
 def resolve_model_path(name_or_path: str) -> str:
     """Map a built-in tiny name to its directory (building it once); anything else is returned unchanged."""
+    if name_or_path in SHIPPED_MODELS:
+        path = SHIPPED_MODELS[name_or_path]
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{name_or_path} is missing from {path}; rebuild it: python -m icae.scripts.build_tiny_base")
+        return str(path)
     family = TINY_MODELS.get(name_or_path)
     if family is None:
         return name_or_path
@@ -124,16 +134,23 @@ def resolve_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
+def load_tokenizer(name_or_path: str):
+    """The tokenizer of a base model (hub name, directory or built-in tiny name), with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_base_model(name_or_path: str, dtype: str = "float32", attn_implementation: str | None = None):
     """Load a causal LM and its tokenizer; the tokenizer gets a pad token if it has none (eos is reused)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
     kwargs = {"dtype": resolve_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return model, load_tokenizer(path)

@@ -1,3 +1,4 @@
-from icae.training.trainer import ICAETrainer
+from icae.training.evaluation import evaluate_pretraining
+from icae.training.trainer import ICAETrainer, PretrainingTrainer
 
-__all__ = ["ICAETrainer"]
+__all__ = ["ICAETrainer", "PretrainingTrainer", "evaluate_pretraining"]

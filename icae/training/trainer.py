@@ -1,21 +1,35 @@
-"""A thin ``transformers.Trainer`` subclass for ICAE and SimpleLLM.
+"""Thin ``transformers.Trainer`` subclasses for ICAE and SimpleLLM.
 
-What it changes: the loss comes from the model's own forward (it knows its layouts), and checkpoints hold only the
-trained tensors plus the resolved config (``save_pretrained``), which resume loads back strictly.
+``ICAETrainer``: the loss comes from the model's own forward (it knows its layouts); checkpoints hold only the trained
+tensors plus the resolved config (``save_pretrained``), and resume loads them back strictly; each ``checkpoint-N`` is
+written into a staging directory and renamed into place once complete, so a run killed while saving leaves no
+half-written checkpoint for ``resume_from_checkpoint`` to pick up.
+
+``PretrainingTrainer`` adds what pretraining logs: AE and LM losses separately, tokens/s, and held-out AE loss,
+BLEU-1 and exact match (greedy reconstruction) at each evaluation.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
+
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from icae.config import Config
 from icae.models.base import CompressorOutput, load_trained_tensors
+from icae.training.evaluation import evaluate_pretraining
+
+STAGING = ".staging"
 
 
 class ICAETrainer(Trainer):
     def __init__(self, *args, icae_config: Config | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.icae_config = icae_config
+        self._staging = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out: CompressorOutput = model(**inputs)
@@ -29,3 +43,75 @@ class ICAETrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model or self.model)
         model.load_trainable_state_dict(load_trained_tensors(resume_from_checkpoint))
+
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING) if self._staging else run_dir
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)  # every rank writes its part under run_dir/.staging/checkpoint-N
+        finally:
+            self._staging = False
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            staged, final = os.path.join(run_dir, STAGING, name), os.path.join(run_dir, name)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staged, final)
+            if self.state.best_model_checkpoint:
+                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(f"{STAGING}{os.sep}", "")
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+
+class PretrainingTrainer(ICAETrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reset_meters()
+
+    def _reset_meters(self) -> None:
+        self._meter = {"ae": [0.0, 0], "lm": [0.0, 0]}
+        self._tokens = 0
+        self._since = time.perf_counter()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out: CompressorOutput = model(**inputs)
+        modes = inputs["mode"]
+        for m, value in (out.mode_losses or {}).items():
+            n = sum(1 for x in modes if x == m)
+            self._meter[m][0] += value.item() * n
+            self._meter[m][1] += n
+        # Tokens processed: encoder contexts plus decoder targets (padding excluded).
+        self._tokens += int(inputs["attention_mask"].sum()) + int(out.num_target_tokens or 0)
+        return (out.loss, out) if return_outputs else out.loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:  # a training log: add the per-objective losses and throughput since the last one
+            for m, (total, n) in self._meter.items():
+                if n:
+                    logs[f"{m}_loss"] = total / n
+            logs["tokens_per_second"] = self._tokens / max(time.perf_counter() - self._since, 1e-9)
+            self._reset_meters()
+        super().log(logs, *args, **kwargs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        started = time.perf_counter()
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        task = self.icae_config.task
+        model = self.accelerator.unwrap_model(self.model)
+        metrics = evaluate_pretraining(
+            model,
+            list(dataset),
+            batch_size=self.args.per_device_eval_batch_size,
+            num_generate=task.eval_ae_num_samples,
+            leave_tokens_for_lm=task.leave_tokens_for_lm,
+            min_tokens_for_lm=task.min_tokens_for_lm,
+        )
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+        self._since += time.perf_counter() - started  # tokens/s measures training, not evaluation
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics

@@ -1,0 +1,87 @@
+"""Reading documents from a Hugging Face dataset or from local files and directories.
+
+Local sources: a text file (.txt, .md, .py, any extension) is one document; .jsonl / .json (a list of records) /
+.parquet files hold records whose ``text_field`` is a document; a directory is walked in sorted order, its files with
+one of ``extensions`` being documents and its record files read as above. Anything else is a hub dataset name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class SourceError(ValueError):
+    """A source that cannot be read or holds no text."""
+
+
+def _records(path: Path, text_field: str) -> Iterator[str]:
+    if path.suffix == ".parquet":
+        from datasets import Dataset
+
+        ds = Dataset.from_parquet(str(path))
+        if text_field not in ds.column_names:
+            raise SourceError(f"{path}: no column {text_field!r} (columns: {ds.column_names}); set text_field")
+        yield from ds[text_field]
+        return
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise SourceError(f"{path}: a .json source must be a list of records, got {type(data).__name__}")
+        records = enumerate(data, 1)
+    else:
+        records = ((i, json.loads(line)) for i, line in enumerate(path.open(encoding="utf-8"), 1) if line.strip())
+    for i, rec in records:
+        if not isinstance(rec, dict) or text_field not in rec:
+            raise SourceError(f"{path}: record {i} has no field {text_field!r}; set text_field")
+        yield rec[text_field]
+
+
+def _local(path: Path, text_field: str, extensions: list[str]) -> Iterator[str]:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if f.suffix in RECORD_SUFFIXES:
+            yield from _records(f, text_field)
+        elif path.is_file() or f.suffix in extensions:
+            try:
+                yield f.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                if path.is_file():
+                    raise SourceError(f"{f}: not UTF-8 text ({e})") from e  # a directory skips binary files
+
+
+def iter_documents(
+    source: str,
+    split: str = "train",
+    text_field: str = "text",
+    extensions: list[str] | None = None,
+    config_name: str | None = None,
+) -> Iterator[str]:
+    """Yield the non-empty documents of ``source`` in a deterministic order."""
+    if not source:
+        raise SourceError("no dataset_repo given: name a hub dataset or a local file/directory")
+    path = Path(source).expanduser()
+    if path.exists():
+        docs = _local(path, text_field, extensions or [".py", ".txt", ".md", ".rst"])
+    elif source.startswith((".", "/", "~")) or Path(source).suffix in (*RECORD_SUFFIXES, ".txt"):
+        raise SourceError(f"no such file or directory: {source}")
+    else:
+        docs = _hub(source, split, text_field, config_name)
+    for doc in docs:
+        if isinstance(doc, str) and doc.strip():
+            yield doc
+
+
+def _hub(name: str, split: str, text_field: str, config_name: str | None) -> Iterator[str]:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(name, config_name, split=split)
+    except Exception as e:  # the hub client raises many types; the user needs the name and the reason
+        raise SourceError(f"could not load dataset {name!r} (split {split!r}): {type(e).__name__}: {e}") from e
+    if text_field not in ds.column_names:
+        raise SourceError(f"dataset {name!r}: no column {text_field!r} (columns: {ds.column_names}); set text_field")
+    yield from ds[text_field]
