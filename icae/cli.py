@@ -25,6 +25,9 @@ RECIPES = {
     "prepare": "icae.data.prepare_data_for_pretraining",
     "pretrain": "icae.scripts.pretrain",
     "build-base": "icae.scripts.build_tiny_base",
+    "finetune-squad": "icae.scripts.finetune_SQuAD",
+    "inference-squad": "icae.scripts.inference_SQuAD",
+    "squad-fixture": "icae.data.squad",
     "build-tokenizer": "icae.scripts.build_tiny_tokenizer",
 }
 

@@ -81,6 +81,10 @@ class ModelArguments:
     freeze_decoder: bool = _help(
         "The decoder is the frozen base model. Kept for configs of the original tool; only true is supported.", True
     )
+    min_tokens_to_compress: int = _help(
+        "Contexts shorter than this many tokens are fed as ordinary tokens instead of being compressed (0: always).",
+        0,
+    )
     add_special_token_for_lm: bool = _help(
         "LM layout: insert the learned LM token between the memory and the continuation.", False
     )
@@ -110,6 +114,14 @@ class TaskArguments:
         None,
     )
     dataset_config_name: Optional[str] = _help("Hugging Face dataset configuration (subset) name.", None)
+    eval_dataset_repo: Optional[str] = _help(
+        "Evaluation source for fine-tuning/inference recipes (local file or hub name); None: dataset_repo.", None
+    )
+    eval_split: str = _help("Split of a Hugging Face dataset used for evaluation/inference.", "validation")
+    qa_prompt_template: str = _help(
+        "QA prompt after the memory and the FT token; {question} is replaced by the question.",
+        "\nQuestion: {question}\nAnswer:",
+    )
     dataset_split: str = _help("Split of a Hugging Face dataset to read.", "train")
     text_field: str = _help("Field holding the text in dataset records (.jsonl/.json/.parquet, hub datasets).", "text")
     file_extensions: list[str] = _help(

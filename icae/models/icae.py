@@ -125,9 +125,27 @@ class ICAE(CompressorBase):
 
     # ----------------------------------------------------------------------------------------- encoder side
     def compress_ids(self, rows: list[torch.Tensor]) -> Memory:
-        """Compress each context into ``n_segments * k`` slots; returns a right-padded :class:`Memory`."""
+        """Compress each context into ``n_segments * k`` slots; returns a right-padded :class:`Memory`.
+
+        Contexts shorter than ``min_tokens_to_compress`` (and all contexts when ``do_compress`` is off) are fed to the
+        decoder as their own token embeddings instead.
+        """
         if not self.args.do_compress:
             return self.token_memory(rows)
+        short = {i for i, r in enumerate(rows) if r.numel() < self.args.min_tokens_to_compress}
+        if not short:
+            return self._compress_segments(rows)
+        long = [i for i in range(len(rows)) if i not in short]
+        parts = {}
+        if long:
+            compressed = self._compress_segments([rows[i] for i in long])
+            parts.update({i: compressed.sample(j) for j, i in enumerate(long)})
+        kept = self.token_memory([rows[i] for i in sorted(short)])
+        parts.update({i: kept.sample(j) for j, i in enumerate(sorted(short))})
+        return Memory.from_list([parts[i][0] for i in range(len(rows))], [parts[i][1] for i in range(len(rows))],
+                                [r.numel() for r in rows])
+
+    def _compress_segments(self, rows: list[torch.Tensor]) -> Memory:
         k, rate = self.args.fixed_mem_size, self.args.mean_compression_rate
         segments, seg_pos, owners = [], [], []
         for i, row in enumerate(rows):

@@ -21,6 +21,7 @@ from icae.config import Config, ConfigError, config_from_cli
 from icae.data.collators import PretrainingCollator
 from icae.models import build_model
 from icae.training import PretrainingTrainer
+from icae.training.trainer import resolve_resume
 from icae.utils.io import atomic_write_json
 
 METRICS_DIR = Path(__file__).resolve().parents[1] / "data" / "metrics"
@@ -87,12 +88,8 @@ def build_trainer(config: Config, callbacks=None) -> PretrainingTrainer:
 def main(argv: list[str] | None = None, callbacks=None) -> dict:
     config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
     trainer = build_trainer(config, callbacks)
-    resume = config.training.get("resume_from_checkpoint")
-    if resume is True or resume == "true":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume = get_last_checkpoint(trainer.args.output_dir)  # None: nothing saved yet, start from scratch
-    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.train(resume_from_checkpoint=resolve_resume(config.training.get("resume_from_checkpoint"),
+                                                        trainer.args.output_dir))
     metrics = trainer.evaluate()
     final = Path(trainer.args.output_dir) / "final"
     trainer.save_model(str(final))  # on every rank: it synchronises under FSDP/DeepSpeed and writes on rank 0 only

@@ -25,6 +25,15 @@ from icae.training.evaluation import evaluate_pretraining
 STAGING = ".staging"
 
 
+def resolve_resume(value, output_dir: str):
+    """``resume_from_checkpoint`` as configured: true -> the latest checkpoint in output_dir (None if there is none)."""
+    if value is True or value == "true":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    return value or None
+
+
 class ICAETrainer(Trainer):
     def __init__(self, *args, icae_config: Config | None = None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -293,3 +293,13 @@ def test_model_max_length_is_enforced():
     model = make_model(model_max_length=16)
     with pytest.raises(ValueError, match="exceeds model_max_length=16"):
         model([list(range(10, 40))], mode="ae")  # 8 slots + AE + 31 targets
+
+
+def test_short_contexts_stay_uncompressed():
+    model = make_model(min_tokens_to_compress=10)
+    short, long = list(range(10, 16)), list(range(10, 40))
+    mem = model.compress([short, long])
+    assert mem.num_slots.tolist() == [6, 8]  # 6 tokens kept as they are; 30 tokens -> 2 segments of 4 slots
+    torch.testing.assert_close(mem.sample(0)[0], model.embed(torch.tensor(short)))
+    alone = make_model().compress([long])
+    torch.testing.assert_close(mem.sample(1)[0], alone.sample(0)[0], atol=1e-5, rtol=1e-4)

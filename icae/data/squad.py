@@ -1,0 +1,163 @@
+"""SQuAD v1.1 / v2.0: loading, an offline fixture generator, and QA samples for the FT layout.
+
+Sources: a local SQuAD JSON file (``{"version", "data": [{"title", "paragraphs": [{"context", "qas": [{"id",
+"question", "answers": [{"text", "answer_start"}], "is_impossible"?}]}]}]}``), or a Hugging Face dataset such as
+``rajpurkar/squad`` / ``rajpurkar/squad_v2`` (fields id, title, context, question, answers{text, answer_start}).
+Both become flat records ``{id, title, context, question, answers: [str], is_impossible}``.
+
+    python -m icae.data.squad --out outputs/squad_fixture [--version 2.0]    # offline fixture files
+
+Layout of a sample: the context is compressed; the decoder reads ``[slots][FT] prompt`` and learns ``answer EOS``
+(an unanswerable v2.0 question learns EOS alone: the empty answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+
+from icae.data.collators import pad_right
+from icae.data.sources import SourceError
+from icae.utils.io import atomic_write_json
+
+
+def read_squad_json(path: str | Path) -> list[dict]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise SourceError(f"{path}: not a readable SQuAD JSON file ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise SourceError(f"{path}: expected SQuAD format {{'version', 'data': [articles]}}")
+    records = []
+    for article in data["data"]:
+        for paragraph in article.get("paragraphs", []):
+            for qa in paragraph.get("qas", []):
+                answers = [a["text"] for a in qa.get("answers", [])]
+                records.append({
+                    "id": str(qa["id"]),
+                    "title": article.get("title", ""),
+                    "context": paragraph["context"],
+                    "question": qa["question"],
+                    "answers": answers,
+                    "is_impossible": bool(qa.get("is_impossible", not answers)),
+                })
+    return records
+
+
+def load_squad(source: str, split: str = "train") -> list[dict]:
+    """Flat SQuAD records from a local JSON file or a hub dataset split."""
+    if not source:
+        raise SourceError("no SQuAD source given: set dataset_repo (a local SQuAD JSON file or a hub name)")
+    if Path(source).exists():
+        records = read_squad_json(source)
+    elif source.endswith(".json"):
+        raise SourceError(f"no such file: {source}")
+    else:
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset(source, split=split)
+        except Exception as e:  # many exception types; the name and the reason are what matter
+            raise SourceError(f"could not load dataset {source!r} (split {split!r}): {type(e).__name__}: {e}") from e
+        records = [{"id": str(r["id"]), "title": r.get("title", ""), "context": r["context"],
+                    "question": r["question"], "answers": list(r["answers"]["text"]),
+                    "is_impossible": not r["answers"]["text"]} for r in ds]
+    if not records:
+        raise SourceError(f"{source}: no question found")
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- offline fixture
+_PLACES = ["Alder", "Brennick", "Corvale", "Dunmarsh", "Eastwick", "Farrow", "Glenhollow", "Harlow", "Ilsby",
+           "Juniper Cove", "Kestrel", "Larkmoor", "Mirefield", "Northam", "Oakhaven", "Pellridge", "Quarry End",
+           "Ravensford", "Saltmere", "Thornbury", "Umberdale", "Vellmoor", "Westerly", "Yarrowby"]
+_KINDS = ["town", "village", "port", "market town", "hill town", "river town"]
+_REGIONS = ["the northern valleys", "the coast of Merrow", "the Ashen Hills", "the lowlands of Tarn", "the eastern fens",
+            "the Silver Downs"]
+_PEOPLE = ["Ona Velt", "Marek Dunne", "Sera Quill", "Tomas Reyl", "Ada Finch", "Ivo Marsh", "Lena Crane", "Osric Pell"]
+_GOODS = ["wool", "salt", "copper", "timber", "cider", "glass", "linen", "slate"]
+
+
+def _article(rng: random.Random, name: str, index: int, version: str) -> dict:
+    kind, region, person = rng.choice(_KINDS), rng.choice(_REGIONS), rng.choice(_PEOPLE)
+    year, good, pop = str(rng.randint(1200, 1899)), rng.choice(_GOODS), str(rng.randint(2, 90) * 100)
+    context = (f"{name} is a {kind} in {region}. It was founded in {year} by {person}. "
+               f"Its main export is {good}, and about {pop} people live there.")
+    facts = [(f"When was {name} founded?", year), (f"Who founded {name}?", person),
+             (f"What is the main export of {name}?", good), (f"How many people live in {name}?", f"about {pop}")]
+    qas = []
+    for j, (question, answer) in enumerate(facts):
+        qas.append({"id": f"{index:04d}{j}", "question": question,
+                    "answers": [{"text": answer, "answer_start": context.index(answer)}]})
+        if version == "2.0":
+            qas[-1]["is_impossible"] = False
+    if version == "2.0":
+        qas.append({"id": f"{index:04d}9", "question": f"What is the name of the river in {name}?", "answers": [],
+                    "is_impossible": True})
+    return {"title": name, "paragraphs": [{"context": context, "qas": qas}]}
+
+
+def write_fixture(out_dir: str | Path, n_train: int = 16, n_eval: int = 6, seed: int = 0,
+                  version: str = "1.1") -> tuple[Path, Path]:
+    """Write ``train.json`` and ``dev.json`` in the exact SQuAD format, from facts generated here (no copied text)."""
+    if version not in ("1.1", "2.0"):
+        raise ValueError(f"SQuAD version must be 1.1 or 2.0, got {version!r}")
+    rng = random.Random(seed)
+    names = rng.sample(_PLACES, min(len(_PLACES), n_train + n_eval))
+    if len(names) < n_train + n_eval:
+        names += [f"{rng.choice(_PLACES)} {i}" for i in range(n_train + n_eval - len(names))]
+    out = Path(out_dir)
+    paths = []
+    for split, chunk in (("train", names[:n_train]), ("dev", names[n_train:])):
+        data = [_article(rng, name, i, version) for i, name in enumerate(chunk)]
+        path = out / f"{split}.json"
+        atomic_write_json(path, {"version": version, "data": data})
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+# ---------------------------------------------------------------------------------------------- samples
+def qa_sample(tokenizer, record: dict, template: str) -> dict:
+    """Token ids of one QA sample: context (compressed), prompt (question), target (answer + EOS)."""
+    answer = record["answers"][0] if record["answers"] and not record["is_impossible"] else ""
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return {
+        "input_ids": encode(record["context"]),
+        "prompt_ids": encode(template.format(question=record["question"])),
+        "target_ids": (encode(" " + answer) if answer else []) + [tokenizer.eos_token_id],
+    }
+
+
+@dataclass
+class QACollator:
+    """QA samples -> the FT layout batch ``[slots][FT] prompt answer``, loss on the answer only."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict:
+        ids, mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
+        prompt_ids, prompt_mask = pad_right([f["prompt_ids"] for f in features], self.pad_token_id)
+        target_ids, target_mask = pad_right([f["target_ids"] for f in features], self.pad_token_id)
+        return {"input_ids": ids, "attention_mask": mask, "mode": "ft", "prompt_ids": prompt_ids,
+                "prompt_attention_mask": prompt_mask, "target_ids": target_ids, "target_attention_mask": target_mask}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write small SQuAD-format fixture files (train.json, dev.json).")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--version", default="1.1", choices=["1.1", "2.0"])
+    parser.add_argument("--n_train", type=int, default=16)
+    parser.add_argument("--n_eval", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    a = parser.parse_args()
+    for path in write_fixture(a.out, a.n_train, a.n_eval, a.seed, a.version):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

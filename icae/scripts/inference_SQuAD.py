@@ -1,0 +1,110 @@
+"""Evaluate an ICAE or the SimpleLLM baseline on SQuAD: reconstruct contexts (``task: ae``) or answer (``task: qa``).
+
+    python -m icae.scripts.inference_SQuAD --config_path icae/configs/inference_config.yaml restore_from=CHECKPOINT
+
+Load config -> build the model (``restore_from``: a checkpoint from finetune_SQuAD or pretraining) -> evaluation
+records (``eval_dataset_repo`` or ``dataset_repo``, split ``eval_split``) -> batched compress + generate ->
+score -> write the metrics JSON (all metrics, sample count, compression rates, timing, the resolved config) and
+the predictions JSONL. Both files are written atomically, to ``output_path`` or to icae/data/metrics and
+icae/data/predictions.
+qa: EM and F1 as the official SQuAD script defines them (best gold answer; v2.0 no-answer = empty prediction), and
+BLEU-1 against the best gold answer. ae: BLEU-1 and exact match of each distinct context's reconstruction.
+Scores are fractions in [0, 1] (the official script prints percentages).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+from icae.config import Config, ConfigError, config_from_cli
+from icae.data.squad import load_squad, qa_sample
+from icae.metrics import bleu1, exact_match, squad_scores
+from icae.models import build_model
+from icae.models.icae import ICAE
+from icae.training.generation import generate_batched
+from icae.utils.io import atomic_write_json, atomic_write_jsonl
+
+PACKAGE = Path(__file__).resolve().parents[1]
+# SimpleLLM has no learned AE token: it is asked to repeat its context in words.
+LLM_AE_PROMPT = "\nRepeat the text above exactly:\n"
+
+
+def output_paths(config: Config, recipe: str) -> tuple[Path, Path]:
+    task, model = config.task.task, config.model
+    stem = f"{recipe}_{task}_{model.model_type}_{Path(model.model_name_or_path).name}"
+    if config.task.output_path:
+        base = Path(config.task.output_path)
+        return base / f"{stem}_metrics.json", base / f"{stem}_predictions.jsonl"
+    return PACKAGE / "data" / "metrics" / f"{stem}.json", PACKAGE / "data" / "predictions" / f"{stem}.jsonl"
+
+
+def mean(values) -> float:
+    values = list(values)
+    return statistics.fmean(values) if values else 0.0
+
+
+def qa_rows(model, records, config, batch_size):
+    samples = [qa_sample(model.tokenizer, r, config.task.qa_prompt_template) for r in records]
+    rows, summary = generate_batched(model, samples, "ft", batch_size, config.task.max_out_length, desc="answering")
+    predictions = []
+    for record, row in zip(records, rows):
+        text = model.tokenizer.decode(row.pop("generated_ids"), skip_special_tokens=True).strip()
+        golds = [] if record["is_impossible"] else record["answers"]
+        scores = squad_scores(text, golds)
+        scores["bleu1"] = max((bleu1(g, text) for g in golds), default=float(not text))
+        predictions.append({"id": record["id"], "question": record["question"], "gold": golds, "prediction": text,
+                            **scores, **row})
+    metrics = {k: mean(p[k] for p in predictions) for k in ("exact_match", "f1", "bleu1")}
+    for name, keep in (("has_answer", lambda p: p["gold"]), ("no_answer", lambda p: not p["gold"])):
+        subset = [p for p in predictions if keep(p)]
+        if subset and len(subset) < len(predictions):  # SQuAD 2.0: report both halves as the official script does
+            metrics.update({f"{name}_{k}": mean(p[k] for p in subset) for k in ("exact_match", "f1")})
+            metrics[f"{name}_count"] = len(subset)
+    return metrics, predictions, summary
+
+
+def ae_rows(model, records, config, batch_size):
+    contexts = list(dict.fromkeys(r["context"] for r in records))  # each distinct context once, in order
+    prompt = [] if isinstance(model, ICAE) else model.tokenizer(LLM_AE_PROMPT, add_special_tokens=False)["input_ids"]
+    samples = [{"input_ids": model.tokenizer(c, add_special_tokens=False)["input_ids"], "prompt_ids": prompt}
+               for c in contexts]
+    longest = max(len(s["input_ids"]) for s in samples)
+    rows, summary = generate_batched(model, samples, "ae", batch_size, longest + 8, desc="reconstructing")
+    predictions = []
+    for i, (context, row) in enumerate(zip(contexts, rows)):
+        text = model.tokenizer.decode(row.pop("generated_ids"), skip_special_tokens=True)
+        predictions.append({"id": str(i), "gold": context, "prediction": text, "bleu1": bleu1(context, text),
+                            "exact_match": exact_match(context, text), **row})
+    metrics = {k: mean(p[k] for p in predictions) for k in ("bleu1", "exact_match")}
+    return metrics, predictions, summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
+    if config.task.task not in ("ae", "qa"):
+        raise ConfigError([f"task: inference_SQuAD runs 'ae' or 'qa', got {config.task.task!r}"], "inference config")
+    model = build_model(config)
+    model.freeze_for_inference()
+    source = config.task.eval_dataset_repo or config.task.dataset_repo
+    records = load_squad(source, config.task.eval_split)
+    if config.task.num_samples:
+        records = records[: config.task.num_samples]
+    batch_size = config.training.get("per_device_eval_batch_size", 8)
+    run = qa_rows if config.task.task == "qa" else ae_rows
+    metrics, predictions, summary = run(model, records, config, batch_size)
+    result = {"task": config.task.task, "model_type": config.model.model_type, "source": source,
+              "checkpoint": config.model.restore_from, **metrics, **summary, "config": config.to_dict()}
+    metrics_path, predictions_path = output_paths(config, "squad")
+    atomic_write_jsonl(predictions_path, predictions)
+    atomic_write_json(metrics_path, result)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+    print(f"SQuAD {config.task.task} ({config.model.model_type}) on {summary['num_samples']} samples: {shown}; "
+          f"compression {summary['compression_rate_total']:.2f}x, {summary['samples_per_second']:.2f} samples/s")
+    print(f"metrics: {metrics_path}\npredictions: {predictions_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from icae.data.squad import write_fixture
+from icae.scripts import finetune_SQuAD, inference_SQuAD
+
+
+@pytest.fixture(scope="module")
+def fixture_files(tmp_path_factory):
+    return write_fixture(tmp_path_factory.mktemp("squad"), n_train=6, n_eval=3, seed=0, version="2.0")
+
+
+def common(train, dev, family, model_type, out):
+    return [f"model_name_or_path={family}", f"model_type={model_type}", "fixed_mem_size=8", "lora_r=8",
+            "lora_alpha=16", "lora_dropout=0.0", f"dataset_repo={train}", f"eval_dataset_repo={dev}",
+            "max_out_length=6", "per_device_eval_batch_size=4", "use_cpu=true", "report_to=none", f"output_dir={out}"]
+
+
+@pytest.mark.parametrize("model_type", ["icae", "llm"])
+def test_finetune_then_inference(fixture_files, tmp_path, family, model_type):
+    if family == "tiny-qwen3":
+        pytest.skip("the recipes are checked on Qwen2 and Mistral; Qwen3 is covered by the model tests")
+    train, dev = fixture_files
+    args = common(train, dev, family, model_type, tmp_path / "run")
+    final = finetune_SQuAD.main(args + ["task=qa", "max_steps=4", "per_device_train_batch_size=4",
+                                        "learning_rate=1e-3", "save_strategy=no", "disable_tqdm=true"])
+    assert (final / "model.safetensors").is_file()
+    result = inference_SQuAD.main(args + ["task=qa", f"restore_from={final}", f"output_path={tmp_path / 'out'}",
+                                          "train=false"])
+    stem = f"squad_qa_{model_type}_{family}"
+    metrics = json.loads((tmp_path / "out" / f"{stem}_metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "out" / f"{stem}_predictions.jsonl").read_text().splitlines()]
+    assert metrics["num_samples"] == len(rows) == 15  # 3 articles x (4 answerable + 1 unanswerable)
+    assert {"exact_match", "f1", "bleu1", "has_answer_f1", "no_answer_f1", "compression_rate_total",
+            "compression_seconds", "generation_seconds", "per_sample_seconds", "samples_per_second"} <= set(metrics)
+    assert metrics["config"]["restore_from"] == str(final)
+    assert {"id", "question", "gold", "prediction", "exact_match", "f1", "bleu1"} <= set(rows[0])
+    assert metrics["f1"] == pytest.approx(sum(r["f1"] for r in rows) / len(rows))
+    if model_type == "icae":
+        assert metrics["compression_rate_total"] > 2  # ~4x on contexts of 30+ tokens
+    else:
+        assert metrics["compression_rate_total"] == 1.0
+    assert result["task"] == "qa"
+
+
+@pytest.mark.parametrize("model_type", ["icae", "llm"])
+def test_ae_inference_reconstructs_each_context_once(fixture_files, tmp_path, model_type):
+    train, dev = fixture_files
+    result = inference_SQuAD.main(common(train, dev, "tiny-qwen2", model_type, tmp_path / "run")
+                                  + ["task=ae", f"output_path={tmp_path / 'out'}", "num_samples=7"])
+    assert result["num_samples"] == 2  # 7 questions over 2 distinct contexts
+    assert {"bleu1", "exact_match"} <= set(result)
+
+
+def test_inference_rejects_other_tasks(fixture_files, tmp_path):
+    from icae.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'ae' or 'qa'"):
+        inference_SQuAD.main(common(*fixture_files, "tiny-qwen2", "icae", tmp_path) + ["task=lm"])
