@@ -16,7 +16,7 @@ import sys
 
 import yaml
 
-from icae.config import ConfigError, ModelArguments, TaskArguments, config_from_cli
+from icae.config import BenchArguments, ConfigError, ModelArguments, TaskArguments, config_from_cli
 
 # Subcommand -> module with a main(argv) function. Recipes of later tasks add their line here.
 RECIPES = {
@@ -25,6 +25,7 @@ RECIPES = {
     "prepare": "icae.data.prepare_data_for_pretraining",
     "pretrain": "icae.scripts.pretrain",
     "build-base": "icae.scripts.build_tiny_base",
+    "bench": "icae.bench",
     "finetune-squad": "icae.scripts.finetune_SQuAD",
     "inference-squad": "icae.scripts.inference_SQuAD",
     "squad-fixture": "icae.data.squad",
@@ -33,7 +34,7 @@ RECIPES = {
 
 
 def _keys() -> None:
-    for section in (ModelArguments, TaskArguments):
+    for section in (ModelArguments, TaskArguments, BenchArguments):
         print(f"# {section.__name__}: {section.__doc__.strip()}")
         for f in dataclasses.fields(section):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()

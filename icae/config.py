@@ -162,17 +162,39 @@ class TaskArguments:
 
 
 @dataclass
+class BenchArguments:
+    """What ``python -m icae.bench`` measures (each list is a grid axis)."""
+
+    bench_context_lengths: list[int] = _help("Context lengths in tokens.", default_factory=lambda: [512, 1024, 2048])
+    bench_compression_rates: list[int] = _help("Compression rates (mean_compression_rate) to compare.",
+                                               default_factory=lambda: [4])
+    bench_batch_sizes: list[int] = _help("Batch sizes for answering.", default_factory=lambda: [1])
+    bench_new_tokens: list[int] = _help("Tokens generated per answer (forced: no early stop).",
+                                        default_factory=lambda: [64])
+    bench_prompt_tokens: int = _help("Prompt tokens after the memory (a question).", 16)
+    bench_repeats: int = _help("Repeats per point; medians are reported. The three cases run interleaved.", 3)
+    bench_train_batch_sizes: list[int] = _help("Batch sizes of the one-step training throughput measure.",
+                                               default_factory=lambda: [1, 8])
+    bench_train_context_length: Optional[int] = _help(
+        "Context length of the training-throughput step (None: the shortest bench_context_lengths).", None
+    )
+    bench_device: str = _help("'cpu', 'cuda' or 'auto' (cuda when available).", "auto")
+
+
+@dataclass
 class Config:
-    """A resolved recipe config: model, task and transformers.TrainingArguments keyword arguments."""
+    """A resolved recipe config: model, task, benchmark and transformers.TrainingArguments keyword arguments."""
 
     model: ModelArguments = field(default_factory=ModelArguments)
     task: TaskArguments = field(default_factory=TaskArguments)
     training: dict[str, Any] = field(default_factory=dict)
+    bench: BenchArguments = field(default_factory=BenchArguments)
 
     def to_dict(self) -> dict[str, Any]:
         """The flat form, as in a YAML config file; ``load_config`` reads it back unchanged."""
         flat = dataclasses.asdict(self.model)
         flat.update(dataclasses.asdict(self.task))
+        flat.update(dataclasses.asdict(self.bench))
         flat.update(self.training)
         return flat
 
@@ -357,13 +379,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     raw.update(overrides or {})
     raw = {ALIASES.get(k, k): v for k, v in raw.items()}
 
-    sections = {"model": ModelArguments, "task": TaskArguments}
+    sections = {"model": ModelArguments, "task": TaskArguments, "bench": BenchArguments}
     section_fields = {
         name: {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
         for name, cls in sections.items()
     }
     training_fields = _training_fields()
-    values: dict[str, dict[str, Any]] = {"model": {}, "task": {}}
+    values: dict[str, dict[str, Any]] = {"model": {}, "task": {}, "bench": {}}
     training: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str):
@@ -386,10 +408,19 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
             target[key] = coerced
     model = ModelArguments(**values["model"])
     task = TaskArguments(**values["task"])
+    bench = BenchArguments(**values["bench"])
     problems.extend(_check_values(model, task))
+    for name in ("bench_context_lengths", "bench_compression_rates", "bench_batch_sizes", "bench_new_tokens",
+                 "bench_train_batch_sizes"):
+        if not getattr(bench, name) or any(v <= 0 for v in getattr(bench, name)):
+            problems.append(f"{name} must be a non-empty list of positive integers, got {getattr(bench, name)}")
+    if bench.bench_repeats < 1:
+        problems.append(f"bench_repeats must be >= 1, got {bench.bench_repeats}")
+    if bench.bench_device not in ("cpu", "cuda", "auto"):
+        problems.append(f"bench_device must be cpu, cuda or auto, got {bench.bench_device!r}")
     if problems:
         raise ConfigError(problems, source)
-    return Config(model=model, task=task, training=training)
+    return Config(model=model, task=task, training=training, bench=bench)
 
 
 def config_from_cli(argv: list[str] | None = None, description: str = "") -> Config:

@@ -422,7 +422,7 @@ class CompressorBase(nn.Module):
         with self.decoder_context():
             cache = DynamicCache(config=self.base_config)
             step = self.model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
-            for _ in range(max_new_tokens):
+            for produced in range(1, max_new_tokens + 1):
                 logits = step.logits[:, -1].float()  # (batch, vocab)
                 token = self._pick(logits, do_sample, temperature, top_k, top_p, generator)  # (batch,)
                 for i in range(batch):
@@ -432,8 +432,8 @@ class CompressorBase(nn.Module):
                             done[i] = True
                         else:
                             out[i].append(t)
-                if bool(done.all()):
-                    break
+                if bool(done.all()) or produced == max_new_tokens:
+                    break  # no forward pass for a token that will not be used
                 mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype, device=self.device)], dim=1)
                 step = self.model(
                     inputs_embeds=self.embed(token[:, None]),

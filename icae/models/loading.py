@@ -23,6 +23,12 @@ TOKENIZER_FILE = ASSETS / "tokenizer" / "tokenizer.json"
 SHIPPED_MODELS = {"tiny-qwen2-lm": ASSETS / "tiny-qwen2-lm"}
 TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen3", "tiny-mistral": "mistral"}
 FAMILIES = ("qwen2", "qwen3", "mistral")
+# Random-initialised models with the shapes of real ones, built in memory (never written to disk), for benchmarks.
+# Token ids come from the tiny tokenizer; only the shapes (and so the cost) match the real model.
+RANDOM_SHAPES = {
+    "random-qwen2-0.5b": dict(family="qwen2", hidden_size=896, num_layers=24, num_attention_heads=14,
+                              num_key_value_heads=2, intermediate_size=4864, vocab_size=151936),
+}
 
 # A ChatML template (the format Qwen uses), so chat-formatted recipes run on the tiny models too.
 CHAT_TEMPLATE = (
@@ -51,7 +57,7 @@ def tiny_tokenizer():
 
 
 def tiny_config(family: str, vocab_size: int, hidden_size: int = 128, num_layers: int = 2, **kwargs):
-    """A tiny config of the given family: 4 attention heads, 2 key/value heads (grouped-query, as the real ones)."""
+    """A config of the given family; tiny by default (any field can be overridden through ``kwargs``)."""
     from transformers import MistralConfig, Qwen2Config, Qwen3Config
 
     common = dict(
@@ -148,6 +154,18 @@ def load_base_model(name_or_path: str, dtype: str = "float32", attn_implementati
     """Load a causal LM and its tokenizer; the tokenizer gets a pad token if it has none (eos is reused)."""
     from transformers import AutoModelForCausalLM
 
+    if name_or_path in RANDOM_SHAPES:
+        shape = dict(RANDOM_SHAPES[name_or_path])
+        tokenizer = tiny_tokenizer()
+        config = tiny_config(shape.pop("family"), eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id, bos_token_id=None, initializer_range=0.02, **shape)
+        if attn_implementation:
+            config._attn_implementation = attn_implementation
+        torch_dtype = resolve_dtype(dtype)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(config, dtype=None if torch_dtype == "auto" else torch_dtype)
+        return model, tokenizer
     path = resolve_model_path(name_or_path)
     kwargs = {"dtype": resolve_dtype(dtype)}
     if attn_implementation:

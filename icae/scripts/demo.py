@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     for key, label, _ in ROWS:
         print(f"{label:<18}{before['memory'][key]:>10.3f}{after['memory'][key]:>10.3f}{after['no_memory'][key]:>11.3f}")
     original, reconstructed = after["memory"]["texts"][0]
-    print(f"\nheld-out text:\n{original}\n\nreconstructed from {slots} memory slots:\n{reconstructed}\n")
+    print(f"\nheld-out text:\n{original}\n\nreconstructed from {slots} memory slots at step 0:\n"
+          f"{before['memory']['texts'][0][1]}\n\nreconstructed after training:\n{reconstructed}\n")
 
     metrics_dir = Path(config.task.output_path or pretrain.METRICS_DIR)
     name = Path(config.model.model_name_or_path).name

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(config.training.get("seed", 0))
     model = build_model(config)
     if not isinstance(model, ICAE):
-        raise SystemExit("the demo compresses: set model_type: icae")
+        raise SystemExit("the round trip compresses: set model_type: icae")
     k, rate = config.model.fixed_mem_size, config.model.mean_compression_rate
     texts = functions_by_length(model.tokenizer, k * rate // 2, k * rate, config.task.max_train_samples or 8)
     max_new = config.task.max_out_length

@@ -1,0 +1,298 @@
+"""What compression buys: answer latency, throughput and memory of ICAE against the full-context model, side by side.
+
+    python -m icae.bench --config_path icae/configs/bench_tiny.yaml              (also: icae bench ...)
+    python -m icae.bench --config_path icae/configs/bench_qwen2_0.5b_shape.yaml
+
+For every (context length, compression rate, batch size, generated tokens) point, in one process and interleaved
+within each repeat:
+  1. full:   the decoder with the whole context as ordinary tokens (SimpleLLM without LoRA: the same base weights
+             and code path as ICAE's decoder): prefill + decode with a KV cache;
+  2. icae:   compression (all segments of a batch in one encoder pass) + decode from the slots;
+  3. cached: decode from slots compressed in advance (memory reused: agent history, repeated questions);
+  4. peak memory of each: sampled RSS growth on CPU (after returning freed heap pages to the system), the CUDA
+     allocator's peak on GPU; and the exact KV-cache size of the full and compressed decoder inputs;
+  5. training throughput of one AE pretraining step (forward, backward, optimizer) at each training batch size,
+     counting real (non-padding) encoder and target tokens.
+Medians over repeats and the ratios ICAE / full are printed as a table, written as JSON and plotted (PNG).
+No timing is asserted anywhere: the numbers are for reading side by side.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from icae.config import Config, config_from_cli
+from icae.models.icae import ICAE
+from icae.models.loading import load_base_model
+from icae.utils.io import atomic_path, atomic_write_json
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+class PeakMemory:
+    """Peak memory growth in MiB during a block: CUDA allocator peak on GPU, sampled process RSS on CPU."""
+
+    def __init__(self, device: torch.device, interval: float = 0.002):
+        self.device, self.interval, self.peak_mib = device, interval, 0.0
+
+    @contextmanager
+    def measure(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            yield self
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
+            return
+        import psutil
+
+        _trim_heap()  # give freed pages back first, or RSS would not move for memory the allocator kept
+        proc = psutil.Process()
+        base = proc.memory_info().rss
+        peak = [base]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(self.interval)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            self.peak_mib = (peak[0] - base) / 2**20
+
+
+def _trim_heap() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS growth is then an underestimate after the first run
+        pass
+
+
+def kv_cache_mib(model: ICAE, positions: int, batch: int) -> float:
+    """Exact size of the decoder's KV cache for ``positions`` per row: 2 x layers x kv heads x head dim x dtype."""
+    cfg = model.base_config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * model.dtype.itemsize
+    return per_position * positions * batch / 2**20
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device, fn):
+    """(seconds, peak MiB, result) of ``fn()``."""
+    meter = PeakMemory(device)
+    with meter.measure():
+        _sync(device)
+        start = time.perf_counter()
+        result = fn()
+        _sync(device)
+        seconds = time.perf_counter() - start
+    return seconds, meter.peak_mib, result
+
+
+def random_ids(n: int, vocab: int, generator: torch.Generator) -> list[int]:
+    # Ids above the special tokens, below the tokenizer's size (a random model has no preference among them).
+    return torch.randint(8, vocab, (n,), generator=generator).tolist()
+
+
+@torch.no_grad()
+def answer_point(model: ICAE, contexts, prompts, new_tokens: int, repeats: int) -> dict:
+    """Latency and memory of the three cases for one batch, interleaved per repeat; medians."""
+    device = model.device
+    runs = {"full": [], "icae": [], "cached": [], "compress": []}
+    mems = {"full": [], "icae": [], "cached": []}
+    cached_memory = model.compress_ids(contexts)  # compressed in advance, reused by every "cached" run
+    for _ in range(repeats):
+        s, m, _ = timed(device, lambda: model.generate(model.token_memory(contexts), prompts, mode="ft",
+                                                       max_new_tokens=new_tokens, stop_token_ids=[]))
+        runs["full"].append(s)
+        mems["full"].append(m)
+        c, _, memory = timed(device, lambda: model.compress_ids(contexts))
+        g, m, _ = timed(device, lambda: model.generate(memory, prompts, mode="ft", max_new_tokens=new_tokens,
+                                                       stop_token_ids=[]))
+        runs["icae"].append(c + g)
+        runs["compress"].append(c)
+        mems["icae"].append(m)
+        s, m, _ = timed(device, lambda: model.generate(cached_memory, prompts, mode="ft", max_new_tokens=new_tokens,
+                                                       stop_token_ids=[]))
+        runs["cached"].append(s)
+        mems["cached"].append(m)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    peak = {k: max(v) for k, v in mems.items()}
+    return {
+        "full_seconds": med["full"], "icae_seconds": med["icae"], "icae_compress_seconds": med["compress"],
+        "cached_seconds": med["cached"],
+        "icae_over_full": med["icae"] / med["full"], "cached_over_full": med["cached"] / med["full"],
+        "speedup_icae": med["full"] / med["icae"], "speedup_cached": med["full"] / med["cached"],
+        "full_peak_mib": peak["full"], "icae_peak_mib": peak["icae"], "cached_peak_mib": peak["cached"],
+        "memory_slots": int(cached_memory.num_slots[0]),
+        "all_seconds": runs,
+    }
+
+
+def train_throughput(model: ICAE, length: int, batch: int, generator: torch.Generator) -> dict:
+    """One AE pretraining step on ``batch`` contexts of varied length (padding is not counted)."""
+    vocab = len(model.tokenizer)
+    lengths = [max(8, length - (i * length) // (2 * batch)) for i in range(batch)]  # uneven: padding happens
+    contexts = [torch.tensor(random_ids(n, vocab, generator)) for n in lengths]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+
+    def step():
+        out = model(contexts, mode="ae")
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return out
+
+    step()  # warm-up (allocator, kernels)
+    seconds, peak, out = timed(model.device, step)
+    model.eval()
+    tokens = sum(lengths) + int(out.num_target_tokens)
+    return {"batch_size": batch, "context_tokens": sum(lengths), "target_tokens": int(out.num_target_tokens),
+            "seconds": seconds, "tokens_per_second": tokens / seconds, "peak_mib": peak}
+
+
+def run(config: Config, show: bool = True) -> dict:
+    bench = config.bench
+    device = torch.device("cuda" if bench.bench_device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if bench.bench_device == "auto" else bench.bench_device))
+    base, tokenizer = load_base_model(config.model.model_name_or_path, config.model.torch_dtype,
+                                      config.model.attn_implementation)
+    model = ICAE(config.model, base.to(device), tokenizer)
+    model.to(device).eval()
+    vocab = len(tokenizer)
+    gen = torch.Generator().manual_seed(0)
+    points = []
+    for length in bench.bench_context_lengths:
+        for rate in bench.bench_compression_rates:
+            model.args.mean_compression_rate = rate
+            for batch in bench.bench_batch_sizes:
+                contexts = [torch.tensor(random_ids(length, vocab, gen)) for _ in range(batch)]
+                prompts = [torch.tensor(random_ids(bench.bench_prompt_tokens, vocab, gen)) for _ in range(batch)]
+                for new_tokens in bench.bench_new_tokens:
+                    answer_point(model, contexts[:1], prompts[:1], 2, 1)  # warm-up at this shape
+                    measured = answer_point(model, contexts, prompts, new_tokens, bench.bench_repeats)
+                    after = bench.bench_prompt_tokens + new_tokens + 1  # FT token, prompt, generated tokens
+                    point = {"context_length": length, "compression_rate": rate, "batch_size": batch,
+                             "new_tokens": new_tokens, **measured,
+                             "full_kv_cache_mib": kv_cache_mib(model, length + after, batch),
+                             "icae_kv_cache_mib": kv_cache_mib(model, measured["memory_slots"] + after, batch)}
+                    points.append(point)
+                    if show:
+                        print(format_row(point), flush=True)
+    train_length = bench.bench_train_context_length or min(bench.bench_context_lengths)
+    model.args.mean_compression_rate = bench.bench_compression_rates[0]
+    training = [train_throughput(model, train_length, b, gen) for b in bench.bench_train_batch_sizes]
+    return {
+        "model": config.model.model_name_or_path,
+        "parameters": sum(p.numel() for p in base.parameters()),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "dtype": str(model.dtype),
+        "fixed_mem_size": config.model.fixed_mem_size,
+        "points": points,
+        "training_context_length": train_length,
+        "training": training,
+        "config": config.to_dict(),
+    }
+
+
+HEADER = (f"{'context':>8}{'rate':>6}{'batch':>7}{'new':>5}{'slots':>7}{'full s':>9}{'icae s':>9}{'(comp)':>8}"
+          f"{'cached s':>10}{'icae/full':>11}{'cached/full':>13}{'full MiB':>10}{'icae MiB':>10}{'cached MiB':>12}"
+          f"{'KV full':>9}{'KV icae':>9}")
+
+
+def format_row(p: dict) -> str:
+    return (f"{p['context_length']:>8}{p['compression_rate']:>6}{p['batch_size']:>7}{p['new_tokens']:>5}"
+            f"{p['memory_slots']:>7}{p['full_seconds']:>9.3f}{p['icae_seconds']:>9.3f}{p['icae_compress_seconds']:>8.3f}"
+            f"{p['cached_seconds']:>10.3f}{p['icae_over_full']:>11.2f}{p['cached_over_full']:>13.2f}"
+            f"{p['full_peak_mib']:>10.1f}{p['icae_peak_mib']:>10.1f}{p['cached_peak_mib']:>12.1f}"
+            f"{p['full_kv_cache_mib']:>9.2f}{p['icae_kv_cache_mib']:>9.2f}")
+
+
+def markdown_table(result: dict) -> str:
+    rows = ["| context | rate | batch | new tokens | slots | full (s) | ICAE (s) | of which compress | cached (s) "
+            "| ICAE/full | cached/full | full MiB | ICAE MiB | cached MiB | KV cache full / ICAE (MiB) |",
+            "|" + "---|" * 15]
+    for p in result["points"]:
+        rows.append(f"| {p['context_length']} | {p['compression_rate']}x | {p['batch_size']} | {p['new_tokens']} "
+                    f"| {p['memory_slots']} | {p['full_seconds']:.3f} | {p['icae_seconds']:.3f} "
+                    f"| {p['icae_compress_seconds']:.3f} | {p['cached_seconds']:.3f} | {p['icae_over_full']:.2f} "
+                    f"| {p['cached_over_full']:.2f} | {p['full_peak_mib']:.0f} | {p['icae_peak_mib']:.0f} "
+                    f"| {p['cached_peak_mib']:.0f} | {p['full_kv_cache_mib']:.1f} / {p['icae_kv_cache_mib']:.1f} |")
+    rows.append("")
+    rows.append(f"Training, one AE step at context {result['training_context_length']}: " + "; ".join(
+        f"batch {t['batch_size']}: {t['tokens_per_second']:.0f} tokens/s ({t['peak_mib']:.0f} MiB)"
+        for t in result["training"]))
+    return "\n".join(rows)
+
+
+def plot(result: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    groups = sorted({(p["compression_rate"], p["batch_size"], p["new_tokens"]) for p in result["points"]})
+    for rate, batch, new in groups:
+        pts = sorted((p for p in result["points"] if (p["compression_rate"], p["batch_size"], p["new_tokens"]) ==
+                      (rate, batch, new)), key=lambda p: p["context_length"])
+        xs = [p["context_length"] for p in pts]
+        tag = f"{rate}x, b{batch}, {new} tok"
+        ax1.plot(xs, [p["full_seconds"] for p in pts], "k--", marker="o", label=f"full ({tag})")
+        ax1.plot(xs, [p["icae_seconds"] for p in pts], marker="s", label=f"ICAE ({tag})")
+        ax1.plot(xs, [p["cached_seconds"] for p in pts], marker="^", label=f"cached ({tag})")
+        ax2.plot(xs, [p["full_peak_mib"] for p in pts], "k--", marker="o", label=f"full ({tag})")
+        ax2.plot(xs, [p["icae_peak_mib"] for p in pts], marker="s", label=f"ICAE ({tag})")
+    ax1.set(xlabel="context tokens", ylabel="answer latency (s)", title="latency")
+    ax2.set(xlabel="context tokens", ylabel="peak memory growth (MiB)", title="memory")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{result['model']} on {result['device']}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
+    print(HEADER)
+    result = run(config)
+    out_dir = Path(config.task.output_path or PACKAGE / "data" / "metrics")
+    name = Path(config.model.model_name_or_path).name
+    atomic_write_json(out_dir / f"bench_{name}.json", result)
+    drew = plot(result, out_dir / f"bench_{name}.png")
+    print("\n" + markdown_table(result))
+    print(f"\nresults: {out_dir / f'bench_{name}.json'}" + (f"\nplot: {out_dir / f'bench_{name}.png'}" if drew else ""))
+    return result
+
+
+if __name__ == "__main__":
+    main()
