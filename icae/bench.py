@@ -31,7 +31,8 @@ import torch
 from icae.config import Config, config_from_cli
 from icae.models.icae import ICAE
 from icae.models.loading import load_base_model
-from icae.utils.io import atomic_path, atomic_write_json
+from icae.utils.io import atomic_write_json
+from icae.utils.plotting import pyplot, save_png
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -250,12 +251,8 @@ def markdown_table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     groups = sorted({(p["compression_rate"], p["batch_size"], p["new_tokens"]) for p in result["points"]})
@@ -274,10 +271,7 @@ def plot(result: dict, path: Path) -> bool:
     for ax in (ax1, ax2):
         ax.legend(fontsize=7)
     fig.suptitle(f"{result['model']} on {result['device']}")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
     return True
 
 

@@ -23,7 +23,8 @@ from icae.data.corpus import write_stdlib_corpus
 from icae.data.prepare_data_for_pretraining import prepare
 from icae.scripts import pretrain
 from icae.training import evaluate_pretraining
-from icae.utils.io import atomic_path, atomic_write_json
+from icae.utils.io import atomic_write_json
+from icae.utils.plotting import pyplot, save_png
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain_tiny_qwen2.yaml"
 ROWS = [("ae_loss", "AE loss", "lower"), ("ae_token_accuracy", "token accuracy", "higher"),
@@ -40,12 +41,8 @@ def held_out_metrics(model, samples, config) -> dict:
 
 
 def plot_losses(log_history: list[dict], path: Path, start_loss: float | None = None) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
     held = [(h["step"], h["eval_ae_loss"]) for h in log_history if "eval_ae_loss" in h]
@@ -60,10 +57,7 @@ def plot_losses(log_history: list[dict], path: Path, start_loss: float | None = 
     ax.set_ylabel("cross-entropy")
     ax.set_title("ICAE pretraining on the tiny CPU model")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return True
 
 
