@@ -8,7 +8,15 @@
 """
 
 from icae.config import Config, ConfigError, ModelArguments, TaskArguments, load_config
-from icae.models import ICAE, CompressorOutput, Memory, SimpleLLM, build_model, build_tiny_model, load_checkpoint
+from icae.models import (
+    ICAE,
+    CompressorOutput,
+    Memory,
+    SimpleLLM,
+    build_model,
+    build_tiny_model,
+    load_checkpoint,
+)
 
 __version__ = "0.1.0"
 

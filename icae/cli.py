@@ -16,7 +16,13 @@ import sys
 
 import yaml
 
-from icae.config import BenchArguments, ConfigError, ModelArguments, TaskArguments, config_from_cli
+from icae.config import (
+    BenchArguments,
+    ConfigError,
+    ModelArguments,
+    TaskArguments,
+    config_from_cli,
+)
 
 # Subcommand -> module with a main(argv) function. Recipes of later tasks add their line here.
 RECIPES = {

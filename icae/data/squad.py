@@ -19,7 +19,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from icae.data.collators import pad_right
 from icae.data.sources import SourceError
 from icae.utils.io import atomic_write_json

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from icae.config import Config, load_config
-from icae.models.base import CONFIG_NAME, CompressorBase, CompressorOutput, Memory, load_trained_tensors
+from icae.models.base import (
+    CONFIG_NAME,
+    CompressorBase,
+    CompressorOutput,
+    Memory,
+    load_trained_tensors,
+)
 from icae.models.icae import ICAE
 from icae.models.loading import build_tiny_model, load_base_model
 from icae.models.simple_llm import SimpleLLM

@@ -7,12 +7,11 @@ the base weights themselves are trained (or, with ``train: false``, it is the ze
 
 from __future__ import annotations
 
-
 import torch
 
 from icae.config import ModelArguments
 from icae.models.base import CompressorBase, Memory
-from icae.models.icae import LORA_PREFIX, ICAE, lora_config
+from icae.models.icae import ICAE, LORA_PREFIX, lora_config
 
 BASE_PREFIX = "base."
 

@@ -4,7 +4,12 @@ import pytest
 from datasets import load_from_disk
 
 from icae.config import ConfigError, load_config
-from icae.data.prepare_data_for_pretraining import INFO_NAME, build_samples, cut_document, prepare
+from icae.data.prepare_data_for_pretraining import (
+    INFO_NAME,
+    build_samples,
+    cut_document,
+    prepare,
+)
 from icae.data.sources import SourceError, iter_documents
 
 

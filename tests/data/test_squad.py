@@ -3,7 +3,13 @@ import json
 import pytest
 
 from icae.data.sources import SourceError
-from icae.data.squad import QACollator, load_squad, qa_sample, read_squad_json, write_fixture
+from icae.data.squad import (
+    QACollator,
+    load_squad,
+    qa_sample,
+    read_squad_json,
+    write_fixture,
+)
 from tests.conftest import make_model
 
 

@@ -1,6 +1,11 @@
 import pytest
 
-from icae.metrics.squad import exact_match_score, f1_score, normalize_answer, squad_scores
+from icae.metrics.squad import (
+    exact_match_score,
+    f1_score,
+    normalize_answer,
+    squad_scores,
+)
 
 
 def test_normalisation_matches_the_official_script():
