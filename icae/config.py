@@ -21,11 +21,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-MODEL_TYPES = ("icae", "llm")
-TASKS = ("ae", "qa", "lm", "pretrain", "repoqa", "trajectories")
 # Keys spelt differently here because they are Python keywords.
 ALIASES = {"lambda": "lm_lambda"}
-DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING):

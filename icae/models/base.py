@@ -12,7 +12,6 @@ sample's result equals the one computed alone, whichever side the caller padded 
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -28,8 +27,6 @@ MODES = ("ae", "lm", "ft")
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "icae_config.yaml"
 META_NAME = "icae_meta.json"
-
-IdsLike = "torch.Tensor | Sequence[Sequence[int]] | Sequence[torch.Tensor]"
 
 
 @dataclass
@@ -87,7 +84,7 @@ class CompressorOutput(ModelOutput):
     logits: Optional[torch.Tensor] = None  # (batch, n_kept, vocab)
     labels: Optional[torch.Tensor] = None  # (batch, n_kept), -100 where no loss
     mode_losses: Optional[dict] = None  # layout -> mean loss over that layout's target tokens
-    num_target_tokens: Optional[int] = None
+    num_target_tokens: Optional[torch.Tensor] = None  # scalar tensor: no host sync inside the training step
     memory: Optional[Memory] = None
 
 
@@ -381,7 +378,7 @@ class CompressorBase(nn.Module):
             logits=logits,
             labels=labels,
             mode_losses=mode_losses,
-            num_target_tokens=int(row_count.sum()),
+            num_target_tokens=row_count.sum(),
             memory=memory if return_memory else None,
         )
 
@@ -464,13 +461,6 @@ class CompressorBase(nn.Module):
         probs = logits.softmax(dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
-    def generate_text(self, contexts, prompts: Sequence[str] | None = None, mode: str = "ft", **kwargs) -> list[str]:
-        """Convenience: compress texts, decode, and return strings."""
-        memory = self.compress(contexts)
-        prompt_rows = None if prompts is None else self.tokenize(prompts)
-        ids = self.generate(memory, prompt_rows, mode=mode, **kwargs)
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
-
     def reconstruct(self, contexts, **kwargs) -> list[str]:
         """Autoencode: compress and decode in the AE layout (default length: the longest context + 8)."""
         rows = self._rows(contexts, None, "contexts")
@@ -518,7 +508,3 @@ def load_trained_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in checkpoint directory {directory}")
     return load_file(str(path))
 
-
-def read_meta(directory: str | Path) -> dict:
-    path = Path(directory) / META_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}

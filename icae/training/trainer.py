@@ -82,7 +82,8 @@ class PretrainingTrainer(ICAETrainer):
         self._reset_meters()
 
     def _reset_meters(self) -> None:
-        self._meter = {"ae": [0.0, 0], "lm": [0.0, 0]}
+        # Sums stay tensors until a log is written: reading them every step would sync the GPU every step.
+        self._meter: dict[str, list] = {}
         self._tokens = 0
         self._since = time.perf_counter()
 
@@ -91,18 +92,18 @@ class PretrainingTrainer(ICAETrainer):
         modes = inputs["mode"]
         for m, value in (out.mode_losses or {}).items():
             n = sum(1 for x in modes if x == m)
-            self._meter[m][0] += value.item() * n
-            self._meter[m][1] += n
+            total = self._meter.setdefault(m, [0, 0])
+            total[0] = total[0] + value.detach() * n
+            total[1] += n
         # Tokens processed: encoder contexts plus decoder targets (padding excluded).
-        self._tokens += int(inputs["attention_mask"].sum()) + int(out.num_target_tokens or 0)
+        self._tokens = self._tokens + inputs["attention_mask"].sum() + out.num_target_tokens
         return (out.loss, out) if return_outputs else out.loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # a training log: add the per-objective losses and throughput since the last one
             for m, (total, n) in self._meter.items():
-                if n:
-                    logs[f"{m}_loss"] = total / n
-            logs["tokens_per_second"] = self._tokens / max(time.perf_counter() - self._since, 1e-9)
+                logs[f"{m}_loss"] = float(total) / n
+            logs["tokens_per_second"] = float(self._tokens) / max(time.perf_counter() - self._since, 1e-9)
             self._reset_meters()
         super().log(logs, *args, **kwargs)
 
