@@ -31,6 +31,7 @@ import torch
 from icae.config import Config, config_from_cli
 from icae.models.icae import ICAE
 from icae.models.loading import load_base_model
+from icae.training.generation import sync_device
 from icae.utils.io import atomic_write_json
 from icae.utils.plotting import pyplot, save_png
 
@@ -94,19 +95,15 @@ def kv_cache_mib(model: ICAE, positions: int, batch: int) -> float:
     return per_position * positions * batch / 2**20
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def timed(device, fn):
     """(seconds, peak MiB, result) of ``fn()``."""
     meter = PeakMemory(device)
     with meter.measure():
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         result = fn()
-        _sync(device)
+        sync_device(device)
         seconds = time.perf_counter() - start
     return seconds, meter.peak_mib, result
 

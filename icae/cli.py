@@ -2,6 +2,8 @@
 
     icae demo [--config_path FILE] [key=value ...]     run a recipe (same as python -m icae.scripts.demo ...)
     icae prepare / pretrain --config_path FILE         data preparation and pretraining
+    icae finetune-squad / inference-squad ...          SQuAD (also -repoqa and -trajectories)
+    icae build-repoqa / generate-trajectories ...      offline RepoQA dataset and agent trajectories
     icae config --config_path FILE [key=value ...]     validate a config and print it resolved
     icae keys                                          list every config key with its type, default and help
     icae build-tiny --family qwen2|mistral --out DIR   write a tiny random-initialised model + tokenizer
@@ -23,6 +25,7 @@ from icae.config import (
     TaskArguments,
     config_from_cli,
 )
+from icae.data.sources import SourceError
 
 # Subcommand -> module with a main(argv) function. Recipes of later tasks add their line here.
 RECIPES = {
@@ -35,6 +38,12 @@ RECIPES = {
     "finetune-squad": "icae.scripts.finetune_SQuAD",
     "inference-squad": "icae.scripts.inference_SQuAD",
     "squad-fixture": "icae.data.squad",
+    "build-repoqa": "icae.data.build_repoqa",
+    "finetune-repoqa": "icae.scripts.finetune_RepoQA",
+    "inference-repoqa": "icae.scripts.inference_RepoQA",
+    "generate-trajectories": "icae.data.generate_trajectories",
+    "finetune-trajectories": "icae.scripts.finetune_trajectories",
+    "inference-trajectories": "icae.scripts.inference_trajectories",
     "build-tokenizer": "icae.scripts.build_tiny_tokenizer",
 }
 
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"icae: unknown command {command!r}; try `icae --help`", file=sys.stderr)
             return 2
-    except ConfigError as e:
+    except (ConfigError, SourceError) as e:  # bad config or data: the message names every problem
         print(f"icae: {e}", file=sys.stderr)
         return 2
     return 0

@@ -156,6 +156,34 @@ class TaskArguments:
     eval_ae_num_samples: int = _help("Held-out samples reconstructed for AE BLEU/EM during pretraining.", 16)
     teacher_forcing: bool = _help("Evaluate with the gold history (teacher forcing) rather than generated turns.", True)
     num_training_steps: Optional[int] = _help("Original key; alias of max_steps when max_steps is not set.", None)
+    test_fraction: float = _help(
+        "Share of the tasks held out for testing when a recipe splits one dataset by seed (RepoQA needles, "
+        "trajectories); fine-tuning uses the rest.",
+        0.2,
+    )
+    # RepoQA (Search Needle Function)
+    code_context_size: int = _help("RepoQA: tokens of code context around each needle (the paper's 16k).", 2048)
+    needle_position_ratios: list[float] = _help(
+        "RepoQA: where the needle sits in its context, 0.0 (start) to 1.0 (end); needle i of a repo takes ratio "
+        "i mod len.",
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
+    )
+    languages: Optional[list[str]] = _help("RepoQA: languages of the release JSON to use (None: all).", None)
+    # Agent trajectories
+    trajectory_format: Literal["auto", "messages", "swe_smith", "swe_agent", "nebius"] = _help(
+        "Trajectories: record format (messages: OpenAI chat JSONL; swe_smith; swe_agent .traj; nebius rows; auto).",
+        "auto",
+    )
+    compress_roles: list[str] = _help(
+        "Trajectories: roles whose turns are compressed when at least min_tokens_to_compress tokens long "
+        "(assistant turns never are).",
+        default_factory=lambda: ["tool"],
+    )
+    max_history_tokens: int = _help(
+        "Trajectories: decoder input limit; a trajectory stops at the last assistant turn that fits (the original "
+        "tool stopped at 32k).",
+        32768,
+    )
 
 
 @dataclass
@@ -324,6 +352,18 @@ def _check_values(model: ModelArguments, task: TaskArguments) -> list[str]:
         problems.append("leave_tokens_for_lm must be >= 0 and min_tokens_for_lm >= 1")
     if not 0.0 <= task.lm_ratio <= 1.0:
         problems.append(f"lm_ratio must be in [0, 1], got {task.lm_ratio}")
+    if not 0.0 <= task.test_fraction < 1.0:
+        problems.append(f"test_fraction must be in [0, 1), got {task.test_fraction}")
+    if task.max_history_tokens <= 0:
+        problems.append(f"max_history_tokens must be positive, got {task.max_history_tokens}")
+    if "assistant" in task.compress_roles:
+        problems.append("compress_roles: assistant turns are what the model learns; they cannot be compressed")
+    if task.code_context_size <= 0:
+        problems.append(f"code_context_size must be positive, got {task.code_context_size}")
+    bad_ratios = [r for r in task.needle_position_ratios if not 0.0 <= r <= 1.0]
+    if bad_ratios or not task.needle_position_ratios:
+        problems.append(f"needle_position_ratios must be a non-empty list of values in [0, 1], got "
+                        f"{task.needle_position_ratios}")
     for name in ("max_out_length", "eval_size"):
         if getattr(task, name) < 0:
             problems.append(f"{name} must be >= 0, got {getattr(task, name)}")

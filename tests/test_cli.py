@@ -33,3 +33,15 @@ def test_build_tiny(tmp_path, capsys):
 def test_console_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "icae", "--help"], capture_output=True, text=True, check=True)
     assert "demo" in r.stdout
+
+
+def test_data_recipes_and_data_errors(tmp_path, capsys):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "m.py").write_text('def greet(name):\n    """Say hello."""\n    return "hi " + name\n')
+    assert main(["build-repoqa", "--source", str(pkg), "--out", str(tmp_path / "r.json")]) == 0
+    assert main(["generate-trajectories", "--source", str(pkg), "--num", "1", "--out", str(tmp_path / "t.jsonl")]) == 0
+    (tmp_path / "bad.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    assert main(["inference-trajectories", "task=trajectories", f"dataset_repo={tmp_path / 'bad.jsonl'}"]) == 2
+    err = capsys.readouterr().err
+    assert "no assistant turn" in err and "Traceback" not in err

@@ -95,3 +95,18 @@ class PretrainingCollator:
         if self.lm_lambda is not None:
             batch["mode_weights"] = {"ae": 1.0 - self.lm_lambda, "lm": self.lm_lambda}
         return batch
+
+
+@dataclass
+class FinetuneCollator:
+    """Samples ``{input_ids, prompt_ids, target_ids}`` -> the FT layout ``[slots][FT] prompt target``, loss on the
+    target only (SQuAD answers, RepoQA needles)."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict:
+        ids, mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
+        prompt_ids, prompt_mask = pad_right([f["prompt_ids"] for f in features], self.pad_token_id)
+        target_ids, target_mask = pad_right([f["target_ids"] for f in features], self.pad_token_id)
+        return {"input_ids": ids, "attention_mask": mask, "mode": "ft", "prompt_ids": prompt_ids,
+                "prompt_attention_mask": prompt_mask, "target_ids": target_ids, "target_attention_mask": target_mask}

@@ -7,7 +7,7 @@ Both become flat records ``{id, title, context, question, answers: [str], is_imp
 
     python -m icae.data.squad --out outputs/squad_fixture [--version 2.0]    # offline fixture files
 
-Layout of a sample: the context is compressed; the decoder reads ``[slots][FT] prompt`` and learns ``answer EOS``
+Layout of a sample (:class:`icae.data.collators.FinetuneCollator`): the context is compressed; the decoder reads ``[slots][FT] prompt`` and learns ``answer EOS``
 (an unanswerable v2.0 question learns EOS alone: the empty answer).
 """
 
@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
-from icae.data.collators import pad_right
 from icae.data.sources import SourceError
 from icae.utils.io import atomic_write_json
 
@@ -130,20 +128,6 @@ def qa_sample(tokenizer, record: dict, template: str) -> dict:
         "prompt_ids": encode(template.format(question=record["question"])),
         "target_ids": (encode(" " + answer) if answer else []) + [tokenizer.eos_token_id],
     }
-
-
-@dataclass
-class QACollator:
-    """QA samples -> the FT layout batch ``[slots][FT] prompt answer``, loss on the answer only."""
-
-    pad_token_id: int
-
-    def __call__(self, features: list[dict]) -> dict:
-        ids, mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
-        prompt_ids, prompt_mask = pad_right([f["prompt_ids"] for f in features], self.pad_token_id)
-        target_ids, target_mask = pad_right([f["target_ids"] for f in features], self.pad_token_id)
-        return {"input_ids": ids, "attention_mask": mask, "mode": "ft", "prompt_ids": prompt_ids,
-                "prompt_attention_mask": prompt_mask, "target_ids": target_ids, "target_attention_mask": target_mask}
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ sample's result equals the one computed alone, whichever side the caller padded 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -77,6 +78,26 @@ class Memory:
 
 
 @dataclass
+class Span:
+    """One piece of an interleaved decoder row (an agent trajectory): tokens read as they are, or a context that
+    becomes memory slots (``compress``). ``loss`` marks tokens to learn (assistant turns)."""
+
+    ids: torch.Tensor  # (n,)
+    compress: bool = False
+    loss: bool = False
+
+    def __post_init__(self):
+        self.ids = torch.as_tensor(self.ids, dtype=torch.long).reshape(-1)
+        if self.compress and self.loss:
+            raise ValueError("a compressed span cannot carry loss: its tokens are replaced by memory slots")
+
+    @property
+    def key(self) -> str:
+        """Content hash: the same context is compressed once per call (and once per run with a cache)."""
+        return hashlib.sha1(self.ids.cpu().numpy().tobytes()).hexdigest()
+
+
+@dataclass
 class CompressorOutput(ModelOutput):
     """``logits[:, i]`` predicts ``labels[:, i + 1]``; both cover the last ``logits.shape[1]`` decoder positions."""
 
@@ -86,6 +107,9 @@ class CompressorOutput(ModelOutput):
     mode_losses: Optional[dict] = None  # layout -> mean loss over that layout's target tokens
     num_target_tokens: Optional[torch.Tensor] = None  # scalar tensor: no host sync inside the training step
     memory: Optional[Memory] = None
+    # Interleaved (span) layout only: logits[:, i] predicts targets[:, i], which lies in span target_spans[:, i].
+    targets: Optional[torch.Tensor] = None  # (batch, n_kept), -100 where none
+    target_spans: Optional[torch.Tensor] = None  # (batch, n_kept), -1 where none
 
 
 def as_id_list(ids, attention_mask: torch.Tensor | None = None, name: str = "input") -> list[torch.Tensor]:
@@ -327,6 +351,7 @@ class CompressorBase(nn.Module):
         context_index: Sequence[int] | torch.Tensor | None = None,
         mode_weights: dict[str, float] | None = None,
         return_memory: bool = False,
+        spans: Sequence[Sequence[Span]] | None = None,
     ) -> CompressorOutput:
         """Compress ``input_ids`` (the contexts) and score ``target_ids`` in the ``mode`` layout(s).
 
@@ -335,7 +360,10 @@ class CompressorBase(nn.Module):
         contexts (default: row i reads context i), so one compressed context can serve several objectives.
         The loss is the mean cross-entropy over all target tokens, or, with ``mode_weights``, the weighted sum of
         each layout's mean. A precomputed ``memory`` may replace ``input_ids``.
+        ``spans`` (one list of :class:`Span` per row) selects the interleaved layout instead: see :meth:`forward_spans`.
         """
+        if spans is not None:
+            return self.forward_spans(spans)
         context_rows = None
         if memory is None:
             context_rows = self._rows(input_ids, attention_mask, "input_ids")
@@ -382,6 +410,129 @@ class CompressorBase(nn.Module):
             memory=memory if return_memory else None,
         )
 
+    # ----------------------------------------------------------------------------------------- interleaved layout
+    def memory_length(self, num_tokens: int) -> int:
+        """Decoder positions a context of ``num_tokens`` tokens occupies once it is memory (SimpleLLM: itself)."""
+        return num_tokens
+
+    def compress_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None) -> tuple[dict, dict]:
+        """Compress every distinct ``compress`` span of the batch in one ``compress_ids`` call.
+
+        Returns ``{span key: (slots (n, hidden), position ids (n,), context length)}`` and counts ``{"compressed",
+        "cache_hits"}``. With ``cache`` (a dict kept by the caller, for inference), a span seen before is not
+        compressed again; new results are added to it (detached).
+        """
+        memories, todo = {}, {}
+        hits = 0
+        for row in rows:
+            for span in row:
+                if not span.compress:
+                    continue
+                key = span.key
+                if key in memories or key in todo:
+                    hits += 1
+                elif cache is not None and key in cache:
+                    memories[key] = cache[key]
+                    hits += 1
+                else:
+                    todo[key] = span.ids
+        if todo:
+            rows_ids = list(todo.values())
+            _check_nonempty(rows_ids, "compressed spans")
+            memory = self.compress_ids(rows_ids)
+            for j, key in enumerate(todo):
+                slots, pos = memory.sample(j)
+                memories[key] = (slots, pos, rows_ids[j].numel())
+                if cache is not None:
+                    cache[key] = (slots.detach(), pos.detach(), rows_ids[j].numel())
+        return memories, {"compressed": len(todo), "cache_hits": hits}
+
+    def span_inputs(self, rows: Sequence[Sequence[Span]], memories: dict) -> dict[str, torch.Tensor]:
+        """Left-padded decoder batch of interleaved rows: token spans embedded, compressed spans replaced by slots.
+
+        Position ids: contiguous over the decoder row by default. With position identifiers, every position keeps its
+        place in the *uncompressed* row: token spans continue the count, and a compressed span of L tokens starting at
+        position p gives its slots the ids spread over p..p+L-1, as in the AE layout.
+        Returns inputs_embeds ``(batch, T, hidden)``, attention_mask/position_ids/labels/span_index ``(batch, T)``
+        (labels: ids of ``loss`` spans, -100 elsewhere; span_index: the span each position comes from, -1 padding).
+        """
+        identifiers = self.uses_position_identifiers()
+        seqs, poss, labs, idxs = [], [], [], []
+        for r, row in enumerate(rows):
+            parts, pos, lab, idx = [], [], [], []
+            virtual = actual = 0
+            for j, span in enumerate(row):
+                if span.compress:
+                    slots, slot_pos, length = memories[span.key]
+                    parts.append(slots.to(self.dtype))
+                    n = slots.shape[0]
+                    pos.append(slot_pos.to(self.device) + virtual - 1 if identifiers
+                               else torch.arange(actual, actual + n, device=self.device))
+                    lab.append(torch.full((n,), -100, dtype=torch.long, device=self.device))
+                    virtual += length
+                else:
+                    ids = span.ids.to(self.device)
+                    n = ids.numel()
+                    parts.append(self.embed(ids))
+                    start = virtual if identifiers else actual
+                    pos.append(torch.arange(start, start + n, device=self.device))
+                    lab.append(ids if span.loss else torch.full((n,), -100, dtype=torch.long, device=self.device))
+                    virtual += n
+                actual += n
+                idx.append(torch.full((n,), j, dtype=torch.long, device=self.device))
+            if actual == 0:
+                raise ValueError(f"row {r}: no span has any token")
+            if actual > self.args.model_max_length:
+                raise ValueError(f"row {r}: decoder input of {actual} positions exceeds model_max_length="
+                                 f"{self.args.model_max_length} (cut the history: max_history_tokens)")
+            seqs.append(torch.cat(parts))
+            poss.append(torch.cat(pos))
+            labs.append(torch.cat(lab))
+            idxs.append(torch.cat(idx))
+        batch, width = len(seqs), max(x.shape[0] for x in seqs)
+        embeds = seqs[0].new_zeros(batch, width, self.hidden_size)
+        mask = torch.zeros(batch, width, dtype=torch.long, device=self.device)
+        position_ids = torch.zeros(batch, width, dtype=torch.long, device=self.device)
+        labels = torch.full((batch, width), -100, dtype=torch.long, device=self.device)
+        span_index = torch.full((batch, width), -1, dtype=torch.long, device=self.device)
+        for i, (e, p, l, x) in enumerate(zip(seqs, poss, labs, idxs)):
+            n = e.shape[0]
+            embeds[i, width - n :], mask[i, width - n :], position_ids[i, width - n :] = e, 1, p
+            labels[i, width - n :], span_index[i, width - n :] = l, x
+        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "labels": labels,
+                "span_index": span_index}
+
+    def forward_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None) -> CompressorOutput:
+        """Score interleaved rows: mean cross-entropy over the tokens of ``loss`` spans.
+
+        One decoder pass scores every ``loss`` span of a row given everything before it: under the causal mask this is
+        exactly a turn-by-turn pass with the accumulated history, each turn computed once. Logits are computed only at
+        the positions that predict a loss token (a long history costs no vocabulary-sized activations elsewhere).
+        """
+        memories, _ = self.compress_spans(rows, cache)
+        inputs = self.span_inputs(rows, memories)
+        labels, span_index = inputs.pop("labels"), inputs.pop("span_index")
+        following = labels[:, 1:] != -100  # (batch, T - 1): position i predicts a loss token at i + 1
+        keep = following.any(dim=0).nonzero().squeeze(-1)  # (n_kept,) columns shared by the batch
+        if keep.numel() == 0:
+            raise ValueError("no span carries loss: nothing to learn (mark assistant turns with loss=True)")
+        with self.decoder_context():
+            out = self.model(**inputs, logits_to_keep=keep, use_cache=False)
+        logits = out.logits  # (batch, n_kept, vocab)
+        targets, target_spans = labels[:, keep + 1], span_index[:, keep + 1]
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return CompressorOutput(loss=loss, logits=logits, num_target_tokens=(targets != -100).sum(),
+                                targets=targets, target_spans=target_spans.masked_fill(targets == -100, -1))
+
+    @torch.no_grad()
+    def generate_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None, **kwargs) -> tuple[list, dict]:
+        """Continue each interleaved row (e.g. the history up to an assistant turn's header); returns the new ids and
+        the compression counts of :meth:`compress_spans`. Keyword arguments as :meth:`generate`."""
+        memories, counts = self.compress_spans(rows, cache)
+        inputs = self.span_inputs(rows, memories)
+        inputs.pop("labels"), inputs.pop("span_index")
+        return self._decode(inputs, **kwargs), counts
+
     # ----------------------------------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(
@@ -402,15 +553,29 @@ class CompressorBase(nn.Module):
 
         The memory is prefilled once and its keys/values are reused for every generated token.
         """
+        prompts = None if prompt_ids is None else self._rows(prompt_ids, prompt_attention_mask, "prompt_ids")
+        inputs = self.decoder_inputs(memory, mode, prompts, None)
+        inputs.pop("labels")
+        return self._decode(inputs, max_new_tokens, do_sample, temperature, top_k, top_p, stop_token_ids, generator)
+
+    def _decode(
+        self,
+        inputs: dict[str, torch.Tensor],
+        max_new_tokens: int = 128,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        stop_token_ids: Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """The KV-cache loop over a left-padded decoder batch (inputs_embeds, attention_mask, position_ids)."""
         from transformers import DynamicCache
 
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        prompts = None if prompt_ids is None else self._rows(prompt_ids, prompt_attention_mask, "prompt_ids")
-        inputs = self.decoder_inputs(memory, mode, prompts, None)
-        inputs.pop("labels")
         stops = set(stop_token_ids) if stop_token_ids is not None else {self.tokenizer.eos_token_id}
-        batch = len(memory)
+        batch = inputs["inputs_embeds"].shape[0]
         mask, next_pos = inputs["attention_mask"], inputs["position_ids"][:, -1] + 1
         done = torch.zeros(batch, dtype=torch.bool, device=self.device)
         out: list[list[int]] = [[] for _ in range(batch)]

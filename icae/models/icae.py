@@ -124,6 +124,12 @@ class ICAE(CompressorBase):
         return self.args.use_position_identifiers and self.args.do_compress
 
     # ----------------------------------------------------------------------------------------- encoder side
+    def memory_length(self, num_tokens: int) -> int:
+        if not self.args.do_compress or num_tokens < self.args.min_tokens_to_compress:
+            return num_tokens
+        k = self.args.fixed_mem_size
+        return len(segment_lengths(num_tokens, k, self.args.mean_compression_rate)) * k
+
     def compress_ids(self, rows: list[torch.Tensor]) -> Memory:
         """Compress each context into ``n_segments * k`` slots; returns a right-padded :class:`Memory`.
 

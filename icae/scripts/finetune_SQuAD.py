@@ -16,13 +16,11 @@ import sys
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 
 from icae.config import config_from_cli
-from icae.data.squad import QACollator, load_squad, qa_sample
+from icae.data.squad import load_squad, qa_sample
 from icae.models import build_model
-from icae.training import ICAETrainer
-from icae.training.trainer import resolve_resume
+from icae.training.finetune import finetune
 
 
 def main(argv: list[str] | None = None, callbacks=None) -> Path:
@@ -33,21 +31,7 @@ def main(argv: list[str] | None = None, callbacks=None) -> Path:
         records = records[: config.task.max_train_samples]
     model = build_model(config)
     samples = [qa_sample(model.tokenizer, r, config.task.qa_prompt_template) for r in records]
-    trainer = ICAETrainer(
-        model=model.train(),
-        args=config.training_arguments(
-            remove_unused_columns=False,
-            ddp_find_unused_parameters=config.training.get("ddp_find_unused_parameters", True),
-        ),
-        train_dataset=Dataset.from_list(samples),
-        data_collator=QACollator(model.tokenizer.pad_token_id),
-        icae_config=config,
-        callbacks=callbacks,
-    )
-    trainer.train(resume_from_checkpoint=resolve_resume(config.training.get("resume_from_checkpoint"),
-                                                        trainer.args.output_dir))
-    final = Path(trainer.args.output_dir) / "final"
-    trainer.save_model(str(final))
+    final = finetune(config, model, samples, callbacks)
     print(f"fine-tuned on {len(samples)} questions; checkpoint: {final}")
     return final
 

@@ -14,35 +14,18 @@ Scores are fractions in [0, 1] (the official script prints percentages).
 
 from __future__ import annotations
 
-import statistics
 import sys
-from pathlib import Path
 
-from icae.config import Config, ConfigError, config_from_cli
+from icae.config import ConfigError, config_from_cli
 from icae.data.squad import load_squad, qa_sample
 from icae.metrics import bleu1, exact_match, squad_scores
 from icae.models import build_model
 from icae.models.icae import ICAE
 from icae.training.generation import generate_batched
-from icae.utils.io import atomic_write_json, atomic_write_jsonl
+from icae.utils.results import mean, write_results
 
-PACKAGE = Path(__file__).resolve().parents[1]
 # SimpleLLM has no learned AE token: it is asked to repeat its context in words.
 LLM_AE_PROMPT = "\nRepeat the text above exactly:\n"
-
-
-def output_paths(config: Config, recipe: str) -> tuple[Path, Path]:
-    task, model = config.task.task, config.model
-    stem = f"{recipe}_{task}_{model.model_type}_{Path(model.model_name_or_path).name}"
-    if config.task.output_path:
-        base = Path(config.task.output_path)
-        return base / f"{stem}_metrics.json", base / f"{stem}_predictions.jsonl"
-    return PACKAGE / "data" / "metrics" / f"{stem}.json", PACKAGE / "data" / "predictions" / f"{stem}.jsonl"
-
-
-def mean(values) -> float:
-    values = list(values)
-    return statistics.fmean(values) if values else 0.0
 
 
 def qa_rows(model, records, config, batch_size):
@@ -95,10 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     run = qa_rows if config.task.task == "qa" else ae_rows
     metrics, predictions, summary = run(model, records, config, batch_size)
     result = {"task": config.task.task, "model_type": config.model.model_type, "source": source,
-              "checkpoint": config.model.restore_from, **metrics, **summary, "config": config.to_dict()}
-    metrics_path, predictions_path = output_paths(config, "squad")
-    atomic_write_jsonl(predictions_path, predictions)
-    atomic_write_json(metrics_path, result)
+              "checkpoint": config.model.restore_from, **metrics, **summary}
+    metrics_path, predictions_path = write_results(config, "squad", result, predictions)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
     print(f"SQuAD {config.task.task} ({config.model.model_type}) on {summary['num_samples']} samples: {shown}; "
           f"compression {summary['compression_rate_total']:.2f}x, {summary['samples_per_second']:.2f} samples/s")

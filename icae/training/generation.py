@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from icae.models.base import CompressorBase
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -44,14 +44,14 @@ def generate_batched(
     started = time.perf_counter()
     for start in tqdm(range(0, len(samples), batch_size), desc=desc, disable=not show_progress):
         batch = samples[start : start + batch_size]
-        _sync(model.device)
+        sync_device(model.device)
         t0 = time.perf_counter()
         memory = model.compress([torch.tensor(s["input_ids"]) for s in batch])
-        _sync(model.device)
+        sync_device(model.device)
         t1 = time.perf_counter()
         prompts = [torch.tensor(s.get("prompt_ids") or [], dtype=torch.long) for s in batch]
         generated = model.generate(memory, prompts, mode=mode, max_new_tokens=max_new_tokens)
-        _sync(model.device)
+        sync_device(model.device)
         t2 = time.perf_counter()
         n = len(batch)
         slots = memory.num_slots.tolist()

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from icae.data.collators import FinetuneCollator
 from icae.data.sources import SourceError
 from icae.data.squad import (
-    QACollator,
     load_squad,
     qa_sample,
     read_squad_json,
@@ -53,7 +53,7 @@ def test_qa_samples_and_loss_on_the_answer_only():
     assert "When was Alder founded?" in tok.decode(sample["prompt_ids"])
     impossible = qa_sample(tok, {**record, "answers": [], "is_impossible": True}, "{question}")
     assert impossible["target_ids"] == [tok.eos_token_id]  # the empty answer
-    batch = QACollator(tok.pad_token_id)([sample, impossible])
+    batch = FinetuneCollator(tok.pad_token_id)([sample, impossible])
     out = model(**batch)
     scored = [row[row != -100].tolist() for row in out.labels]
     assert scored == [sample["target_ids"], [tok.eos_token_id]]

@@ -1,0 +1,216 @@
+"""RepoQA Search Needle Function: loading the release JSON and building prompts.
+
+The release JSON (optionally gzip-compressed) maps a language to its repos: ``{language: [repo, ...]}``, each repo with
+``repo``, ``content`` {path: source}, ``dependency`` {path: [paths]}, ``functions`` and ``needles`` (a function record
+with ``path``, ``start_byte``, ``end_byte``, ``name`` and ``description``). The path comes from ``dataset_repo``, else
+from the ``REPOQA_DATA_OVERRIDE_PATH`` environment variable, as in the original tool. Build one offline with
+``python -m icae.data.build_repoqa``.
+
+A task asks for one needle. Its code context is the repo's files ordered so that each file comes after the files it
+depends on, each headed by a ``# Path: <path>`` comment (``//`` for C-like languages), cut to ``code_context_size``
+tokens around the needle so that the needle starts at ``position_ratio`` of the remaining budget. Layout:
+
+    compressed (ICAE) or read in full (SimpleLLM):  the code context
+    prompt:   the function description, then the instruction to repeat that function in a fenced code block
+    target:   ```<language>\\n<needle code>\\n``` EOS
+
+RepoQA's template also puts the instruction before the code context; here the memory holds the code alone, so the
+same compressed context serves any question about it, and the instruction follows the description in the prompt.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from pathlib import Path
+
+from icae.config import ConfigError
+from icae.data.sources import SourceError
+
+ENV_PATH = "REPOQA_DATA_OVERRIDE_PATH"
+COMMENT_PREFIX = {"python": "#", "ruby": "#", "shell": "#"}  # every other language: //
+INSTRUCTION = (
+    "Based on the function description and the code context, retrieve the described function and repeat it "
+    "exactly, in a code block wrapped in ```:"
+)
+REPO_KEYS = ("repo", "content", "dependency", "needles")
+NEEDLE_KEYS = ("name", "path", "start_byte", "end_byte", "description")
+
+
+def resolve_path(dataset_repo: str | None) -> Path:
+    path = dataset_repo or os.environ.get(ENV_PATH)
+    if not path:
+        raise SourceError(f"no RepoQA data: set dataset_repo in the config or the {ENV_PATH} environment variable "
+                          "(build one offline with `python -m icae.data.build_repoqa`)")
+    if not Path(path).is_file():
+        raise SourceError(f"RepoQA data: no such file: {path}")
+    return Path(path)
+
+
+def check_repoqa(data, source: str) -> None:
+    """Raise one :class:`SourceError` naming every structural problem (at most 20) of a release JSON."""
+    problems = []
+    if not isinstance(data, dict) or not data:
+        raise SourceError(f"{source}: expected {{language: [repo, ...]}}, got {type(data).__name__}")
+    for language, repos in data.items():
+        if not isinstance(repos, list):
+            problems.append(f"{language}: expected a list of repos, got {type(repos).__name__}")
+            continue
+        for i, repo in enumerate(repos):
+            where = f"{language}[{i}]"
+            if not isinstance(repo, dict):
+                problems.append(f"{where}: expected a repo object")
+                continue
+            where = f"{language}[{i}] ({repo.get('repo', '?')})"
+            missing = [k for k in REPO_KEYS if k not in repo]
+            if missing:
+                problems.append(f"{where}: missing keys {missing}")
+                continue
+            for j, needle in enumerate(repo["needles"]):
+                absent = [k for k in NEEDLE_KEYS if k not in needle]
+                if absent:
+                    problems.append(f"{where} needle {j}: missing keys {absent}")
+                elif needle["path"] not in repo["content"]:
+                    problems.append(f"{where} needle {needle['name']!r}: path {needle['path']!r} not in content")
+                elif not 0 <= needle["start_byte"] < needle["end_byte"] <= len(repo["content"][needle["path"]]
+                                                                               .encode("utf-8")):
+                    problems.append(f"{where} needle {needle['name']!r}: byte span outside its file")
+    if problems:
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise SourceError(f"{source}: {len(problems)} problem(s) in RepoQA data:\n  - "
+                          + "\n  - ".join(problems[:20]) + more)
+
+
+def load_repoqa(dataset_repo: str | None = None, languages: list[str] | None = None) -> dict[str, list[dict]]:
+    """The release JSON (``.json`` or ``.json.gz``), checked, restricted to ``languages`` if given."""
+    path = resolve_path(dataset_repo)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, EOFError) as e:
+        raise SourceError(f"{path}: not a readable RepoQA JSON file ({e})") from e
+    check_repoqa(data, str(path))
+    if languages:
+        unknown = sorted(set(languages) - set(data))
+        if unknown:
+            raise SourceError(f"languages {unknown} not in {path} (it has {sorted(data)})")
+        data = {lang: data[lang] for lang in languages}
+    return data
+
+
+def needle_code(repo: dict, needle: dict) -> str:
+    source = repo["content"][needle["path"]].encode("utf-8")
+    return source[needle["start_byte"] : needle["end_byte"]].decode("utf-8", errors="replace")
+
+
+def dependency_order(repo: dict) -> list[str]:
+    """Files with each one after the files it depends on; ties by path, cycles broken at the smallest path."""
+    paths = sorted(repo["content"])
+    deps = {p: {d for d in repo.get("dependency", {}).get(p, []) if d in repo["content"] and d != p} for p in paths}
+    order, placed = [], set()
+    while len(order) < len(paths):
+        ready = [p for p in paths if p not in placed and deps[p] <= placed]
+        nxt = ready[0] if ready else next(p for p in paths if p not in placed)
+        order.append(nxt)
+        placed.add(nxt)
+    return order
+
+
+def file_header(language: str, path: str) -> str:
+    return f"{COMMENT_PREFIX.get(language, '//')} Path: {path}\n"
+
+
+def code_context(tokenizer, repo: dict, needle: dict, language: str, position_ratio: float,
+                 budget: int) -> dict | None:
+    """Token ids of the code context around ``needle`` (None when the needle alone exceeds ``budget``).
+
+    Returns ``{"input_ids", "needle_start", "needle_length"}``: the context is at most ``budget`` tokens; the needle
+    takes ``needle_length`` tokens from ``needle_start``, which is ``round(position_ratio * (budget - needle_length))``
+    unless the repo has too little code on one side, in which case the other side takes the rest.
+    """
+    before_parts, after_parts, found = [], [], False
+    for path in dependency_order(repo):
+        header, source = file_header(language, path), repo["content"][path]
+        if path != needle["path"]:
+            (after_parts if found else before_parts).append(header + source + "\n")
+            continue
+        raw = source.encode("utf-8")
+        before_parts.append(header + raw[: needle["start_byte"]].decode("utf-8", errors="replace"))
+        after_parts.append(raw[needle["end_byte"] :].decode("utf-8", errors="replace") + "\n")
+        found = True
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    needle_ids = encode(needle_code(repo, needle))
+    if len(needle_ids) > budget:
+        return None
+    before_ids, after_ids = encode("".join(before_parts)), encode("".join(after_parts))
+    rest = budget - len(needle_ids)
+    n_before = min(round(position_ratio * rest), len(before_ids))
+    n_after = min(rest - n_before, len(after_ids))
+    n_before = min(rest - n_after, len(before_ids))  # give the unused share of a short suffix to the prefix
+    ids = before_ids[len(before_ids) - n_before :] + needle_ids + after_ids[:n_after]
+    return {"input_ids": ids, "needle_start": n_before, "needle_length": len(needle_ids)}
+
+
+def fenced(code: str, language: str) -> str:
+    return f"```{language}\n{code}\n```"
+
+
+def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ratios: list[float]) -> tuple[list, int]:
+    """One task per needle (in file order); returns the tasks and how many needles did not fit in ``budget``.
+
+    Task: ``task_id``, ``language``, ``repo``, ``name``, ``description``, ``position_ratio``, ``needle_index`` (into
+    ``needles``, the codes of all needles of its repo, for scoring), and the ids ``input_ids``/``prompt_ids``/
+    ``target_ids`` plus ``needle_start``.
+    """
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    tasks, skipped = [], 0
+    for language, repos in data.items():
+        for repo in repos:
+            codes = [needle_code(repo, n) for n in repo["needles"]]
+            for i, needle in enumerate(repo["needles"]):
+                ratio = position_ratios[i % len(position_ratios)]
+                context = code_context(tokenizer, repo, needle, language, ratio, budget)
+                if context is None:
+                    skipped += 1
+                    continue
+                prompt = f"\n\nFunction description: {needle['description'].strip()}\n\n{INSTRUCTION}\n"
+                tasks.append({
+                    "task_id": f"{language}::{repo['repo']}::{needle['name']}",
+                    "language": language,
+                    "repo": repo["repo"],
+                    "name": needle["name"],
+                    "description": needle["description"],
+                    "position_ratio": ratio,
+                    "needle_index": i,
+                    "needles": codes,
+                    "input_ids": context["input_ids"],
+                    "needle_start": context["needle_start"],
+                    "prompt_ids": encode(prompt),
+                    "target_ids": encode(fenced(codes[i], language)) + [tokenizer.eos_token_id],
+                })
+    return tasks, skipped
+
+
+def split_tasks(tasks: list, test_fraction: float, seed: int) -> tuple[list, list]:
+    """Shuffle by ``seed`` and hold out ``test_fraction`` of the tasks (at least one when there are two or more);
+    both parts keep the original order. Fine-tuning and inference with the same seed see the same split."""
+    n = len(tasks)
+    n_test = round(n * test_fraction)
+    if test_fraction > 0 and n >= 2:
+        n_test = min(max(n_test, 1), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    test = set(order[:n_test])
+    return [t for i, t in enumerate(tasks) if i not in test], [t for i, t in enumerate(tasks) if i in test]
+
+
+def repoqa_split(config, tokenizer) -> tuple[list, list, int]:
+    """Train and test tasks of the configured dataset (the same for fine-tuning and inference with one seed)."""
+    if config.task.task != "repoqa":
+        raise ConfigError([f"task: the RepoQA recipes run 'repoqa', got {config.task.task!r}"], "config")
+    data = load_repoqa(config.task.dataset_repo, config.task.languages)
+    tasks, skipped = build_tasks(tokenizer, data, config.task.code_context_size, config.task.needle_position_ratios)
+    train, test = split_tasks(tasks, config.task.test_fraction, config.training.get("seed", 42))
+    return train, test, skipped

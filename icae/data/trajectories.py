@@ -1,0 +1,304 @@
+"""Agent trajectories: loading and converting the common formats, and turning a trajectory into decoder spans.
+
+A trajectory is ``{"id": str, "messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...]}``:
+a system prompt, the user's task, then assistant actions and observations (tool output). Sources
+(``trajectory_format``):
+
+- ``messages``: OpenAI-style chat JSONL, one ``{"messages": [...]}`` per line (``content`` a string or a list of
+  ``{"type": "text", "text": ...}`` parts; assistant ``tool_calls`` are appended to the content as
+  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` lines).
+- ``swe_smith``: rows of the SWE-smith trajectory datasets: the same ``messages``, possibly stored as a JSON string.
+- ``swe_agent``: SWE-agent ``.traj`` files (a file, or a directory of them): ``history`` items with ``role``,
+  ``content`` and ``message_type``; demonstrations are dropped and ``observation`` items become ``tool`` turns.
+- ``nebius``: rows of nebius/SWE-agent-trajectories: ``trajectory: [{"role": "system"|"user"|"ai", "text": ...}]``;
+  ``ai`` turns are the assistant's, and every ``user`` turn after the first (the task) is an observation (``tool``).
+- ``auto``: decided from the first record.
+
+Each of them can be a local ``.jsonl``/``.json`` file (``.traj`` for SWE-agent) or a Hugging Face dataset name
+(``dataset_repo`` with ``dataset_split``).
+
+Rendering: every turn is ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` (ChatML, whatever the tokenizer, so that the
+turn boundaries are the same for every model family). An observation of a role in ``compress_roles`` whose content
+has at least ``min_tokens_to_compress`` tokens is compressed: its content becomes memory slots between its header and
+footer tokens. The loss is on assistant contents and their ``<|im_end|>`` (the model learns when a turn ends).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from icae.data.sources import SourceError
+from icae.models.base import Span
+
+ROLES = ("system", "user", "assistant", "tool")
+FORMATS = ("auto", "messages", "swe_smith", "swe_agent", "nebius")
+TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
+
+
+# ---------------------------------------------------------------------------------------------- converters
+def _text(content) -> str:
+    """A message content as text: a string, or a list of parts (text parts joined, other parts dropped)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+def _tool_calls(message: dict) -> str:
+    calls = []
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function", call)
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                pass
+        calls.append(f"<tool_call>{json.dumps({'name': fn.get('name'), 'arguments': args}, ensure_ascii=False)}"
+                     "</tool_call>")
+    return "\n".join(calls)
+
+
+def from_messages(messages, record_id: str) -> dict:
+    """OpenAI-style messages (also SWE-smith's, possibly a JSON string) -> a trajectory."""
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    out = []
+    for m in messages:
+        role = m.get("role")
+        role = {"function": "tool", "ipython": "tool", "developer": "system"}.get(role, role)
+        content = _text(m.get("content"))
+        if role == "assistant" and m.get("tool_calls"):
+            content = "\n".join(x for x in (content, _tool_calls(m)) if x)
+        out.append({"role": role, "content": content})
+    return {"id": record_id, "messages": out}
+
+
+def from_swe_agent(traj: dict, record_id: str) -> dict:
+    """A SWE-agent ``.traj`` object -> a trajectory (demonstrations dropped, observations as tool turns)."""
+    out = []
+    for item in traj.get("history", []):
+        if item.get("is_demo") or item.get("message_type") == "demonstration":
+            continue
+        role = "tool" if item.get("message_type") == "observation" else item.get("role")
+        out.append({"role": role, "content": _text(item.get("content"))})
+    return {"id": record_id, "messages": out}
+
+
+def from_nebius(row: dict, record_id: str) -> dict:
+    """A nebius/SWE-agent-trajectories row -> a trajectory (``ai`` -> assistant, later ``user`` turns -> tool)."""
+    out, seen_user = [], False
+    for step in row.get("trajectory", []):
+        role = step.get("role")
+        if role == "ai":
+            role = "assistant"
+        elif role == "user":
+            role = "tool" if seen_user else "user"
+            seen_user = True
+        out.append({"role": role, "content": _text(step.get("text", step.get("content")))})
+    return {"id": record_id, "messages": out}
+
+
+def detect_format(record: dict) -> str:
+    if "history" in record:
+        return "swe_agent"
+    if "trajectory" in record:
+        return "nebius"
+    if "messages" in record:
+        return "swe_smith" if isinstance(record["messages"], str) else "messages"
+    raise SourceError(f"cannot tell the trajectory format of a record with keys {sorted(record)[:10]}: set "
+                      f"trajectory_format to one of {FORMATS[1:]}")
+
+
+def convert(record: dict, fmt: str, record_id: str) -> dict:
+    fmt = detect_format(record) if fmt == "auto" else fmt
+    if fmt in ("messages", "swe_smith"):
+        if "messages" not in record:
+            raise SourceError(f"record {record_id}: no 'messages' field (format {fmt})")
+        rid = str(record.get("id", record.get("instance_id", record_id)))
+        return from_messages(record["messages"], rid)
+    if fmt == "swe_agent":
+        rid = str(record.get("environment", record.get("info", {}).get("instance_id", record_id)))
+        return from_swe_agent(record, record_id if rid == "None" else rid)
+    if fmt == "nebius":
+        return from_nebius(record, str(record.get("instance_id", record_id)))
+    raise SourceError(f"trajectory_format must be one of {FORMATS}, got {fmt!r}")
+
+
+def _records(source: str, split: str):
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(path.rglob("*.traj"))
+        if not files:
+            raise SourceError(f"{source}: a directory source must hold SWE-agent .traj files")
+        for f in files:
+            yield f.stem, json.loads(f.read_text(encoding="utf-8"))
+    elif path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if path.suffix in (".json", ".traj") and text.lstrip().startswith(("{", "[")):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = None
+            if data is not None:
+                for i, r in enumerate(data if isinstance(data, list) else [data]):
+                    yield (path.stem if path.suffix == ".traj" else str(i)), r
+                return
+        for i, line in enumerate(text.splitlines()):
+            if line.strip():
+                try:
+                    yield str(i), json.loads(line)
+                except ValueError as e:
+                    raise SourceError(f"{source}:{i + 1}: not a JSON line ({e})") from e
+    elif source.endswith((".json", ".jsonl", ".traj")):
+        raise SourceError(f"no such file: {source}")
+    else:
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset(source, split=split)
+        except Exception as e:  # many exception types; the name and the reason are what matter
+            raise SourceError(f"could not load dataset {source!r} (split {split!r}): {type(e).__name__}: {e}") from e
+        for i, r in enumerate(ds):
+            yield str(i), r
+
+
+def check_trajectory(traj: dict) -> list[str]:
+    problems = []
+    roles = [m["role"] for m in traj["messages"]]
+    bad = sorted({str(r) for r in roles if r not in ROLES})
+    if bad:
+        problems.append(f"trajectory {traj['id']}: unknown roles {bad} (expected {ROLES})")
+    if "assistant" not in roles:
+        problems.append(f"trajectory {traj['id']}: no assistant turn to learn or evaluate")
+    return problems
+
+
+def load_trajectories(source: str, fmt: str = "auto", split: str = "train") -> list[dict]:
+    """Trajectories from a local file/directory or a hub dataset, converted; one error lists every bad record."""
+    if not source:
+        raise SourceError("no trajectory source: set dataset_repo (a .jsonl/.json/.traj file, a directory of .traj "
+                          "files, or a hub dataset name)")
+    if fmt not in FORMATS:
+        raise SourceError(f"trajectory_format must be one of {FORMATS}, got {fmt!r}")
+    out, problems = [], []
+    for rid, record in _records(source, split):
+        if not isinstance(record, dict):
+            problems.append(f"record {rid}: expected an object, got {type(record).__name__}")
+            continue
+        try:
+            traj = convert(record, fmt, rid)
+        except (SourceError, ValueError, AttributeError, TypeError) as e:
+            problems.append(f"record {rid}: {e}")
+            continue
+        problems += check_trajectory(traj)
+        out.append(traj)
+    if problems:
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise SourceError(f"{source}: {len(problems)} problem(s) in trajectories:\n  - "
+                          + "\n  - ".join(problems[:20]) + more)
+    if not out:
+        raise SourceError(f"{source}: no trajectory found")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- token layout
+@dataclass
+class Turn:
+    """One rendered message: header and footer stay tokens; the content is compressed, learned, or read."""
+
+    role: str
+    header: list[int]
+    content: list[int]
+    footer: list[int]
+    compress: bool = False
+
+    @property
+    def loss(self) -> bool:
+        return self.role == "assistant"
+
+    def spans(self, content: list[int] | None = None) -> list[Span]:
+        """The turn as spans; ``content`` replaces the gold content (a generated assistant turn)."""
+        content = self.content if content is None else content
+        if self.compress:
+            return [Span(self.header), Span(content, compress=True), Span(self.footer)]
+        return [Span(self.header), Span(content + self.footer, loss=self.loss)]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.header) + len(self.content) + len(self.footer)
+
+
+def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tokens_to_compress: int) -> list[Turn]:
+    """Tokenise each message of a trajectory; decide which contents are compressed."""
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    footer = encode(TURN_END + "\n")
+    turns = []
+    for m in trajectory["messages"]:
+        content = encode(m["content"])
+        compress = m["role"] in compress_roles and m["role"] != "assistant" and len(content) >= max(
+            min_tokens_to_compress, 1)
+        turns.append(Turn(m["role"], encode(f"{TURN_START}{m['role']}\n"), content, footer, compress))
+    return turns
+
+
+def fed_length(turn: Turn, memory_length) -> int:
+    """Decoder positions a turn occupies (``memory_length``: the model's slots for a compressed content)."""
+    content = memory_length(len(turn.content)) if turn.compress else len(turn.content)
+    return len(turn.header) + content + len(turn.footer)
+
+
+def truncate(turns: list[Turn], max_tokens: int, memory_length) -> list[Turn]:
+    """The longest prefix of turns whose decoder input fits in ``max_tokens``, ending with an assistant turn."""
+    total, keep = 0, 0
+    for i, turn in enumerate(turns):
+        total += fed_length(turn, memory_length)
+        if total > max_tokens:
+            break
+        if turn.loss:
+            keep = i + 1
+    return turns[:keep]
+
+
+def trajectory_spans(turns: list[Turn]) -> list[Span]:
+    return [span for turn in turns for span in turn.spans()]
+
+
+def turn_stop_ids(tokenizer) -> list[int]:
+    """Token ids that end a generated turn: ``<|im_end|>`` when it is one token, and EOS."""
+    ids = tokenizer(TURN_END, add_special_tokens=False)["input_ids"]
+    return sorted({tokenizer.eos_token_id, *(ids if len(ids) == 1 else [])})
+
+
+@dataclass
+class TrajectoryCollator:
+    """Rendered trajectories ``{"turns": [...]}`` -> ``{"spans": rows}`` for ``model(spans=...)``."""
+
+    def __call__(self, features: list[dict]) -> dict:
+        return {"spans": [trajectory_spans([Turn(**t) for t in f["turns"]]) for f in features]}
+
+
+def load_split(config) -> tuple[list[dict], list[dict]]:
+    """Train and test trajectories: ``eval_dataset_repo`` when set, else a seeded ``test_fraction`` split of
+    ``dataset_repo`` (fine-tuning and inference with the same seed see the same split)."""
+    from icae.config import ConfigError
+    from icae.data.repoqa import split_tasks
+
+    task = config.task
+    if task.task != "trajectories":
+        raise ConfigError([f"task: the trajectory recipes run 'trajectories', got {task.task!r}"], "config")
+    data = load_trajectories(task.dataset_repo, task.trajectory_format, task.dataset_split)
+    if task.eval_dataset_repo:
+        return data, load_trajectories(task.eval_dataset_repo, task.trajectory_format, task.eval_split)
+    return split_tasks(data, task.test_fraction, config.training.get("seed", 42))
+
+
+def rendered(model, config, trajectory: dict) -> list[Turn]:
+    """A trajectory's turns for ``model``, cut to ``max_history_tokens`` of decoder input."""
+    turns = render_turns(model.tokenizer, trajectory, config.task.compress_roles, config.model.min_tokens_to_compress)
+    return truncate(turns, config.task.max_history_tokens, model.memory_length)

@@ -1,0 +1,51 @@
+"""Fine-tune an ICAE, or the SimpleLLM baseline, on agent trajectories: compressed observations, loss on the
+assistant's turns.
+
+    python -m icae.data.generate_trajectories --stdlib json email http logging --num 200 --out outputs/trajectories/trajectories.jsonl
+    python -m icae.scripts.finetune_trajectories --config_path icae/configs/trajectories_icae.yaml
+
+Load config -> build the model (``restore_from``: a pretraining checkpoint) -> trajectories (``dataset_repo``, format
+``trajectory_format``), split by seed -> each trajectory rendered turn by turn: observations of ``compress_roles`` at
+least ``min_tokens_to_compress`` tokens long become memory slots, everything else stays tokens, and the history stops
+at the last assistant turn within ``max_history_tokens`` -> train -> save ``output_dir/final``.
+
+Every assistant turn is learned from its accumulated history (earlier turns' tokens and earlier observations' slots,
+in order). One decoder pass per trajectory scores all of its turns: under the causal mask that equals one pass per
+turn over its history, and each observation is compressed once. ``gradient_accumulation_steps`` accumulates over
+trajectories. ``model_type: llm`` trains SimpleLLM on the uncompressed history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+from icae.config import config_from_cli
+from icae.data.trajectories import TrajectoryCollator, load_split, rendered
+from icae.models import build_model
+from icae.training.finetune import finetune
+
+
+def main(argv: list[str] | None = None, callbacks=None) -> Path:
+    config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
+    torch.manual_seed(config.training.get("seed", 42))
+    train, test = load_split(config)
+    model = build_model(config)
+    if config.task.max_train_samples:
+        train = train[: config.task.max_train_samples]
+    samples = []
+    for trajectory in train:
+        turns = rendered(model, config, trajectory)
+        if turns:  # a first assistant turn beyond max_history_tokens leaves nothing to learn
+            samples.append({"turns": [dataclasses.asdict(t) for t in turns]})
+    final = finetune(config, model, samples, callbacks, TrajectoryCollator())
+    print(f"fine-tuned on {len(samples)} trajectories ({len(test)} held out, {len(train) - len(samples)} too long); "
+          f"checkpoint: {final}")
+    return final
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Evaluate an ICAE or the SimpleLLM baseline on agent trajectories, turn by turn.
+
+    python -m icae.scripts.inference_trajectories --config_path icae/configs/trajectories_icae.yaml \
+        restore_from=outputs/trajectories_icae/final train=false
+
+Load config -> build the model -> the held-out trajectories (``eval_dataset_repo``, else the seeded split of
+``dataset_repo``) -> for each assistant turn, over batches of trajectories:
+
+- teacher-forced next-turn prediction: one pass per trajectory over its history scores every assistant token
+  (token accuracy: argmax equals the gold token);
+- free generation of the turn from the true history (``teacher_forcing: false``: earlier assistant turns are the
+  model's own generations; observations stay the recorded ones), stopped at ``<|im_end|>`` or ``max_out_length``.
+
+Observations are compressed once per run: slots are cached by content hash, and a repeated observation is a cache
+hit. Metrics JSON and predictions JSONL (one row per assistant turn) as for SQuAD:
+
+- BLEU-1, exact match and token accuracy per turn, then per trajectory (mean of its turns, then mean of
+  trajectories);
+- compression rate per turn and overall (original history tokens / tokens fed to the decoder), context tokens saved;
+- timing: compression and generation seconds (per-turn mean/median, totals), turns and generated tokens per second;
+- cache hits and compressions.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from icae.config import config_from_cli
+from icae.data.trajectories import fed_length, load_split, rendered, turn_stop_ids
+from icae.metrics import bleu1, exact_match
+from icae.models import build_model
+from icae.models.base import Span
+from icae.training.generation import sync_device, time_stats
+from icae.utils.results import mean, write_results
+
+
+def history_spans(turns, upto: int, generated: dict[int, list[int]]) -> list[Span]:
+    """Spans of ``turns[:upto]`` (with generated contents where given) and the header of turn ``upto``."""
+    spans = [s for i, t in enumerate(turns[:upto]) for s in t.spans(generated.get(i))]
+    return spans + [Span(turns[upto].header)]
+
+
+@torch.no_grad()
+def teacher_forced(model, batch: list[list], cache: dict) -> list[dict[int, tuple[float, int]]]:
+    """Per trajectory ``{turn index: (token accuracy, tokens)}`` from one forward pass over the gold history."""
+    rows, owners = [], []
+    for turns in batch:
+        spans, owner = [], []
+        for i, turn in enumerate(turns):
+            for span in turn.spans():
+                spans.append(span)
+                owner.append(i)
+        rows.append(spans)
+        owners.append(owner)
+    out = model.forward_spans(rows, cache)
+    hits = out.logits.argmax(dim=-1) == out.targets  # (batch, n_kept)
+    results = []
+    for r, owner in enumerate(owners):
+        per_turn: dict[int, list[int]] = {}
+        for hit, span in zip(hits[r].tolist(), out.target_spans[r].tolist()):
+            if span >= 0:
+                per_turn.setdefault(owner[span], []).append(hit)
+        results.append({t: (sum(v) / len(v), len(v)) for t, v in per_turn.items()})
+    return results
+
+
+def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[list[dict], dict]:
+    tok = model.tokenizer
+    stops = turn_stop_ids(tok)
+    cache: dict = {}
+    counts = {"compressed": 0, "cache_hits": 0}
+    predictions, skipped_turns = [], 0
+    started = time.perf_counter()
+    for start in range(0, len(trajectories), batch_size):
+        chunk = trajectories[start : start + batch_size]
+        all_turns = [rendered(model, config, t) for t in chunk]
+        for traj, turns in zip(chunk, all_turns):
+            skipped_turns += sum(m["role"] == "assistant" for m in traj["messages"]) - sum(t.loss for t in turns)
+        present = [(start + j, t, turns) for j, (t, turns) in enumerate(zip(chunk, all_turns)) if turns]
+        if not present:
+            continue
+        generated: list[dict[int, list[int]]] = [{} for _ in present]
+        batch_rows: list[tuple[int, dict]] = []  # (trajectory in the batch, its prediction row)
+        steps = max(sum(t.loss for t in turns) for _, _, turns in present)
+        for k in range(steps):  # the k-th assistant turn of every trajectory in the batch, together
+            rows, where = [], []
+            for r, (_, _, turns) in enumerate(present):
+                index = [i for i, t in enumerate(turns) if t.loss]
+                if k < len(index):
+                    history = generated[r] if not config.task.teacher_forcing else {}
+                    rows.append(history_spans(turns, index[k], history))
+                    where.append((r, index[k]))
+            sync_device(model.device)
+            t0 = time.perf_counter()
+            _, new = model.compress_spans(rows, cache)
+            sync_device(model.device)
+            t1 = time.perf_counter()
+            outputs, _ = model.generate_spans(rows, cache, max_new_tokens=config.task.max_out_length,
+                                              stop_token_ids=stops)
+            sync_device(model.device)
+            t2 = time.perf_counter()
+            counts = {key: counts[key] + new[key] for key in counts}
+            n = len(rows)
+            for (r, i), ids in zip(where, outputs):
+                position, traj, turns = present[r]
+                generated[r][i] = ids
+                gold_text = tok.decode(turns[i].content, skip_special_tokens=True)
+                text = tok.decode(ids, skip_special_tokens=True)
+                original = sum(t.num_tokens for t in turns[:i]) + len(turns[i].header)
+                fed = sum(fed_length(t, model.memory_length) for t in turns[:i]) + len(turns[i].header)
+                batch_rows.append((r, {
+                    "trajectory": position, "trajectory_id": traj["id"], "turn": i, "gold": gold_text, "prediction": text,
+                    "bleu1": bleu1(gold_text, text), "exact_match": exact_match(gold_text, text),
+                    "original_tokens": original, "fed_tokens": fed, "compression_rate": original / fed,
+                    "tokens_saved": original - fed,
+                    "compressed_observations": sum(t.compress for t in turns[:i]),
+                    "compress_seconds": (t1 - t0) / n, "generate_seconds": (t2 - t1) / n,
+                    "generated_tokens": len(ids),
+                }))
+        # Teacher forcing last: every observation is cached by now, so the timings above include each compression.
+        accuracy = teacher_forced(model, [turns for _, _, turns in present], cache)
+        for r, row in sorted(batch_rows, key=lambda x: (x[0], x[1]["turn"])):
+            row["token_accuracy"], row["scored_tokens"] = accuracy[r].get(row["turn"], (0.0, 0))
+            predictions.append(row)
+    wall = time.perf_counter() - started
+    return predictions, summarise(predictions, counts, skipped_turns, wall)
+
+
+def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: float) -> dict:
+    keys = ("bleu1", "exact_match", "token_accuracy")
+    by_trajectory: dict[int, list[dict]] = {}
+    for p in predictions:
+        by_trajectory.setdefault(p["trajectory"], []).append(p)
+    per_trajectory = {tid: {k: mean(p[k] for p in rows) for k in keys} for tid, rows in by_trajectory.items()}
+    original = sum(p["original_tokens"] for p in predictions)
+    fed = sum(p["fed_tokens"] for p in predictions)
+    generated = sum(p["generated_tokens"] for p in predictions)
+    lookups = counts["compressed"] + counts["cache_hits"]
+    return {
+        "num_trajectories": len(by_trajectory),
+        "num_turns": len(predictions),
+        "skipped_turns": skipped_turns,
+        "turn": {k: mean(p[k] for p in predictions) for k in keys},
+        "trajectory": {
+            **{k: mean(t[k] for t in per_trajectory.values()) for k in keys},
+            "all_turns_exact": mean(all(p["exact_match"] for p in rows) for rows in by_trajectory.values()),
+        },
+        "compression_rate_mean": mean(p["compression_rate"] for p in predictions),
+        "compression_rate_total": original / max(fed, 1),
+        "original_tokens": original,
+        "fed_tokens": fed,
+        "tokens_saved": original - fed,
+        "tokens_saved_per_turn": (original - fed) / max(len(predictions), 1),
+        "observations_compressed": counts["compressed"],
+        "cache_hits": counts["cache_hits"],
+        "cache_hit_rate": counts["cache_hits"] / lookups if lookups else 0.0,
+        "compression_seconds": time_stats([p["compress_seconds"] for p in predictions]),
+        "generation_seconds": time_stats([p["generate_seconds"] for p in predictions]),
+        "per_turn_seconds": time_stats([p["compress_seconds"] + p["generate_seconds"] for p in predictions]),
+        "wall_seconds": wall,
+        "turns_per_second": len(predictions) / wall if wall > 0 else 0.0,
+        "generated_tokens_per_second": generated / wall if wall > 0 else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
+    _, test = load_split(config)  # data problems surface before the model is loaded
+    model = build_model(config)
+    model.freeze_for_inference()
+    if config.task.num_samples:
+        test = test[: config.task.num_samples]
+    batch_size = config.training.get("per_device_eval_batch_size", 8)
+    predictions, summary = evaluate(model, config, test, batch_size)
+    result = {"task": "trajectories", "model_type": config.model.model_type, "checkpoint": config.model.restore_from,
+              "teacher_forcing": config.task.teacher_forcing, "batch_size": batch_size, **summary}
+    metrics_path, predictions_path = write_results(config, "trajectories", result, predictions)
+    turn, traj = summary["turn"], summary["trajectory"]
+    print(f"trajectories ({config.model.model_type}): {summary['num_turns']} turns of {summary['num_trajectories']} "
+          f"trajectories; per turn BLEU-1 {turn['bleu1']:.3f}, EM {turn['exact_match']:.3f}, token acc "
+          f"{turn['token_accuracy']:.3f}; per trajectory EM {traj['exact_match']:.3f}; compression "
+          f"{summary['compression_rate_total']:.2f}x ({summary['tokens_saved']} tokens saved), "
+          f"{summary['cache_hits']} cache hits")
+    print(f"metrics: {metrics_path}\npredictions: {predictions_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

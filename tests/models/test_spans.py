@@ -1,0 +1,117 @@
+"""The interleaved (agent trajectory) layout: tokens and compressed contexts in one decoder row."""
+
+import pytest
+import torch
+
+from icae.models.base import Span
+from tests.conftest import make_model
+
+OBS1 = list(range(10, 50))  # 40 tokens: 3 segments of k=4 slots at rate 4 -> 12 slots
+OBS2 = list(range(60, 80))  # 20 tokens -> 2 segments -> 8 slots
+
+
+def trajectory():
+    return [Span([1, 2, 3]), Span(OBS1, compress=True), Span([4, 5]), Span([6, 7, 8, 9], loss=True),
+            Span([4, 5]), Span(OBS2, compress=True), Span([4]), Span([11, 12, 13], loss=True)]
+
+
+def test_layout_slots_tokens_and_labels(family):
+    model = make_model(family)
+    rows = [trajectory()]
+    memories, counts = model.compress_spans(rows)
+    assert counts == {"compressed": 2, "cache_hits": 0}
+    inputs = model.span_inputs(rows, memories)
+    sizes = [3, 12, 2, 4, 2, 8, 1, 3]
+    assert inputs["inputs_embeds"].shape == (1, sum(sizes), model.hidden_size)
+    assert model.memory_length(40) == 12 and model.memory_length(20) == 8
+    expected_index = torch.cat([torch.full((n,), j) for j, n in enumerate(sizes)])
+    assert torch.equal(inputs["span_index"][0], expected_index)
+    labels = inputs["labels"][0]
+    assert labels[labels != -100].tolist() == [6, 7, 8, 9, 11, 12, 13]  # loss spans only
+    slot_rows = inputs["inputs_embeds"][0, 3:15]
+    assert torch.allclose(slot_rows, memories[Span(OBS1).key][0].to(slot_rows.dtype))
+    assert torch.equal(inputs["position_ids"][0], torch.arange(sum(sizes)))  # contiguous without identifiers
+
+
+def test_position_identifiers_keep_uncompressed_positions():
+    model = make_model("tiny-qwen2", use_position_identifiers=True)
+    rows = [trajectory()]
+    pos = model.span_inputs(rows, model.compress_spans(rows)[0])["position_ids"][0].tolist()
+    assert pos[:3] == [0, 1, 2]
+    slots = pos[3:15]
+    assert min(slots) >= 3 and max(slots) <= 3 + 40 - 1  # spread over the 40 positions the observation held
+    assert slots == sorted(slots)
+    assert pos[15:17] == [43, 44]  # the tokens after the observation continue from 3 + 40
+
+
+def test_one_pass_equals_turn_by_turn_passes():
+    """Each loss span scored in one pass equals a pass over exactly its accumulated history."""
+    model = make_model("tiny-qwen2")
+    full = trajectory()
+    out = model.forward_spans([full])
+    per_target = torch.nn.functional.cross_entropy(out.logits[0].float(), out.targets[0], reduction="none")
+    first_turn = per_target[out.target_spans[0] == 3].mean()
+    second_turn = per_target[out.target_spans[0] == 7].mean()
+    only_first = model.forward_spans([full[:4]]).loss
+    no_first_loss = full[:3] + [Span([6, 7, 8, 9])] + full[4:]
+    only_second = model.forward_spans([no_first_loss]).loss
+    assert torch.allclose(first_turn, only_first, atol=1e-5)
+    assert torch.allclose(second_turn, only_second, atol=1e-5)
+    assert torch.allclose(out.loss, per_target.mean(), atol=1e-6)
+    assert int(out.num_target_tokens) == 7
+
+
+def test_batch_equals_single_and_generation_padding(family):
+    model = make_model(family)
+    a, b = trajectory(), trajectory()[:4]
+    batch = model.forward_spans([a, b])
+    single = model.forward_spans([b])
+    hit_b = batch.target_spans[1] >= 0
+    loss_b = torch.nn.functional.cross_entropy(batch.logits[1][hit_b].float(), batch.targets[1][hit_b])
+    assert torch.allclose(loss_b, single.loss, atol=1e-5)
+    prefix_a, prefix_b = a[:3], b[:2] + [Span([4])]
+    together, _ = model.generate_spans([prefix_a, prefix_b], max_new_tokens=5, stop_token_ids=[])
+    alone, _ = model.generate_spans([prefix_b], max_new_tokens=5, stop_token_ids=[])
+    assert together[1] == alone[0] and len(together[0]) == 5
+
+
+def test_gradients_reach_encoder_only():
+    model = make_model("tiny-qwen2").train()
+    model.forward_spans([trajectory()]).loss.backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert "memory_embeddings" in grads and any("lora_A" in n for n in grads)
+    assert all("lora" in n or n == "memory_embeddings" for n in grads)  # the decoder's base weights stay frozen
+
+
+def test_cache_compresses_each_distinct_context_once():
+    model = make_model("tiny-qwen2")
+    repeated = [Span(OBS1, compress=True), Span([4]), Span(OBS1, compress=True), Span([5, 6], loss=True)]
+    cache = {}
+    _, counts = model.compress_spans([repeated], cache)
+    assert counts == {"compressed": 1, "cache_hits": 1} and len(cache) == 1
+    _, again = model.compress_spans([trajectory()], cache)
+    assert again == {"compressed": 1, "cache_hits": 1}  # OBS1 from the cache, OBS2 new
+    with torch.no_grad():
+        cached = model.forward_spans([repeated], cache).loss
+        fresh = model.forward_spans([repeated]).loss
+    assert torch.allclose(cached, fresh)
+
+
+def test_span_errors():
+    model = make_model("tiny-qwen2")
+    with pytest.raises(ValueError, match="cannot carry loss"):
+        Span([1, 2], compress=True, loss=True)
+    with pytest.raises(ValueError, match="no span carries loss"):
+        model.forward_spans([[Span([1, 2, 3])]])
+    with pytest.raises(ValueError, match="exceeds model_max_length"):
+        make_model("tiny-qwen2", model_max_length=16).forward_spans([trajectory()])
+
+
+def test_simple_llm_reads_everything_as_tokens():
+    model = make_model("tiny-qwen2", model_type="llm")
+    rows = [trajectory()]
+    inputs = model.span_inputs(rows, model.compress_spans(rows)[0])
+    assert inputs["inputs_embeds"].shape[1] == 3 + 40 + 2 + 4 + 2 + 20 + 1 + 3
+    assert model.memory_length(40) == 40
+    tokens = [Span(s.ids, loss=s.loss) for s in trajectory()]  # the same row with nothing marked compressed
+    assert torch.allclose(model.forward_spans(rows).loss, model.forward_spans([tokens]).loss, atol=1e-6)

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+
+from icae.data.generate_trajectories import generate
+from icae.scripts import finetune_trajectories, inference_trajectories
+from icae.scripts.inference_trajectories import summarise
+from icae.utils.io import atomic_write_jsonl
+
+MODULE = "".join(f'\n\ndef helper_{i}(items):\n    """Return item {i} of the items."""\n    return items[{i}]\n'
+                 for i in range(6))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trajectories")
+    pkg = root / "pkg"
+    pkg.mkdir()
+    (pkg / "mod.py").write_text("import os\n" + MODULE)
+    rows = generate([pkg], 6, seed=0)
+    atomic_write_jsonl(root / "unique.jsonl", rows)
+    rows.append(rows[0] | {"id": "repeat"})  # the same observations again: cache hits
+    atomic_write_jsonl(root / "t.jsonl", rows)
+    return root / "t.jsonl"
+
+
+def common(dataset, family, model_type, out):
+    return [f"model_name_or_path={family}", f"model_type={model_type}", "task=trajectories",
+            f"dataset_repo={dataset}", "fixed_mem_size=4", "lora_r=8", "lora_alpha=16", "lora_dropout=0.0",
+            "min_tokens_to_compress=24", "max_history_tokens=1500", "test_fraction=0.3", "max_out_length=4",
+            "per_device_eval_batch_size=2", "use_cpu=true", "report_to=none", f"output_dir={out}", "seed=1"]
+
+
+@pytest.mark.parametrize("model_type", ["icae", "llm"])
+@pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-mistral"])
+def test_finetune_then_inference(dataset, tmp_path, name, model_type):
+    args = common(dataset, name, model_type, tmp_path / "run")
+    final = finetune_trajectories.main(args + ["max_steps=2", "per_device_train_batch_size=2",
+                                               "learning_rate=1e-3", "save_strategy=no", "disable_tqdm=true"])
+    assert (final / "model.safetensors").is_file()
+    result = inference_trajectories.main(args + [f"restore_from={final}", f"output_path={tmp_path / 'out'}",
+                                                 "train=false"])
+    stem = f"trajectories_trajectories_{model_type}_{name}"
+    metrics = json.loads((tmp_path / "out" / f"{stem}_metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "out" / f"{stem}_predictions.jsonl").read_text().splitlines()]
+    assert metrics["num_trajectories"] == 2 and metrics["num_turns"] == len(rows) == 10  # 30% of 7, 5 turns each
+    assert metrics["turn"]["bleu1"] == pytest.approx(sum(r["bleu1"] for r in rows) / len(rows))
+    assert all(0 <= r["token_accuracy"] <= 1 and r["scored_tokens"] > 0 for r in rows)
+    assert metrics["original_tokens"] == sum(r["original_tokens"] for r in rows)
+    assert {"compression_seconds", "generation_seconds", "per_turn_seconds", "turns_per_second",
+            "cache_hits", "observations_compressed", "tokens_saved"} <= set(metrics)
+    assert metrics["config"]["restore_from"] == str(final)
+    first = [r for r in rows if r["turn"] == 2]  # the first assistant turn: nothing compressed before it
+    assert all(r["compression_rate"] == 1.0 for r in first)
+    if model_type == "icae":
+        assert metrics["compression_rate_total"] > 1.2 and metrics["tokens_saved"] > 0
+        assert metrics["cache_hits"] > 0  # earlier observations are reused by later turns, never recompressed
+    else:
+        assert metrics["compression_rate_total"] == 1.0 and metrics["tokens_saved"] == 0
+    assert result["num_turns"] == 10
+
+
+def test_generated_history_and_repeated_observations(dataset, tmp_path):
+    """teacher_forcing=false feeds earlier generations back; a repeated trajectory is served from the cache."""
+    args = common(dataset, "tiny-qwen2", "icae", tmp_path) + [f"output_path={tmp_path}", "teacher_forcing=false"]
+    result = inference_trajectories.main(args + [f"eval_dataset_repo={dataset}"])
+    assert result["num_trajectories"] == 7 and result["teacher_forcing"] is False
+    unique = inference_trajectories.main(args + [f"eval_dataset_repo={dataset.parent / 'unique.jsonl'}"])
+    assert result["observations_compressed"] == unique["observations_compressed"] > 0  # the copy adds none
+    assert result["cache_hits"] > unique["cache_hits"]
+
+
+def test_summarise_against_hand_computed_values():
+    def row(traj, em, bleu, acc, original, fed):
+        return {"trajectory": traj, "exact_match": em, "bleu1": bleu, "token_accuracy": acc,
+                "original_tokens": original, "fed_tokens": fed, "compress_seconds": 0.5, "generate_seconds": 1.5,
+                "compression_rate": original / fed, "generated_tokens": 10}
+
+    rows = [row(0, 1.0, 1.0, 1.0, 100, 50), row(0, 0.0, 0.5, 0.5, 300, 100), row(1, 1.0, 1.0, 0.75, 40, 40)]
+    s = summarise(rows, {"compressed": 3, "cache_hits": 1}, skipped_turns=2, wall=3.0)
+    assert s["turn"]["exact_match"] == pytest.approx(2 / 3)
+    assert s["trajectory"]["exact_match"] == pytest.approx((0.5 + 1.0) / 2)  # mean of turns, then of trajectories
+    assert s["trajectory"]["token_accuracy"] == pytest.approx((0.75 + 0.75) / 2)
+    assert s["trajectory"]["all_turns_exact"] == pytest.approx(0.5)
+    assert s["compression_rate_total"] == pytest.approx(440 / 190)
+    assert s["compression_rate_mean"] == pytest.approx((2 + 3 + 1) / 3)
+    assert s["tokens_saved"] == 250 and s["cache_hit_rate"] == pytest.approx(0.25)
+    assert s["per_turn_seconds"]["mean"] == pytest.approx(2.0) and s["turns_per_second"] == pytest.approx(1.0)
+    assert s["skipped_turns"] == 2
+
+
+def test_other_tasks_are_rejected(dataset, tmp_path):
+    from icae.config import ConfigError
+
+    args = [a if not a.startswith("task=") else "task=qa" for a in common(dataset, "tiny-qwen2", "icae", tmp_path)]
+    with pytest.raises(ConfigError, match="'trajectories'"):
+        inference_trajectories.main(args)
