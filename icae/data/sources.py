@@ -75,13 +75,18 @@ def iter_documents(
             yield doc
 
 
-def _hub(name: str, split: str, text_field: str, config_name: str | None) -> Iterator[str]:
+def hub_dataset(name: str, split: str, config_name: str | None = None):
+    """A Hugging Face dataset split, or a :class:`SourceError` naming the dataset, the split and the reason."""
     from datasets import load_dataset
 
     try:
-        ds = load_dataset(name, config_name, split=split)
+        return load_dataset(name, config_name, split=split)
     except Exception as e:  # the hub client raises many types; the user needs the name and the reason
         raise SourceError(f"could not load dataset {name!r} (split {split!r}): {type(e).__name__}: {e}") from e
+
+
+def _hub(name: str, split: str, text_field: str, config_name: str | None) -> Iterator[str]:
+    ds = hub_dataset(name, split, config_name)
     if text_field not in ds.column_names:
         raise SourceError(f"dataset {name!r}: no column {text_field!r} (columns: {ds.column_names}); set text_field")
     yield from ds[text_field]

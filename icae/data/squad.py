@@ -18,7 +18,7 @@ import json
 import random
 from pathlib import Path
 
-from icae.data.sources import SourceError
+from icae.data.sources import SourceError, hub_dataset
 from icae.utils.io import atomic_write_json
 
 
@@ -55,12 +55,7 @@ def load_squad(source: str, split: str = "train") -> list[dict]:
     elif source.endswith(".json"):
         raise SourceError(f"no such file: {source}")
     else:
-        from datasets import load_dataset
-
-        try:
-            ds = load_dataset(source, split=split)
-        except Exception as e:  # many exception types; the name and the reason are what matter
-            raise SourceError(f"could not load dataset {source!r} (split {split!r}): {type(e).__name__}: {e}") from e
+        ds = hub_dataset(source, split)
         records = [{"id": str(r["id"]), "title": r.get("title", ""), "context": r["context"],
                     "question": r["question"], "answers": list(r["answers"]["text"]),
                     "is_impossible": not r["answers"]["text"]} for r in ds]

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from icae.data.sources import SourceError
+from icae.data.sources import SourceError, hub_dataset
 from icae.models.base import Span
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -158,12 +158,7 @@ def _records(source: str, split: str):
     elif source.endswith((".json", ".jsonl", ".traj")):
         raise SourceError(f"no such file: {source}")
     else:
-        from datasets import load_dataset
-
-        try:
-            ds = load_dataset(source, split=split)
-        except Exception as e:  # many exception types; the name and the reason are what matter
-            raise SourceError(f"could not load dataset {source!r} (split {split!r}): {type(e).__name__}: {e}") from e
+        ds = hub_dataset(source, split)
         for i, r in enumerate(ds):
             yield str(i), r
 
