@@ -123,8 +123,7 @@ def convert(record: dict, fmt: str, record_id: str) -> dict:
         rid = str(record.get("id", record.get("instance_id", record_id)))
         return from_messages(record["messages"], rid)
     if fmt == "swe_agent":
-        rid = str(record.get("environment", record.get("info", {}).get("instance_id", record_id)))
-        return from_swe_agent(record, record_id if rid == "None" else rid)
+        return from_swe_agent(record, record_id)  # a .traj file is named after its instance
     if fmt == "nebius":
         return from_nebius(record, str(record.get("instance_id", record_id)))
     raise SourceError(f"trajectory_format must be one of {FORMATS}, got {fmt!r}")

@@ -23,7 +23,7 @@ OPENAI = {"messages": [
     {"role": "tool", "tool_call_id": "c1", "content": "a.py\nb.py"},
     {"role": "assistant", "content": "Done."},
 ]}
-SWE_AGENT = {"environment": "repo__issue-1", "history": [
+SWE_AGENT = {"environment": "swe_main", "history": [
     {"role": "system", "content": "SYSTEM", "agent": "primary"},
     {"role": "user", "content": "DEMO", "is_demo": True},
     {"role": "user", "content": "We have an issue.", "message_type": "user"},
