@@ -7,7 +7,8 @@ Load config -> build the model -> the held-out trajectories (``eval_dataset_repo
 ``dataset_repo``) -> for each assistant turn, over batches of trajectories:
 
 - teacher-forced next-turn prediction: one pass per trajectory over its history scores every assistant token
-  (token accuracy: argmax equals the gold token);
+  (token accuracy: argmax equals the gold token), and the same with the compressed observations removed
+  (``token_accuracy_no_memory``: what the model gets right without reading the slots);
 - free generation of the turn from the true history (``teacher_forcing: false``: earlier assistant turns are the
   model's own generations; observations stay the recorded ones), stopped at ``<|im_end|>`` or ``max_out_length``.
 
@@ -44,15 +45,20 @@ def history_spans(turns, upto: int, generated: dict[int, list[int]]) -> list[Spa
 
 
 @torch.no_grad()
-def teacher_forced(model, batch: list[list], cache: dict) -> list[dict[int, tuple[float, int]]]:
-    """Per trajectory ``{turn index: (token accuracy, tokens)}`` from one forward pass over the gold history."""
+def teacher_forced(model, batch: list[list], cache: dict, drop_memory: bool = False) -> list[dict[int, tuple]]:
+    """Per trajectory ``{turn index: (token accuracy, tokens)}`` from one forward pass over the gold history.
+
+    ``drop_memory``: the same pass with every compressed observation removed (its header and footer stay), the
+    baseline that tells how much the model reads from the slots.
+    """
     rows, owners = [], []
     for turns in batch:
         spans, owner = [], []
         for i, turn in enumerate(turns):
             for span in turn.spans():
-                spans.append(span)
-                owner.append(i)
+                if not (drop_memory and span.compress):
+                    spans.append(span)
+                    owner.append(i)
         rows.append(spans)
         owners.append(owner)
     out = model.forward_spans(rows, cache)
@@ -121,16 +127,18 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
                     "generated_tokens": len(ids),
                 }))
         # Teacher forcing last: every observation is cached by now, so the timings above include each compression.
-        accuracy = teacher_forced(model, [turns for _, _, turns in present], cache)
+        gold = [turns for _, _, turns in present]
+        accuracy, blind = teacher_forced(model, gold, cache), teacher_forced(model, gold, cache, drop_memory=True)
         for r, row in sorted(batch_rows, key=lambda x: (x[0], x[1]["turn"])):
             row["token_accuracy"], row["scored_tokens"] = accuracy[r].get(row["turn"], (0.0, 0))
+            row["token_accuracy_no_memory"] = blind[r].get(row["turn"], (0.0, 0))[0]
             predictions.append(row)
     wall = time.perf_counter() - started
     return predictions, summarise(predictions, counts, skipped_turns, wall)
 
 
 def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: float) -> dict:
-    keys = ("bleu1", "exact_match", "token_accuracy")
+    keys = ("bleu1", "exact_match", "token_accuracy", "token_accuracy_no_memory")
     by_trajectory: dict[int, list[dict]] = {}
     for p in predictions:
         by_trajectory.setdefault(p["trajectory"], []).append(p)
@@ -181,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     turn, traj = summary["turn"], summary["trajectory"]
     print(f"trajectories ({config.model.model_type}): {summary['num_turns']} turns of {summary['num_trajectories']} "
           f"trajectories; per turn BLEU-1 {turn['bleu1']:.3f}, EM {turn['exact_match']:.3f}, token acc "
-          f"{turn['token_accuracy']:.3f}; per trajectory EM {traj['exact_match']:.3f}; compression "
+          f"{turn['token_accuracy']:.3f} ({turn['token_accuracy_no_memory']:.3f} without memory); per trajectory EM "
+          f"{traj['exact_match']:.3f}; compression "
           f"{summary['compression_rate_total']:.2f}x ({summary['tokens_saved']} tokens saved), "
           f"{summary['cache_hits']} cache hits")
     print(f"metrics: {metrics_path}\npredictions: {predictions_path}")

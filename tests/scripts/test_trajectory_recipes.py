@@ -52,6 +52,9 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
     assert metrics["config"]["restore_from"] == str(final)
     first = [r for r in rows if r["turn"] == 2]  # the first assistant turn: nothing compressed before it
     assert all(r["compression_rate"] == 1.0 for r in first)
+    # Nothing compressed yet: removing the memory changes nothing. Later turns read 4 compressed observations.
+    assert all(r["token_accuracy_no_memory"] == r["token_accuracy"] for r in first)
+    assert "token_accuracy_no_memory" in metrics["turn"]
     if model_type == "icae":
         assert metrics["compression_rate_total"] > 1.2 and metrics["tokens_saved"] > 0
         assert metrics["cache_hits"] > 0  # earlier observations are reused by later turns, never recompressed
@@ -73,6 +76,7 @@ def test_generated_history_and_repeated_observations(dataset, tmp_path):
 def test_summarise_against_hand_computed_values():
     def row(traj, em, bleu, acc, original, fed):
         return {"trajectory": traj, "exact_match": em, "bleu1": bleu, "token_accuracy": acc,
+                "token_accuracy_no_memory": 0.0,
                 "original_tokens": original, "fed_tokens": fed, "compress_seconds": 0.5, "generate_seconds": 1.5,
                 "compression_rate": original / fed, "generated_tokens": 10}
 
