@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from icae.data.generate_trajectories import generate
 from icae.scripts import finetune_trajectories, inference_trajectories
@@ -99,3 +100,51 @@ def test_other_tasks_are_rejected(dataset, tmp_path):
     args = [a if not a.startswith("task=") else "task=qa" for a in common(dataset, "tiny-qwen2", "icae", tmp_path)]
     with pytest.raises(ConfigError, match="'trajectories'"):
         inference_trajectories.main(args)
+
+
+def test_interrupted_fine_tuning_resumes_to_the_same_weights(dataset, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    class CountSteps(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            CountSteps.steps += 1
+
+    def run(out, steps, *extra):
+        CountSteps.steps = 0
+        args = common(dataset, "tiny-qwen2", "icae", out) + [
+            f"max_steps={steps}", "per_device_train_batch_size=2", "learning_rate=1e-3", "lr_scheduler_type=constant",
+            "save_strategy=steps", "save_steps=1", "disable_tqdm=true", *extra]
+        return load_file(str(finetune_trajectories.main(args, callbacks=[CountSteps()]) / "model.safetensors"))
+
+    straight = run(tmp_path / "a", 3)
+    run(tmp_path / "b", 2)  # "interrupted" after step 2, checkpoints on disk
+    resumed = run(tmp_path / "b", 3, "resume_from_checkpoint=true")
+    assert CountSteps.steps == 1  # it went on from checkpoint-2 rather than starting again
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.allclose(straight[name], resumed[name], atol=1e-6), name
+
+
+def test_two_process_fine_tuning(dataset, tmp_path):
+    """Span rows (Python objects, not tensors) pass through DistributedDataParallel: 2 CPU processes with gloo."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.training.test_pretraining import _free_port
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(root / "icae/configs/accelerate/cpu_2proc.yaml"), "--main_process_port", str(_free_port()),
+           "-m", "icae.scripts.finetune_trajectories",
+           *common(dataset, "tiny-qwen2", "icae", tmp_path / "run"), "max_steps=2", "per_device_train_batch_size=1",
+           "save_strategy=no", "disable_tqdm=true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("fine-tuned on") == 2  # both ranks trained
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
