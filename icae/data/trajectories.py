@@ -19,8 +19,8 @@ Each of them can be a local ``.jsonl``/``.json`` file (``.traj`` for SWE-agent) 
 
 Rendering: every turn is ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` (ChatML, whatever the tokenizer, so that the
 turn boundaries are the same for every model family). An observation of a role in ``compress_roles`` whose content
-has at least ``min_tokens_to_compress`` tokens is compressed: its content becomes memory slots between its header and
-footer tokens. The loss is on assistant contents and their ``<|im_end|>`` (the model learns when a turn ends).
+has at least ``min_tokens_to_compress`` tokens (and more tokens than the slots it would become) is compressed: its
+content becomes memory slots between its header and footer tokens. The loss is on assistant contents and their ``<|im_end|>`` (the model learns when a turn ends).
 """
 
 from __future__ import annotations
@@ -228,15 +228,22 @@ class Turn:
         return len(self.header) + len(self.content) + len(self.footer)
 
 
-def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tokens_to_compress: int) -> list[Turn]:
-    """Tokenise each message of a trajectory; decide which contents are compressed."""
+def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tokens_to_compress: int,
+                 memory_length=None) -> list[Turn]:
+    """Tokenise each message of a trajectory; decide which contents are compressed.
+
+    A content is compressed when its role is in ``compress_roles`` (never the assistant's), it has at least
+    ``min_tokens_to_compress`` tokens, and, given the model's ``memory_length``, its slots are fewer than its tokens
+    (with ``min_tokens_to_compress: 0`` a 5-token output would otherwise grow to a whole segment of slots).
+    """
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     footer = encode(TURN_END + "\n")
     turns = []
     for m in trajectory["messages"]:
         content = encode(m["content"])
-        compress = m["role"] in compress_roles and m["role"] != "assistant" and len(content) >= max(
-            min_tokens_to_compress, 1)
+        n = len(content)
+        compress = (m["role"] in compress_roles and m["role"] != "assistant" and n >= max(min_tokens_to_compress, 1)
+                    and (memory_length is None or memory_length(n) < n))
         turns.append(Turn(m["role"], encode(f"{TURN_START}{m['role']}\n"), content, footer, compress))
     return turns
 
@@ -294,5 +301,6 @@ def load_split(config) -> tuple[list[dict], list[dict]]:
 
 def rendered(model, config, trajectory: dict) -> list[Turn]:
     """A trajectory's turns for ``model``, cut to ``max_history_tokens`` of decoder input."""
-    turns = render_turns(model.tokenizer, trajectory, config.task.compress_roles, config.model.min_tokens_to_compress)
+    turns = render_turns(model.tokenizer, trajectory, config.task.compress_roles, config.model.min_tokens_to_compress,
+                         model.memory_length)
     return truncate(turns, config.task.max_history_tokens, model.memory_length)

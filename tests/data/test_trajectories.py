@@ -114,6 +114,10 @@ def test_rendering_compression_policy_and_loss():
     (header, body) = turns[2].spans()
     assert not header.loss and body.loss and body.ids.tolist() == turns[2].content + turns[2].footer
     assert [t.compress for t in render_turns(tok, traj, ["tool", "system"], 8)][:1] == [True]
+    # Never compress into more slots than tokens: 64 slots would lengthen the 61-token tool output, 16 shorten it.
+    assert [t.compress for t in render_turns(tok, traj, ["tool", "system"], 0, lambda n: 64)] == [False] * 6
+    assert [t.compress for t in render_turns(tok, traj, ["tool", "system"], 0, lambda n: 16)] == [
+        True, False, False, True, False, False]
     batch = TrajectoryCollator()([{"turns": [t.__dict__ for t in turns]}])
     assert len(batch["spans"][0]) == 2 * 5 + 3
     assert tok.convert_tokens_to_ids("<|im_end|>") in turn_stop_ids(tok)
