@@ -10,7 +10,8 @@ icae/data/predictions), written atomically.
 
 Metrics: pass@t for t = 0.0, 0.1, ..., 1.0 and Pass@0.8 (the best-matching needle of the repo is the one asked for,
 with similarity >= t), mean similarity to the asked needle, BLEU-1, retrieval accuracy, the same by needle position
-ratio, plus compression rates and timing as for SQuAD.
+ratio, teacher-forced token accuracy and loss of the fenced needle with and without the memory (the no-memory
+baseline: the slots, or SimpleLLM's context, removed), plus compression rates and timing as for SQuAD.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from icae.config import config_from_cli
 from icae.data.repoqa import repoqa_split
 from icae.metrics.repoqa import pass_at, passes, score_output
 from icae.models import build_model
+from icae.training.evaluation import teacher_forced_scores
 from icae.training.generation import generate_batched
 from icae.utils.results import mean, write_results
 
@@ -31,6 +33,8 @@ def aggregate(scores: list[dict]) -> dict:
         "mean_similarity": mean(s["similarity"] for s in scores),
         "bleu1": mean(s["bleu1"] for s in scores),
         "retrieval_accuracy": mean(s["retrieved"] for s in scores),
+        **{k: mean(s[k] for s in scores) for k in ("token_accuracy", "token_accuracy_no_memory", "loss",
+                                                   "loss_no_memory")},
         "count": len(scores),
     }
 
@@ -45,10 +49,14 @@ def main(argv: list[str] | None = None) -> dict:
         tasks = tasks[: config.task.num_samples]
     batch_size = config.training.get("per_device_eval_batch_size", 8)
     rows, summary = generate_batched(model, tasks, "ft", batch_size, config.task.max_out_length, desc="retrieving")
+    forced = teacher_forced_scores(model, tasks, "ft", batch_size)
+    blind = teacher_forced_scores(model, tasks, "ft", batch_size, no_memory=True)
     predictions, scores = [], []
-    for task, row in zip(tasks, rows):
+    for task, row, tf, nm in zip(tasks, rows, forced, blind):
         output = model.tokenizer.decode(row.pop("generated_ids"), skip_special_tokens=True)
         score = score_output(output, task["needles"], task["needle_index"])
+        score.update({"token_accuracy": tf["token_accuracy"], "loss": tf["loss"],
+                      "token_accuracy_no_memory": nm["token_accuracy"], "loss_no_memory": nm["loss"]})
         scores.append(score)
         predictions.append({
             **{k: task[k] for k in ("task_id", "language", "repo", "name", "position_ratio", "needle_start")},
@@ -62,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
               **aggregate(scores), "pass_at": pass_at(scores), "by_position_ratio": by_ratio, **summary}
     metrics_path, predictions_path = write_results(config, "repoqa", result, predictions)
     print(f"RepoQA ({config.model.model_type}) on {len(tasks)} needles: Pass@0.8 {result['pass@0.8']:.3f}, "
-          f"mean similarity {result['mean_similarity']:.3f}, BLEU-1 {result['bleu1']:.3f}; "
+          f"mean similarity {result['mean_similarity']:.3f}, BLEU-1 {result['bleu1']:.3f}, teacher-forced token "
+          f"accuracy {result['token_accuracy']:.3f} ({result['token_accuracy_no_memory']:.3f} without memory); "
           f"compression {summary['compression_rate_total']:.2f}x, {summary['samples_per_second']:.2f} samples/s")
     print(f"metrics: {metrics_path}\npredictions: {predictions_path}")
     return result

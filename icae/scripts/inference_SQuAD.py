@@ -8,7 +8,9 @@ score -> write the metrics JSON (all metrics, sample count, compression rates, t
 the predictions JSONL. Both files are written atomically, to ``output_path`` or to icae/data/metrics and
 icae/data/predictions.
 qa: EM and F1 as the official SQuAD script defines them (best gold answer; v2.0 no-answer = empty prediction), and
-BLEU-1 against the best gold answer. ae: BLEU-1 and exact match of each distinct context's reconstruction.
+BLEU-1 against the best gold answer, and the teacher-forced token accuracy of the first gold answer with and without
+the memory (the no-memory baseline: slots, or SimpleLLM's context, removed). ae: BLEU-1 and exact match of each
+distinct context's reconstruction.
 Scores are fractions in [0, 1] (the official script prints percentages).
 """
 
@@ -21,6 +23,7 @@ from icae.data.squad import load_squad, qa_sample
 from icae.metrics import bleu1, exact_match, squad_scores
 from icae.models import build_model
 from icae.models.icae import ICAE
+from icae.training.evaluation import teacher_forced_scores
 from icae.training.generation import generate_batched
 from icae.utils.results import mean, write_results
 
@@ -31,15 +34,19 @@ LLM_AE_PROMPT = "\nRepeat the text above exactly:\n"
 def qa_rows(model, records, config, batch_size):
     samples = [qa_sample(model.tokenizer, r, config.task.qa_prompt_template) for r in records]
     rows, summary = generate_batched(model, samples, "ft", batch_size, config.task.max_out_length, desc="answering")
+    forced = teacher_forced_scores(model, samples, "ft", batch_size)
+    blind = teacher_forced_scores(model, samples, "ft", batch_size, no_memory=True)
     predictions = []
-    for record, row in zip(records, rows):
+    for record, row, tf, nm in zip(records, rows, forced, blind):
         text = model.tokenizer.decode(row.pop("generated_ids"), skip_special_tokens=True).strip()
         golds = [] if record["is_impossible"] else record["answers"]
         scores = squad_scores(text, golds)
         scores["bleu1"] = max((bleu1(g, text) for g in golds), default=float(not text))
+        scores.update({"token_accuracy": tf["token_accuracy"], "token_accuracy_no_memory": nm["token_accuracy"]})
         predictions.append({"id": record["id"], "question": record["question"], "gold": golds, "prediction": text,
                             **scores, **row})
-    metrics = {k: mean(p[k] for p in predictions) for k in ("exact_match", "f1", "bleu1")}
+    metrics = {k: mean(p[k] for p in predictions)
+               for k in ("exact_match", "f1", "bleu1", "token_accuracy", "token_accuracy_no_memory")}
     for name, keep in (("has_answer", lambda p: p["gold"]), ("no_answer", lambda p: not p["gold"])):
         subset = [p for p in predictions if keep(p)]
         if subset and len(subset) < len(predictions):  # SQuAD 2.0: report both halves as the official script does

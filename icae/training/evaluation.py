@@ -87,3 +87,31 @@ def evaluate_pretraining(
             metrics["texts"] = list(zip(texts, outputs))
     model.train(was_training)
     return metrics
+
+
+@torch.no_grad()
+def teacher_forced_scores(model: CompressorBase, samples: list[dict], mode: str = "ft", batch_size: int = 8,
+                          no_memory: bool = False) -> list[dict]:
+    """Per sample: token accuracy and mean loss of its ``target_ids`` read after its memory and ``prompt_ids``.
+
+    ``no_memory`` removes the slots (SimpleLLM: the context) and keeps the prompt: the same-run baseline that shows
+    what the memory contributes.
+    """
+    import torch.nn.functional as F
+
+    scores = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        memory = model.compress([torch.tensor(s["input_ids"]) for s in chunk])
+        if no_memory:
+            memory = memory.without_slots()
+        out = model(memory=memory, mode=mode, prompt_ids=[torch.tensor(s["prompt_ids"]) for s in chunk],
+                    target_ids=[torch.tensor(s["target_ids"]) for s in chunk])
+        logits, target = out.logits[:, :-1].float(), out.labels[:, 1:]  # (batch, n, vocab), (batch, n)
+        counted = target != -100
+        correct = ((logits.argmax(dim=-1) == target) & counted).sum(dim=1)
+        loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")  # (batch, n)
+        for i in range(len(chunk)):
+            n = max(int(counted[i].sum()), 1)
+            scores.append({"token_accuracy": int(correct[i]) / n, "loss": float((loss[i] * counted[i]).sum()) / n})
+    return scores

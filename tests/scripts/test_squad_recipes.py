@@ -35,7 +35,8 @@ def test_finetune_then_inference(fixture_files, tmp_path, family, model_type):
     assert {"exact_match", "f1", "bleu1", "has_answer_f1", "no_answer_f1", "compression_rate_total",
             "compression_seconds", "generation_seconds", "per_sample_seconds", "samples_per_second"} <= set(metrics)
     assert metrics["config"]["restore_from"] == str(final)
-    assert {"id", "question", "gold", "prediction", "exact_match", "f1", "bleu1"} <= set(rows[0])
+    assert {"id", "question", "gold", "prediction", "exact_match", "f1", "bleu1", "token_accuracy",
+            "token_accuracy_no_memory"} <= set(rows[0])
     assert metrics["f1"] == pytest.approx(sum(r["f1"] for r in rows) / len(rows))
     if model_type == "icae":
         assert metrics["compression_rate_total"] > 2  # ~4x on contexts of 30+ tokens
