@@ -12,6 +12,7 @@ sample's result equals the one computed alone, whichever side the caller padded 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ class Span:
         if self.compress and self.loss:
             raise ValueError("a compressed span cannot carry loss: its tokens are replaced by memory slots")
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """Content hash: the same context is compressed once per call (and once per run with a cache)."""
         return hashlib.sha1(self.ids.cpu().numpy().tobytes()).hexdigest()

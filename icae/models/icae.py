@@ -18,7 +18,7 @@ from torch import nn
 
 from icae.config import ModelArguments
 from icae.models.base import CompressorBase, Memory
-from icae.models.segments import memory_position_ids, segment_lengths
+from icae.models.segments import memory_position_ids, num_segments, segment_lengths
 
 LORA_PREFIX = "lora."
 
@@ -128,7 +128,7 @@ class ICAE(CompressorBase):
         if not self.args.do_compress or num_tokens < self.args.min_tokens_to_compress:
             return num_tokens
         k = self.args.fixed_mem_size
-        return len(segment_lengths(num_tokens, k, self.args.mean_compression_rate)) * k
+        return num_segments(num_tokens, k, self.args.mean_compression_rate) * k
 
     def compress_ids(self, rows: list[torch.Tensor]) -> Memory:
         """Compress each context into ``n_segments * k`` slots; returns a right-padded :class:`Memory`.

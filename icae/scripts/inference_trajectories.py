@@ -17,7 +17,8 @@ hit. Metrics JSON and predictions JSONL (one row per assistant turn) as for SQuA
 
 - BLEU-1, exact match and token accuracy per turn, then per trajectory (mean of its turns, then mean of
   trajectories);
-- compression rate per turn and overall (original history tokens / tokens fed to the decoder), context tokens saved;
+- compression rate per turn and overall (original history tokens / tokens fed to the decoder), context tokens saved
+  (counted on the recorded history, also when ``teacher_forcing: false`` feeds generated turns);
 - timing: compression and generation seconds (per-turn mean/median, totals), turns and generated tokens per second;
 - cache hits and compressions.
 """
