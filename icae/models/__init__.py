@@ -10,6 +10,7 @@ from icae.models.base import (
     CompressorBase,
     CompressorOutput,
     Memory,
+    Span,
     load_trained_tensors,
 )
 from icae.models.icae import ICAE
@@ -38,6 +39,7 @@ __all__ = [
     "ICAE",
     "SimpleLLM",
     "Memory",
+    "Span",
     "CompressorBase",
     "CompressorOutput",
     "build_model",
