@@ -17,7 +17,8 @@ def output_paths(config: Config, recipe: str) -> tuple[Path, Path]:
     The stem names the recipe, the task, the model type and the base model, so runs side by side do not collide.
     """
     task, model = config.task.task, config.model
-    stem = f"{recipe}_{task}_{model.model_type}_{Path(model.model_name_or_path).name}"
+    name = recipe if task == recipe else f"{recipe}_{task}"  # squad_qa_..., repoqa_..., trajectories_...
+    stem = f"{name}_{model.model_type}_{Path(model.model_name_or_path).name}"
     if config.task.output_path:
         base = Path(config.task.output_path)
         return base / f"{stem}_metrics.json", base / f"{stem}_predictions.jsonl"

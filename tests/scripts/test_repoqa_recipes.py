@@ -35,7 +35,7 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
                                          "save_strategy=no", "disable_tqdm=true"])
     assert (final / "model.safetensors").is_file()
     result = inference_RepoQA.main(args + [f"restore_from={final}", f"output_path={tmp_path / 'out'}", "train=false"])
-    stem = f"repoqa_repoqa_{model_type}_{name}"
+    stem = f"repoqa_{model_type}_{name}"
     metrics = json.loads((tmp_path / "out" / f"{stem}_metrics.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "out" / f"{stem}_predictions.jsonl").read_text().splitlines()]
     assert metrics["num_samples"] == len(rows) == 2  # 25% of 8 needles held out

@@ -41,7 +41,7 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
     assert (final / "model.safetensors").is_file()
     result = inference_trajectories.main(args + [f"restore_from={final}", f"output_path={tmp_path / 'out'}",
                                                  "train=false"])
-    stem = f"trajectories_trajectories_{model_type}_{name}"
+    stem = f"trajectories_{model_type}_{name}"
     metrics = json.loads((tmp_path / "out" / f"{stem}_metrics.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "out" / f"{stem}_predictions.jsonl").read_text().splitlines()]
     assert metrics["num_trajectories"] == 2 and metrics["num_turns"] == len(rows) == 10  # 30% of 7, 5 turns each
