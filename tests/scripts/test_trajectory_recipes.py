@@ -148,3 +148,11 @@ def test_two_process_fine_tuning(dataset, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("fine-tuned on") == 2  # both ranks trained
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-mistral"])
+def test_position_identifiers_run_end_to_end(dataset, tmp_path, name):
+    """Slots take the positions their observation held, so position ids run past the (shorter) decoder row."""
+    args = common(dataset, name, "icae", tmp_path) + ["use_position_identifiers=true", f"output_path={tmp_path}"]
+    result = inference_trajectories.main(args)
+    assert result["num_turns"] == 10 and result["compression_rate_total"] > 1.2
