@@ -18,12 +18,15 @@ trajectories. ``model_type: llm`` trains SimpleLLM on the uncompressed history.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import sys
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 
-from icae.config import config_from_cli
+from icae.config import ConfigError, config_from_cli
 from icae.data.trajectories import TrajectoryCollator, load_split, rendered
 from icae.models import build_model
 from icae.training.finetune import finetune
@@ -36,11 +39,17 @@ def main(argv: list[str] | None = None, callbacks=None) -> Path:
     model = build_model(config)
     if config.task.max_train_samples:
         train = train[: config.task.max_train_samples]
-    samples = []
-    for trajectory in train:
-        turns = rendered(model, config, trajectory)
-        if turns:  # a first assistant turn beyond max_history_tokens leaves nothing to learn
-            samples.append({"turns": [dataclasses.asdict(t) for t in turns]})
+    # Turns are tokenised into an Arrow table batch by batch (compact, unlike Python lists of ids). A trajectory whose
+    # first assistant turn is beyond max_history_tokens leaves nothing to learn and is dropped.
+    raw = Dataset.from_list(train)
+    key = hashlib.sha1(json.dumps([config.to_dict(), len(train)], default=str).encode()).hexdigest()  # no model hashing
+    samples = raw.map(
+        lambda row: {"turns": [dataclasses.asdict(t) for t in rendered(model, config, row)]},
+        remove_columns=raw.column_names, new_fingerprint=f"turns-{key}", desc="rendering turns",
+    ).filter(lambda row: len(row["turns"]) > 0, new_fingerprint=f"kept-{key}")
+    if len(samples) == 0:
+        raise ConfigError([f"max_history_tokens={config.task.max_history_tokens}: no training trajectory fits "
+                           "(each needs its first assistant turn within the limit)"], "config")
     final = finetune(config, model, samples, callbacks, TrajectoryCollator())
     print(f"fine-tuned on {len(samples)} trajectories ({len(test)} held out, {len(train) - len(samples)} too long); "
           f"checkpoint: {final}")

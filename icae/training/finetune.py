@@ -12,8 +12,10 @@ from icae.models.base import CompressorBase
 from icae.training.trainer import ICAETrainer, resolve_resume
 
 
-def finetune(config: Config, model: CompressorBase, samples: list[dict], callbacks=None, collator=None) -> Path:
-    """Train ``model`` on ``samples``; save and return ``output_dir/final``.
+def finetune(config: Config, model: CompressorBase, samples: list[dict] | Dataset, callbacks=None,
+             collator=None) -> Path:
+    """Train ``model`` on ``samples`` (a list of dicts or a ``datasets.Dataset``); save and return
+    ``output_dir/final``.
 
     The collator defaults to :class:`FinetuneCollator` (``{input_ids, prompt_ids, target_ids}`` samples).
 
@@ -25,7 +27,7 @@ def finetune(config: Config, model: CompressorBase, samples: list[dict], callbac
             remove_unused_columns=False,
             ddp_find_unused_parameters=config.training.get("ddp_find_unused_parameters", True),
         ),
-        train_dataset=Dataset.from_list(samples),
+        train_dataset=samples if isinstance(samples, Dataset) else Dataset.from_list(samples),
         data_collator=collator or FinetuneCollator(model.tokenizer.pad_token_id),
         icae_config=config,
         callbacks=callbacks,

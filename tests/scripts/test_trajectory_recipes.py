@@ -100,6 +100,9 @@ def test_other_tasks_are_rejected(dataset, tmp_path):
     args = [a if not a.startswith("task=") else "task=qa" for a in common(dataset, "tiny-qwen2", "icae", tmp_path)]
     with pytest.raises(ConfigError, match="'trajectories'"):
         inference_trajectories.main(args)
+    short = common(dataset, "tiny-qwen2", "icae", tmp_path) + ["max_history_tokens=50", "max_steps=1"]
+    with pytest.raises(ConfigError, match="no training trajectory fits"):
+        finetune_trajectories.main(short)
 
 
 def test_interrupted_fine_tuning_resumes_to_the_same_weights(dataset, tmp_path):
