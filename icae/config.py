@@ -179,6 +179,11 @@ class TaskArguments:
         "(assistant turns never are).",
         default_factory=lambda: ["tool"],
     )
+    reuse_kv_cache: bool = _help(
+        "Trajectory inference: keep each trajectory's KV cache across turns and prefill only what is new, as a deployed "
+        "agent does (one trajectory at a time); false: prefill each turn's whole history, batched across trajectories.",
+        True,
+    )
     max_history_tokens: int = _help(
         "Trajectories: decoder input limit; a trajectory stops at the last assistant turn that fits (the original "
         "tool stopped at 32k).",

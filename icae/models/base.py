@@ -99,6 +99,15 @@ class Span:
 
 
 @dataclass
+class DecoderState:
+    """A decoder row's KV cache and how far it goes, to extend an agent's history turn by turn."""
+
+    cache: object  # transformers Cache of the positions so far
+    length: int = 0  # decoder positions in the cache
+    virtual: int = 0  # the same history's uncompressed length (the next position id with position identifiers)
+
+
+@dataclass
 class CompressorOutput(ModelOutput):
     """``logits[:, i]`` predicts ``labels[:, i + 1]``; both cover the last ``logits.shape[1]`` decoder positions."""
 
@@ -448,7 +457,8 @@ class CompressorBase(nn.Module):
                     cache[key] = (slots.detach(), pos.detach(), rows_ids[j].numel())
         return memories, {"compressed": len(todo), "cache_hits": hits}
 
-    def span_inputs(self, rows: Sequence[Sequence[Span]], memories: dict) -> dict[str, torch.Tensor]:
+    def span_inputs(self, rows: Sequence[Sequence[Span]], memories: dict,
+                    start: tuple[int, int] = (0, 0)) -> dict[str, torch.Tensor]:
         """Left-padded decoder batch of interleaved rows: token spans embedded, compressed spans replaced by slots.
 
         Position ids: contiguous over the decoder row by default. With position identifiers, every position keeps its
@@ -456,12 +466,13 @@ class CompressorBase(nn.Module):
         position p gives its slots the ids spread over p..p+L-1, as in the AE layout.
         Returns inputs_embeds ``(batch, T, hidden)``, attention_mask/position_ids/labels/span_index ``(batch, T)``
         (labels: ids of ``loss`` spans, -100 elsewhere; span_index: the span each position comes from, -1 padding).
+        ``start``: (decoder, uncompressed) positions already before the rows, when they extend a cached history.
         """
         identifiers = self.uses_position_identifiers()
         seqs, poss, labs, idxs = [], [], [], []
         for r, row in enumerate(rows):
             parts, pos, lab, idx = [], [], [], []
-            virtual = actual = 0
+            actual, virtual = start
             for j, span in enumerate(row):
                 if span.compress:
                     slots, slot_pos, length = memories[span.key]
@@ -475,13 +486,13 @@ class CompressorBase(nn.Module):
                     ids = span.ids.to(self.device)
                     n = ids.numel()
                     parts.append(self.embed(ids))
-                    start = virtual if identifiers else actual
-                    pos.append(torch.arange(start, start + n, device=self.device))
+                    first = virtual if identifiers else actual
+                    pos.append(torch.arange(first, first + n, device=self.device))
                     lab.append(ids if span.loss else torch.full((n,), -100, dtype=torch.long, device=self.device))
                     virtual += n
                 actual += n
                 idx.append(torch.full((n,), j, dtype=torch.long, device=self.device))
-            if actual == 0:
+            if actual == start[0]:
                 raise ValueError(f"row {r}: no span has any token")
             if actual > self.args.model_max_length:
                 raise ValueError(f"row {r}: decoder input of {actual} positions exceeds model_max_length="
@@ -534,6 +545,32 @@ class CompressorBase(nn.Module):
         inputs.pop("labels"), inputs.pop("span_index")
         return self._decode(inputs, **kwargs), counts
 
+    @torch.no_grad()
+    def generate_incremental(self, state: "DecoderState | None", spans: Sequence[Span], cache: dict | None = None,
+                             **kwargs) -> tuple[list[int], "DecoderState", dict]:
+        """One row's history kept as a KV cache across calls, as a deployed agent does: prefill only ``spans`` (what
+        happened since the last call), continue, and return the new ids with the state *without* them (the next call
+        brings the turn as it should stay in the history: the gold one, or the generated one).
+
+        ``state`` None starts a history. Returns (new ids, state, compression counts). Keyword arguments as
+        :meth:`generate`.
+        """
+        from transformers import DynamicCache
+
+        state = state or DecoderState(DynamicCache(config=self.base_config))
+        memories, counts = self.compress_spans([spans], cache)
+        inputs = self.span_inputs([spans], memories, start=(state.length, state.virtual))
+        inputs.pop("labels"), inputs.pop("span_index")
+        new = inputs["inputs_embeds"].shape[1]
+        inputs["attention_mask"] = torch.ones(1, state.length + new, dtype=torch.long, device=self.device)
+        ids = self._decode(inputs, cache=state.cache, **kwargs)[0]
+        state.length += new
+        state.virtual += sum(span.ids.numel() for span in spans)
+        fed = state.cache.get_seq_length() - state.length  # generated tokens that went into the cache
+        if fed:
+            state.cache.crop(-fed)  # a negative count removes that many of the latest positions
+        return ids, state, counts
+
     # ----------------------------------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(
@@ -569,8 +606,11 @@ class CompressorBase(nn.Module):
         top_p: float = 1.0,
         stop_token_ids: Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        cache=None,
     ) -> list[list[int]]:
-        """The KV-cache loop over a left-padded decoder batch (inputs_embeds, attention_mask, position_ids)."""
+        """The KV-cache loop over a left-padded decoder batch (inputs_embeds, attention_mask, position_ids).
+
+        ``cache``: keys/values of positions before ``inputs`` (whose attention mask then covers them too)."""
         from transformers import DynamicCache
 
         if max_new_tokens < 0:
@@ -583,7 +623,7 @@ class CompressorBase(nn.Module):
         if max_new_tokens == 0:
             return out
         with self.decoder_context():
-            cache = DynamicCache(config=self.base_config)
+            cache = cache if cache is not None else DynamicCache(config=self.base_config)
             step = self.model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
             for produced in range(1, max_new_tokens + 1):
                 logits = step.logits[:, -1].float()  # (batch, vocab)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
 from icae.config import config_from_cli
 from icae.data.repoqa import repoqa_split
 from icae.metrics.repoqa import pass_at, passes, score_output
@@ -41,6 +43,7 @@ def aggregate(scores: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
+    torch.manual_seed(config.training.get("seed", 42))  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()
     train, test, skipped = repoqa_split(config, model.tokenizer)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
 from icae.config import ConfigError, config_from_cli
 from icae.data.squad import load_squad, qa_sample
 from icae.metrics import bleu1, exact_match, squad_scores
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
     if config.task.task not in ("ae", "qa"):
         raise ConfigError([f"task: inference_SQuAD runs 'ae' or 'qa', got {config.task.task!r}"], "inference config")
+    torch.manual_seed(config.training.get("seed", 42))  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()
     source = config.task.eval_dataset_repo or config.task.dataset_repo

@@ -4,7 +4,7 @@
         restore_from=outputs/trajectories_icae/final train=false
 
 Load config -> build the model -> the held-out trajectories (``eval_dataset_repo``, else the seeded split of
-``dataset_repo``) -> for each assistant turn, over batches of trajectories:
+``dataset_repo``) -> for each assistant turn:
 
 - teacher-forced next-turn prediction: one pass per trajectory over its history scores every assistant token
   (token accuracy: argmax equals the gold token), and the same with the compressed observations removed
@@ -12,14 +12,19 @@ Load config -> build the model -> the held-out trajectories (``eval_dataset_repo
 - free generation of the turn from the true history (``teacher_forcing: false``: earlier assistant turns are the
   model's own generations; observations stay the recorded ones), stopped at ``<|im_end|>`` or ``max_out_length``.
 
-Observations are compressed once per run: slots are cached by content hash, and a repeated observation is a cache
-hit. Metrics JSON and predictions JSONL (one row per assistant turn) as for SQuAD:
+Generation keeps each trajectory's KV cache across its turns (``reuse_kv_cache: true``, the default): a turn prefills
+only what happened since the previous one, as a deployed agent does; the generated tokens are cropped from the cache
+and the turn enters the history as recorded (or as generated). ``reuse_kv_cache: false`` prefills each turn's whole
+history instead, batched across ``per_device_eval_batch_size`` trajectories. Observations are compressed once per
+run: slots are cached by content hash, and a later lookup (a repeated observation, or, without the kept KV cache, a
+later turn's history) is a cache hit. Metrics JSON and predictions JSONL (one row per assistant turn) as for SQuAD:
 
 - BLEU-1, exact match and token accuracy per turn, then per trajectory (mean of its turns, then mean of
   trajectories);
 - compression rate per turn and overall (original history tokens / tokens fed to the decoder), context tokens saved
   (counted on the recorded history, also when ``teacher_forcing: false`` feeds generated turns);
-- timing: compression and generation seconds (per-turn mean/median, totals), turns and generated tokens per second;
+- timing: compression and generation seconds (per-turn mean/median, totals), turns and generated tokens per second,
+  and the decoder positions prefilled;
 - cache hits and compressions.
 """
 
@@ -74,12 +79,65 @@ def teacher_forced(model, batch: list[list], cache: dict, drop_memory: bool = Fa
     return results
 
 
+def _timed(model, fn):
+    sync_device(model.device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync_device(model.device)
+    return out, time.perf_counter() - t0
+
+
+def generate_batched_turns(model, config, present, cache, counts, stops):
+    """The k-th assistant turn of every trajectory of the batch together, each history prefilled in full.
+
+    Yields ``(trajectory in the batch, turn index, new ids, compression seconds, generation seconds, prefilled)``,
+    seconds being the sample's share of the batch's time."""
+    generated: list[dict[int, list[int]]] = [{} for _ in present]
+    steps = max(sum(t.loss for t in turns) for _, _, turns in present)
+    for k in range(steps):
+        rows, where = [], []
+        for r, (_, _, turns) in enumerate(present):
+            index = [i for i, t in enumerate(turns) if t.loss]
+            if k < len(index):
+                rows.append(history_spans(turns, index[k], {} if config.task.teacher_forcing else generated[r]))
+                where.append((r, index[k]))
+        (_, new), compress_s = _timed(model, lambda: model.compress_spans(rows, cache))
+        (outputs, _), generate_s = _timed(model, lambda: model.generate_spans(
+            rows, cache, max_new_tokens=config.task.max_out_length, stop_token_ids=stops))
+        for key in counts:
+            counts[key] += new[key]
+        for (r, i), ids, row in zip(where, outputs, rows):
+            generated[r][i] = ids
+            prefilled = sum(model.memory_length(s.ids.numel()) if s.compress else s.ids.numel() for s in row)
+            yield r, i, ids, compress_s / len(rows), generate_s / len(rows), prefilled
+
+
+def generate_incremental_turns(model, config, present, cache, counts, stops):
+    """One trajectory at a time, its KV cache kept across turns: each turn prefills only what happened since the
+    previous one (the previous assistant turn, gold or generated, and the new observations). Yields as
+    :func:`generate_batched_turns`."""
+    for r, (_, _, turns) in enumerate(present):
+        state, consumed, generated = None, 0, {}
+        for i in [i for i, t in enumerate(turns) if t.loss]:
+            history = history_spans(turns, i, {} if config.task.teacher_forcing else generated)
+            new_spans, consumed = history[consumed:], len(history)
+            (_, new), compress_s = _timed(model, lambda: model.compress_spans([new_spans], cache))
+            before = state.length if state is not None else 0
+            (ids, state, _), generate_s = _timed(model, lambda: model.generate_incremental(
+                state, new_spans, cache, max_new_tokens=config.task.max_out_length, stop_token_ids=stops))
+            for key in counts:
+                counts[key] += new[key]
+            generated[i] = ids
+            yield r, i, ids, compress_s, generate_s, state.length - before
+
+
 def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[list[dict], dict]:
     tok = model.tokenizer
     stops = turn_stop_ids(tok)
     cache: dict = {}
     counts = {"compressed": 0, "cache_hits": 0}
     predictions, skipped_turns = [], 0
+    turns_of = generate_incremental_turns if config.task.reuse_kv_cache else generate_batched_turns
     started = time.perf_counter()
     for start in range(0, len(trajectories), batch_size):
         chunk = trajectories[start : start + batch_size]
@@ -89,44 +147,21 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
         present = [(start + j, t, turns) for j, (t, turns) in enumerate(zip(chunk, all_turns)) if turns]
         if not present:
             continue
-        generated: list[dict[int, list[int]]] = [{} for _ in present]
         batch_rows: list[tuple[int, dict]] = []  # (trajectory in the batch, its prediction row)
-        steps = max(sum(t.loss for t in turns) for _, _, turns in present)
-        for k in range(steps):  # the k-th assistant turn of every trajectory in the batch, together
-            rows, where = [], []
-            for r, (_, _, turns) in enumerate(present):
-                index = [i for i, t in enumerate(turns) if t.loss]
-                if k < len(index):
-                    history = generated[r] if not config.task.teacher_forcing else {}
-                    rows.append(history_spans(turns, index[k], history))
-                    where.append((r, index[k]))
-            sync_device(model.device)
-            t0 = time.perf_counter()
-            _, new = model.compress_spans(rows, cache)
-            sync_device(model.device)
-            t1 = time.perf_counter()
-            outputs, _ = model.generate_spans(rows, cache, max_new_tokens=config.task.max_out_length,
-                                              stop_token_ids=stops)
-            sync_device(model.device)
-            t2 = time.perf_counter()
-            counts = {key: counts[key] + new[key] for key in counts}
-            n = len(rows)
-            for (r, i), ids in zip(where, outputs):
-                position, traj, turns = present[r]
-                generated[r][i] = ids
-                gold_text = tok.decode(turns[i].content, skip_special_tokens=True)
-                text = tok.decode(ids, skip_special_tokens=True)
-                original = sum(t.num_tokens for t in turns[:i]) + len(turns[i].header)
-                fed = sum(fed_length(t, model.memory_length) for t in turns[:i]) + len(turns[i].header)
-                batch_rows.append((r, {
-                    "trajectory": position, "trajectory_id": traj["id"], "turn": i, "gold": gold_text, "prediction": text,
-                    "bleu1": bleu1(gold_text, text), "exact_match": exact_match(gold_text, text),
-                    "original_tokens": original, "fed_tokens": fed, "compression_rate": original / fed,
-                    "tokens_saved": original - fed,
-                    "compressed_observations": sum(t.compress for t in turns[:i]),
-                    "compress_seconds": (t1 - t0) / n, "generate_seconds": (t2 - t1) / n,
-                    "generated_tokens": len(ids),
-                }))
+        for r, i, ids, compress_s, generate_s, prefilled in turns_of(model, config, present, cache, counts, stops):
+            position, traj, turns = present[r]
+            gold_text = tok.decode(turns[i].content, skip_special_tokens=True)
+            text = tok.decode(ids, skip_special_tokens=True)
+            original = sum(t.num_tokens for t in turns[:i]) + len(turns[i].header)
+            fed = sum(fed_length(t, model.memory_length) for t in turns[:i]) + len(turns[i].header)
+            batch_rows.append((r, {
+                "trajectory": position, "trajectory_id": traj["id"], "turn": i, "gold": gold_text, "prediction": text,
+                "bleu1": bleu1(gold_text, text), "exact_match": exact_match(gold_text, text),
+                "original_tokens": original, "fed_tokens": fed, "compression_rate": original / fed,
+                "tokens_saved": original - fed, "prefilled_tokens": prefilled,
+                "compressed_observations": sum(t.compress for t in turns[:i]),
+                "compress_seconds": compress_s, "generate_seconds": generate_s, "generated_tokens": len(ids),
+            }))
         # Teacher forcing last: every observation is cached by now, so the timings above include each compression.
         gold = [turns for _, _, turns in present]
         accuracy, blind = teacher_forced(model, gold, cache), teacher_forced(model, gold, cache, drop_memory=True)
@@ -163,6 +198,7 @@ def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: f
         "fed_tokens": fed,
         "tokens_saved": original - fed,
         "tokens_saved_per_turn": (original - fed) / max(len(predictions), 1),
+        "prefilled_tokens": sum(p["prefilled_tokens"] for p in predictions),
         "observations_compressed": counts["compressed"],
         "cache_hits": counts["cache_hits"],
         "cache_hit_rate": counts["cache_hits"] / lookups if lookups else 0.0,
@@ -178,6 +214,7 @@ def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: f
 def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
     _, test = load_split(config)  # data problems surface before the model is loaded
+    torch.manual_seed(config.training.get("seed", 42))  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()
     if config.task.num_samples:
@@ -185,7 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     batch_size = config.training.get("per_device_eval_batch_size", 8)
     predictions, summary = evaluate(model, config, test, batch_size)
     result = {"task": "trajectories", "model_type": config.model.model_type, "checkpoint": config.model.restore_from,
-              "teacher_forcing": config.task.teacher_forcing, "batch_size": batch_size, **summary}
+              "teacher_forcing": config.task.teacher_forcing, "reuse_kv_cache": config.task.reuse_kv_cache,
+              "batch_size": batch_size, **summary}
     metrics_path, predictions_path = write_results(config, "trajectories", result, predictions)
     turn, traj = summary["turn"], summary["trajectory"]
     print(f"trajectories ({config.model.model_type}): {summary['num_turns']} turns of {summary['num_trajectories']} "

@@ -115,3 +115,22 @@ def test_simple_llm_reads_everything_as_tokens():
     assert model.memory_length(40) == 40
     tokens = [Span(s.ids, loss=s.loss) for s in trajectory()]  # the same row with nothing marked compressed
     assert torch.allclose(model.forward_spans(rows).loss, model.forward_spans([tokens]).loss, atol=1e-6)
+
+
+@pytest.mark.parametrize("identifiers", [False, True])
+@pytest.mark.parametrize("model_type", ["icae", "llm"])
+def test_incremental_history_equals_reprefilling_it(family, model_type, identifiers):
+    """A KV cache kept across turns (only new spans prefilled, generated tokens cropped) gives the tokens a full
+    re-prefill of the history gives, turn after turn."""
+    model = make_model(family, model_type=model_type, use_position_identifiers=identifiers)
+    row = trajectory()
+    turns = [row[:3], row[3:6], row[6:]]  # what happens between two generations
+    state, cache, history = None, {}, []
+    for new in turns:
+        history += new
+        full, _ = model.generate_spans([history], max_new_tokens=4, stop_token_ids=[])
+        step, state, counts = model.generate_incremental(state, new, cache, max_new_tokens=4, stop_token_ids=[])
+        assert step == full[0] and len(step) == 4
+        assert state.cache.get_seq_length() == state.length  # the generated tokens were cropped away
+    width = model.span_inputs([row], model.compress_spans([row])[0])["inputs_embeds"].shape[1]
+    assert state.length == width and state.virtual == sum(s.ids.numel() for s in row)
