@@ -19,7 +19,7 @@ Each of them can be a local ``.jsonl``/``.json`` file (``.traj`` for SWE-agent) 
 
 Rendering: every turn is ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` (ChatML, whatever the tokenizer, so that the
 turn boundaries are the same for every model family). An observation of a role in ``compress_roles`` whose content
-has at least ``min_tokens_to_compress`` tokens (and more tokens than the slots it would become) is compressed: its
+has at least ``min_tokens_to_compress`` tokens (and no fewer tokens than the slots it would become) is compressed: its
 content becomes memory slots between its header and footer tokens. The loss is on assistant contents and their ``<|im_end|>`` (the model learns when a turn ends).
 """
 
@@ -233,8 +233,9 @@ def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tok
     """Tokenise each message of a trajectory; decide which contents are compressed.
 
     A content is compressed when its role is in ``compress_roles`` (never the assistant's), it has at least
-    ``min_tokens_to_compress`` tokens, and, given the model's ``memory_length``, its slots are fewer than its tokens
-    (with ``min_tokens_to_compress: 0`` a 5-token output would otherwise grow to a whole segment of slots).
+    ``min_tokens_to_compress`` tokens, and, given the model's ``memory_length``, it would not become more slots than it
+    has tokens (with ``min_tokens_to_compress: 0`` a 5-token output would otherwise grow to a whole segment of slots).
+    SimpleLLM's memory is the tokens themselves: its observations stay marked, so baselines can drop them.
     """
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     footer = encode(TURN_END + "\n")
@@ -243,7 +244,7 @@ def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tok
         content = encode(m["content"])
         n = len(content)
         compress = (m["role"] in compress_roles and m["role"] != "assistant" and n >= max(min_tokens_to_compress, 1)
-                    and (memory_length is None or memory_length(n) < n))
+                    and (memory_length is None or memory_length(n) <= n))
         turns.append(Turn(m["role"], encode(f"{TURN_START}{m['role']}\n"), content, footer, compress))
     return turns
 

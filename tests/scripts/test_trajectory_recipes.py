@@ -60,6 +60,7 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
         assert metrics["compression_rate_total"] > 1.2 and metrics["tokens_saved"] > 0
     else:
         assert metrics["compression_rate_total"] == 1.0 and metrics["tokens_saved"] == 0
+        assert metrics["observations_compressed"] > 0  # SimpleLLM's observations stay marked (its memory = tokens)
     assert result["num_turns"] == 10
 
 
