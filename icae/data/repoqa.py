@@ -122,16 +122,32 @@ def file_header(language: str, path: str) -> str:
     return f"{COMMENT_PREFIX.get(language, '//')} Path: {path}\n"
 
 
+def _edge_ids(encode, text: str, n: int, tail: bool) -> list[int]:
+    """The last (``tail``) or first ``n`` tokens of ``text``'s tokenisation, tokenising only a window around that end
+    (a repo is far longer than a context). The token cut by the window's far edge is dropped."""
+    if n <= 0:
+        return []
+    size = 8 * n + 64
+    while size < len(text):
+        ids = encode(text[-size:])[1:] if tail else encode(text[:size])[:-1]
+        if len(ids) >= n:
+            return ids[len(ids) - n :] if tail else ids[:n]
+        size *= 2
+    ids = encode(text)
+    return ids[max(len(ids) - n, 0) :] if tail else ids[:n]
+
+
 def code_context(tokenizer, repo: dict, needle: dict, language: str, position_ratio: float,
-                 budget: int) -> dict | None:
+                 budget: int, order: list[str] | None = None) -> dict | None:
     """Token ids of the code context around ``needle`` (None when the needle alone exceeds ``budget``).
 
     Returns ``{"input_ids", "needle_start", "needle_length"}``: the context is at most ``budget`` tokens; the needle
     takes ``needle_length`` tokens from ``needle_start``, which is ``round(position_ratio * (budget - needle_length))``
-    unless the repo has too little code on one side, in which case the other side takes the rest.
+    unless the repo has too little code on one side, in which case the other side takes the rest. ``order``: the
+    repo's :func:`dependency_order`, when the caller already has it.
     """
     before_parts, after_parts, found = [], [], False
-    for path in dependency_order(repo):
+    for path in order or dependency_order(repo):
         header, source = file_header(language, path), repo["content"][path]
         if path != needle["path"]:
             (after_parts if found else before_parts).append(header + source + "\n")
@@ -144,8 +160,9 @@ def code_context(tokenizer, repo: dict, needle: dict, language: str, position_ra
     needle_ids = encode(needle_code(repo, needle))
     if len(needle_ids) > budget:
         return None
-    before_ids, after_ids = encode("".join(before_parts)), encode("".join(after_parts))
-    rest = budget - len(needle_ids)
+    rest = budget - len(needle_ids)  # neither side can use more than this
+    before_ids = _edge_ids(encode, "".join(before_parts), rest, tail=True)
+    after_ids = _edge_ids(encode, "".join(after_parts), rest, tail=False)
     n_before = min(round(position_ratio * rest), len(before_ids))
     n_after = min(rest - n_before, len(after_ids))
     n_before = min(rest - n_after, len(before_ids))  # give the unused share of a short suffix to the prefix
@@ -169,9 +186,10 @@ def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ra
     for language, repos in data.items():
         for repo in repos:
             codes = [needle_code(repo, n) for n in repo["needles"]]
+            order = dependency_order(repo)
             for i, needle in enumerate(repo["needles"]):
                 ratio = position_ratios[i % len(position_ratios)]
-                context = code_context(tokenizer, repo, needle, language, ratio, budget)
+                context = code_context(tokenizer, repo, needle, language, ratio, budget, order)
                 if context is None:
                     skipped += 1
                     continue
