@@ -126,3 +126,14 @@ def test_split_is_seeded_disjoint_and_ordered():
     assert split_tasks(tasks, 0.3, seed=2)[1] != test
     assert split_tasks([1, 2], 0.1, 0)[1] != []  # at least one held out
     assert split_tasks(tasks, 0.0, 0) == (tasks, [])
+
+
+def test_edge_windows_equal_the_whole_tokenisation(tok):
+    from icae.data.repoqa import _edge_ids
+
+    text = make_repo(400)["content"]["b.py"] * 3
+    encode = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    whole = encode(text)
+    for n in (0, 1, 37, 500, len(whole) + 10):
+        assert _edge_ids(encode, text, n, tail=True) == (whole[max(len(whole) - n, 0) :] if n else [])
+        assert _edge_ids(encode, text, n, tail=False) == whole[:n]
