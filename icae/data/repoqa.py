@@ -23,11 +23,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import random
 from pathlib import Path
 
 from icae.config import ConfigError
-from icae.data.sources import SourceError
+from icae.data.sources import SourceError, split_tasks
 
 ENV_PATH = "REPOQA_DATA_OVERRIDE_PATH"
 COMMENT_PREFIX = {"python": "#", "ruby": "#", "shell": "#"}  # every other language: //
@@ -209,19 +208,6 @@ def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ra
                     "target_ids": encode(fenced(codes[i], language)) + [tokenizer.eos_token_id],
                 })
     return tasks, skipped
-
-
-def split_tasks(tasks: list, test_fraction: float, seed: int) -> tuple[list, list]:
-    """Shuffle by ``seed`` and hold out ``test_fraction`` of the tasks (at least one when there are two or more);
-    both parts keep the original order. Fine-tuning and inference with the same seed see the same split."""
-    n = len(tasks)
-    n_test = round(n * test_fraction)
-    if test_fraction > 0 and n >= 2:
-        n_test = min(max(n_test, 1), n - 1)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    test = set(order[:n_test])
-    return [t for i, t in enumerate(tasks) if i not in test], [t for i, t in enumerate(tasks) if i in test]
 
 
 def repoqa_split(config, tokenizer) -> tuple[list, list, int]:

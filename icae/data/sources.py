@@ -8,6 +8,7 @@ one of ``extensions`` being documents and its record files read as above. Anythi
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Iterator
 
@@ -90,3 +91,16 @@ def _hub(name: str, split: str, text_field: str, config_name: str | None) -> Ite
     if text_field not in ds.column_names:
         raise SourceError(f"dataset {name!r}: no column {text_field!r} (columns: {ds.column_names}); set text_field")
     yield from ds[text_field]
+
+
+def split_tasks(tasks: list, test_fraction: float, seed: int) -> tuple[list, list]:
+    """Shuffle by ``seed`` and hold out ``test_fraction`` of the tasks (at least one when there are two or more);
+    both parts keep the original order. Fine-tuning and inference with the same seed see the same split."""
+    n = len(tasks)
+    n_test = round(n * test_fraction)
+    if test_fraction > 0 and n >= 2:
+        n_test = min(max(n_test, 1), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    test = set(order[:n_test])
+    return [t for i, t in enumerate(tasks) if i not in test], [t for i, t in enumerate(tasks) if i in test]

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from icae.data.sources import SourceError, hub_dataset
+from icae.data.sources import SourceError, hub_dataset, split_tasks
 from icae.models.base import Span
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -289,7 +289,6 @@ def load_split(config) -> tuple[list[dict], list[dict]]:
     """Train and test trajectories: ``eval_dataset_repo`` when set, else a seeded ``test_fraction`` split of
     ``dataset_repo`` (fine-tuning and inference with the same seed see the same split)."""
     from icae.config import ConfigError
-    from icae.data.repoqa import split_tasks
 
     task = config.task
     if task.task != "trajectories":

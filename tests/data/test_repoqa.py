@@ -11,9 +11,8 @@ from icae.data.repoqa import (
     dependency_order,
     load_repoqa,
     needle_code,
-    split_tasks,
 )
-from icae.data.sources import SourceError
+from icae.data.sources import SourceError, split_tasks
 from icae.models.loading import tiny_tokenizer
 
 NEEDLE = "def target(x):\n    return sorted(x)[::-1]"
