@@ -74,9 +74,15 @@ class ModelArguments:
         default_factory=lambda: ["q_proj", "v_proj"],
     )
     train: bool = _help("Build the model for training (original key). Inference recipes set it to false.", True)
-    freeze_encoder: bool = _help("Freeze the encoder's LoRA: only the memory and special embeddings train.", False)
+    freeze_encoder: bool = _help(
+        "ICAE: freeze the encoder's LoRA adapter (the memory and special-token embeddings still train, as in the "
+        "original tool). With freeze_decoder false, this trains the decoder side only.", False
+    )
     freeze_decoder: bool = _help(
-        "The decoder is the frozen base model. Kept for configs of the original tool; only true is supported.", True
+        "ICAE: true decodes with the frozen base model (the paper's design); false adds a second LoRA adapter on the "
+        "same base weights, active only while decoding and trained with the encoder's (the original tool's option). "
+        "SimpleLLM: no effect (its LoRA adapter is its decoder and trains whenever train is true, as in the original).",
+        True,
     )
     min_tokens_to_compress: int = _help(
         "Contexts shorter than this many tokens are fed as ordinary tokens instead of being compressed (0: always).",
@@ -344,8 +350,6 @@ def _check_values(model: ModelArguments, task: TaskArguments) -> list[str]:
         problems.append(f"lora_dropout must be in [0, 1), got {model.lora_dropout}")
     if not model.lora_target_modules:
         problems.append("lora_target_modules must name at least one module")
-    if not model.freeze_decoder:
-        problems.append("freeze_decoder: false is not supported (the decoder is the frozen base model)")
     if model.model_max_length <= 0:
         problems.append(f"model_max_length must be positive, got {model.model_max_length}")
     if model.restore_from is not None and not Path(model.restore_from).is_dir():

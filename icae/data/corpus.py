@@ -46,30 +46,79 @@ def functions_by_length(tokenizer, min_tokens: int, max_tokens: int, limit: int,
     return out
 
 
-def write_stdlib_corpus(out: str | Path, first: str = "n", last: str = "z", root: Path | None = None) -> Path:
-    """Write the top-level standard-library modules whose names start with ``first``..``last`` as JSONL records
-    ``{"path", "text"}`` (atomically). Modules a-m trained the shipped tiny LM; n-z are text it has never seen.
+# Packages the RepoQA and trajectory builders draw their tasks from: no base LM or compressor trains on them (or on
+# their tests), so that a needle is never recalled from training.
+DOWNSTREAM = ("json", "email", "http", "logging", "urllib", "concurrent", "importlib", "xml")
+# Directories that are data tables rather than code (character maps), or that differ per machine.
+SKIPPED = ("encodings", "site-packages", "lib-dynload", "__pycache__", "__phello__")
+
+
+def _downstream(path: Path, root: Path) -> bool:
+    """True for a file of a DOWNSTREAM package, or a test of one (test_json/, test_email.py, test_httplib.py ...)."""
+    for part in path.relative_to(root).parts:
+        stem = part[:-3] if part.endswith(".py") else part
+        if any(stem == pkg or stem.startswith(f"test_{pkg}") for pkg in DOWNSTREAM):
+            return True
+    return False
+
+
+def top_level_modules(first: str = "a", last: str = "z", root: Path | None = None) -> list[Path]:
+    """Top-level standard-library modules whose names start with ``first``..``last``."""
+    root = root or stdlib_dir()
+    return sorted(p for p in root.glob("*.py") if first <= p.name[0].lower() <= last)
+
+
+def base_corpus_files(corpus: str = "wide", root: Path | None = None) -> list[Path]:
+    """What the shipped base LMs and compressors train on.
+
+    ``narrow``: the top-level modules a-m. ``wide``: those, plus every package and the test suite, except the
+    DOWNSTREAM packages and their tests. Never the top-level modules n-z: the held-out text of the demo.
     """
+    root = root or stdlib_dir()
+    files = top_level_modules("a", "m", root)
+    if corpus == "wide":
+        for directory in sorted(d for d in root.iterdir() if d.is_dir() and d.name not in SKIPPED + DOWNSTREAM):
+            files.extend(p for p in directory.rglob("*.py") if not _downstream(p, root))
+    elif corpus != "narrow":
+        raise ValueError(f"corpus must be 'narrow' or 'wide', got {corpus!r}")
+    return sorted(set(files))
+
+
+def write_corpus(out: str | Path, files: list[Path], root: Path | None = None) -> Path:
+    """Write ``files`` as JSONL records ``{"path", "text"}`` (atomically); files that are not UTF-8 are skipped."""
     from icae.utils.io import atomic_write_jsonl
 
     root = root or stdlib_dir()
     rows = []
-    for path in sorted(root.glob("*.py")):
-        if first <= path.name[0].lower() <= last:
-            try:
-                rows.append({"path": path.name, "text": path.read_text(encoding="utf-8")})
-            except UnicodeDecodeError:
-                continue
+    for path in files:
+        try:
+            rows.append({"path": str(path.relative_to(root)), "text": path.read_text(encoding="utf-8")})
+        except (UnicodeDecodeError, OSError):
+            continue
     atomic_write_jsonl(out, rows)
     return Path(out)
 
 
-if __name__ == "__main__":
+def write_stdlib_corpus(out: str | Path, first: str = "n", last: str = "z", root: Path | None = None) -> Path:
+    """Write the top-level standard-library modules ``first``..``last`` as JSONL records ``{"path", "text"}``.
+    Modules a-m trained the shipped base LMs; n-z are text they have never seen."""
+    return write_corpus(out, top_level_modules(first, last, root), root)
+
+
+def main(argv: list[str] | None = None) -> Path:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write standard-library modules as a JSONL corpus.")
+    parser = argparse.ArgumentParser(description="Write standard-library code as a JSONL corpus.")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--first", default="n")
-    parser.add_argument("--last", default="z")
-    a = parser.parse_args()
-    print(write_stdlib_corpus(a.out, a.first, a.last))
+    parser.add_argument("--first", default="n", help="top-level modules from this letter (default n)")
+    parser.add_argument("--last", default="z", help="... to this letter (default z)")
+    parser.add_argument("--base", choices=("narrow", "wide"), default=None,
+                        help="instead: the base-model corpus (narrow: modules a-m; wide: also packages and tests)")
+    a = parser.parse_args(argv)
+    out = write_corpus(a.out, base_corpus_files(a.base)) if a.base else write_stdlib_corpus(a.out, a.first, a.last)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

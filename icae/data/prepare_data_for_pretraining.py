@@ -6,7 +6,8 @@ Each document is tokenised with the base model's tokenizer and cut into consecut
 ``context_length + continuation_length`` tokens: the first part is the context the encoder compresses (the AE target),
 the rest is the continuation the LM objective predicts. Windows whose context is shorter than ``min_len`` are
 dropped. Documents are read in source order until ``token_num`` tokens are collected, shuffled with the seed, and whole
-documents are held out until ``eval_size`` samples are reached (held-out text is never seen in training). The two
+documents are held out until ``eval_size`` samples are reached (held-out text is never seen in training); with
+``eval_dataset_repo`` the held-out samples come from that source instead. The two
 splits are written with ``datasets.Dataset.save_to_disk`` to ``train_output_file`` and ``eval_output_file``, each
 atomically. Deterministic for a seed.
 """
@@ -48,15 +49,14 @@ def cut_document(ids: list[int], context: int, continuation: int, min_len: int) 
     return out
 
 
-def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tuple[list[dict], list[dict], dict]:
-    """Read, tokenise, cut and split. Returns (train samples, eval samples, info)."""
+def _documents(config: Config, tokenizer, source: str, show_progress: bool, token_num: int | None):
+    """Tokenised, windowed documents of ``source`` (each a list of (context, continuation)) and their token count."""
     task = config.task
     context, continuation = sample_lengths(config)
     docs: list[list[tuple[list[int], list[int]]]] = []
     total = 0
-    source = iter_documents(task.dataset_repo, task.dataset_split, task.text_field, task.file_extensions,
-                            task.dataset_config_name)
-    bar = tqdm(source, desc="tokenising", unit="doc", disable=not show_progress)
+    texts = iter_documents(source, task.dataset_split, task.text_field, task.file_extensions, task.dataset_config_name)
+    bar = tqdm(texts, desc=f"tokenising {Path(source).name}", unit="doc", disable=not show_progress)
     for text in bar:
         ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         samples = cut_document(ids, context, continuation, task.min_len)
@@ -64,33 +64,52 @@ def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tupl
             docs.append(samples)
             total += sum(len(c) + len(k) for c, k in samples)
             bar.set_postfix(tokens=total, refresh=False)
-        if task.token_num is not None and total >= task.token_num:
+        if token_num is not None and total >= token_num:
             break
     if not docs:
-        raise SourceError(
-            f"source {task.dataset_repo!r} gave no sample: no document with at least min_len={task.min_len} tokens"
-        )
-    rng = random.Random(config.training.get("seed", 42))
+        raise SourceError(f"source {source!r} gave no sample: no document with at least min_len={task.min_len} tokens")
+    return docs, total
+
+
+def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tuple[list[dict], list[dict], dict]:
+    """Read, tokenise, cut and split. Returns (train samples, eval samples, info).
+
+    With ``eval_dataset_repo`` the held-out samples are drawn from all windows of that source (shuffled with the seed)
+    and every document of ``dataset_repo`` trains; otherwise whole documents of ``dataset_repo`` are held out.
+    """
+    task = config.task
+    context, continuation = sample_lengths(config)
+    seed = config.training.get("seed", 42)
+    docs, total = _documents(config, tokenizer, task.dataset_repo, show_progress, task.token_num)
+    rng = random.Random(seed)
     rng.shuffle(docs)
-    train, held = [], []
-    for doc in docs:
-        target = held if len(held) < task.eval_size else train
-        target.extend(doc)
+    if task.eval_dataset_repo:
+        held_docs, _ = _documents(config, tokenizer, task.eval_dataset_repo, show_progress, None)
+        train = [s for doc in docs for s in doc]
+        held = [s for doc in held_docs for s in doc]
+        random.Random(seed).shuffle(held)  # windows from every held-out document, not the first few documents
+    else:
+        train, held = [], []
+        for doc in docs:
+            target = held if len(held) < task.eval_size else train
+            target.extend(doc)
     held = held[: task.eval_size] if task.eval_size else []
     if not train:
-        raise SourceError(f"all {len(held)} samples went to the eval split: lower eval_size or add text")
+        raise SourceError(f"all {len(held)} samples of {task.dataset_repo} went to the eval split: lower eval_size "
+                          "or add text")
     rows = lambda samples, offset: [  # noqa: E731 - a sample id makes objective choices reproducible
         {"sample_id": offset + i, "input_ids": c, "continuation_ids": k} for i, (c, k) in enumerate(samples)
     ]
     info = {
         "source": task.dataset_repo,
+        "eval_source": task.eval_dataset_repo or task.dataset_repo,
         "documents": len(docs),
         "tokens": total,
         "context_length": context,
         "continuation_length": continuation,
         "train_samples": len(train),
         "eval_samples": len(held),
-        "seed": config.training.get("seed", 42),
+        "seed": seed,
         "tokenizer": config.model.model_name_or_path,
     }
     return rows(train, 0), rows(held, len(train)), info

@@ -4,9 +4,11 @@ frozen LLM decodes from.
 Encoder: the base model with a LoRA adapter reads ``[segment tokens; k memory tokens]``; the last hidden states at the
 memory positions are the segment's slots. Long contexts are split into balanced segments of at most
 ``k * mean_compression_rate`` tokens; all segments of a batch are encoded together in one forward pass.
-Decoder: the same base weights with the adapter disabled (one copy of the weights in memory), reading
-``[slots; special token; prompt/target]``. Only the LoRA weights and the new embeddings (memory tokens and the
-AE/LM/FT special tokens) are trained.
+Decoder: the same base weights, reading ``[slots; special token; prompt/target]``. With ``freeze_decoder: true`` (the
+paper's design) it is the frozen base model: the encoder's adapter is disabled. With ``freeze_decoder: false`` (the
+original tool's option) a second LoRA adapter, ``decoder``, on the same base weights is active while decoding and
+trains with the encoder's: still one copy of the base weights in memory. Only the LoRA weights and the new
+embeddings (memory tokens and the AE/LM/FT special tokens) are trained.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from icae.config import ModelArguments
 from icae.models.base import CompressorBase, Memory
 from icae.models.segments import memory_position_ids, num_segments, segment_lengths
 
-LORA_PREFIX = "lora."
+LORA_PREFIX = "lora."  # the encoder's adapter (peft's "default") in checkpoints
+DECODER_PREFIX = "decoder_lora."  # the decoder's adapter, when freeze_decoder is false
+ENCODER_ADAPTER, DECODER_ADAPTER = "default", "decoder"
 
 
 def lora_config(args: ModelArguments):
@@ -54,11 +58,16 @@ class ICAE(CompressorBase):
         self._check_targets(base_model, args.lora_target_modules)
         for p in base_model.parameters():
             p.requires_grad_(False)
-        self.model = get_peft_model(base_model, lora_config(args))
-        if args.freeze_encoder:
-            for name, p in self.model.named_parameters():
-                if "lora_" in name:
-                    p.requires_grad_(False)
+        self.model = get_peft_model(base_model, lora_config(args), adapter_name=ENCODER_ADAPTER)
+        if not args.freeze_decoder:
+            # peft's add_adapter leaves the new adapter inactive and frozen; its trainability is set below.
+            self.model.add_adapter(DECODER_ADAPTER, lora_config(args))
+        self._lora_layers = [m for m in self.model.modules() if hasattr(m, "lora_A")]
+        for name, p in self.model.named_parameters():
+            if f".{DECODER_ADAPTER}." in name:
+                p.requires_grad_(True)
+            elif f".{ENCODER_ADAPTER}." in name:
+                p.requires_grad_(not args.freeze_encoder)
         table = base_model.get_input_embeddings().weight
         k = args.fixed_mem_size
         init = init_like_vocabulary(k + len(self.special_names), table)
@@ -78,17 +87,42 @@ class ICAE(CompressorBase):
             raise ValueError(f"lora_target_modules {missing} not found in {type(model).__name__}; linear modules: {linear}")
 
     # ----------------------------------------------------------------------------------------- decoder side
+    @property
+    def has_decoder_adapter(self) -> bool:
+        return not self.args.freeze_decoder
+
     @contextlib.contextmanager
     def decoder_context(self):
+        """The base model acts as the decoder: the encoder's adapter off, the decoder's adapter (if any) on."""
         if self._decoding:
             yield
             return
         self._decoding = True
         try:
-            with self.model.disable_adapter():
-                yield
+            if self.has_decoder_adapter:
+                with self._active_adapter(DECODER_ADAPTER):
+                    yield
+            else:
+                with self.model.disable_adapter():
+                    yield
         finally:
             self._decoding = False
+
+    @contextlib.contextmanager
+    def _active_adapter(self, name: str):
+        """Route every LoRA layer through adapter ``name`` alone.
+
+        peft's ``set_adapter`` would also change which adapter requires a gradient (it freezes the inactive one), but
+        both adapters train together here: only the routing may change, so each layer's active adapter is set directly.
+        """
+        before = [layer._active_adapter for layer in self._lora_layers]
+        for layer in self._lora_layers:
+            layer._active_adapter = [name]
+        try:
+            yield
+        finally:
+            for layer, active in zip(self._lora_layers, before):
+                layer._active_adapter = active
 
     def activation_checkpointing_enable(self, *args, **kwargs) -> None:
         """Activation checkpointing that recomputes each layer in the adapter state of its forward pass.
@@ -203,7 +237,10 @@ class ICAE(CompressorBase):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
-        state = {LORA_PREFIX + k: v for k, v in get_peft_model_state_dict(self.model).items()}
+        state = {LORA_PREFIX + k: v for k, v in get_peft_model_state_dict(self.model, adapter_name=ENCODER_ADAPTER).items()}
+        if self.has_decoder_adapter:
+            decoder = get_peft_model_state_dict(self.model, adapter_name=DECODER_ADAPTER)
+            state.update({DECODER_PREFIX + k: v for k, v in decoder.items()})
         state["memory_embeddings"] = self.memory_embeddings
         state["special_embeddings"] = self.special_embeddings
         return state
@@ -224,10 +261,16 @@ class ICAE(CompressorBase):
                     f"{name}: checkpoint shape {tuple(state[name].shape)} != model {tuple(getattr(self, name).shape)}"
                     " (fixed_mem_size or base model differs)"
                 )
+        if any(k.startswith(DECODER_PREFIX) for k in missing + unexpected):
+            problems.append("the checkpoint was trained with freeze_decoder="
+                            f"{not any(k.startswith(DECODER_PREFIX) for k in state)}: set it so (a decoder adapter "
+                            "is trained only when freeze_decoder is false)")
         if problems:
             raise ValueError("checkpoint does not match this ICAE: " + "; ".join(problems))
-        lora = {k[len(LORA_PREFIX) :]: v for k, v in state.items() if k.startswith(LORA_PREFIX)}
-        set_peft_model_state_dict(self.model, lora)
+        for prefix, adapter in ((LORA_PREFIX, ENCODER_ADAPTER), (DECODER_PREFIX, DECODER_ADAPTER)):
+            lora = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if lora:
+                set_peft_model_state_dict(self.model, lora, adapter_name=adapter)
         with torch.no_grad():
             self.memory_embeddings.copy_(state["memory_embeddings"])
             self.special_embeddings.copy_(state["special_embeddings"])

@@ -1,36 +1,46 @@
-"""Train the tiny language model that ships as ``tiny-qwen2-lm`` (the CPU demo's frozen decoder).
+"""Train a small language model that ships as a frozen-decoder base (``tiny-qwen2-lm``, ``mini-qwen2-lm``).
 
-    python -m icae.scripts.build_tiny_base [--seconds 420] [--out icae/assets/tiny-qwen2-lm]
+    python -m icae.scripts.build_tiny_base --preset tiny    # tiny-qwen2-lm: hidden 128, 2 layers (the original asset)
+    python -m icae.scripts.build_tiny_base --preset mini    # mini-qwen2-lm: hidden 256, 4 layers, 5000 steps (~80 min)
 
-A frozen decoder must be a trained language model: with a random one, an ICAE learns nothing (measured, see
-FACTS). This script trains the tiny Qwen2 architecture (hidden 128, 2 layers, the shipped 4096-token BPE) as a
-causal LM on the standard-library modules whose names start with a-m, for a fixed time budget on the CPU, and
-writes an ordinary Hugging Face model directory (about 5 MB). Modules n-z are left unseen: the demo evaluates on them.
-Deterministic for a seed up to the time budget (the number of steps done depends on the machine).
+A frozen decoder must be a trained language model: with a random one, an ICAE learns nothing on held-out text. This
+script trains a Qwen2-architecture model with the shipped 4096-token BPE as a causal LM on Python standard-library
+code, and writes an ordinary Hugging Face model directory with its training record (``TRAINING.md``,
+``training_log.json`` and a loss-curve PNG).
+
+What the LM reads (``icae.data.corpus.base_corpus_files``): the top-level modules a-m, and with ``--corpus wide`` also the standard library's
+packages and its test suite. Never the top-level modules n-z (the compressor's pretraining text and the demo's held-out
+modules), and never the packages that the RepoQA and trajectory builders draw their tasks from (``DOWNSTREAM``), nor
+their tests. The held-out perplexity is measured on modules n-z, text the LM never saw.
+
+With ``--steps`` the run is deterministic for a seed on a given Python (the corpus is that interpreter's standard
+library); ``--seconds`` instead trains for a time budget (the number of steps then depends on the machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from icae.data.corpus import stdlib_dir
+from icae.data.corpus import base_corpus_files, top_level_modules
 from icae.models.loading import tiny_config, tiny_tokenizer
 
-ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-qwen2-lm"
-
-
-def base_lm_files(root: Path | None = None) -> list[Path]:
-    """Top-level standard-library modules a-m: the base LM's training text."""
-    root = root or stdlib_dir()
-    return sorted(p for p in root.glob("*.py") if "a" <= p.name[0].lower() <= "m")
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+PRESETS = {
+    "tiny": dict(hidden=128, layers=2, intermediate=256, heads=4, corpus="narrow", seconds=480, steps=None, lr=3e-3,
+                 out=ASSETS / "tiny-qwen2-lm"),
+    "mini": dict(hidden=256, layers=4, intermediate=768, heads=4, corpus="wide", seconds=None, steps=5000, lr=2e-3,
+                 out=ASSETS / "mini-qwen2-lm"),
+}
 
 
 def token_blocks(tokenizer, files: list[Path], block: int) -> torch.Tensor:
+    """All files' tokens, each file followed by EOS, cut into ``(n, block)`` rows."""
     ids: list[int] = []
     for path in files:
         try:
@@ -42,35 +52,70 @@ def token_blocks(tokenizer, files: list[Path], block: int) -> torch.Tensor:
     return torch.tensor(ids[: n * block]).view(n, block)
 
 
-def main() -> None:
+@torch.no_grad()
+def mean_loss(model, blocks: torch.Tensor, batch: int = 32) -> float:
+    model.eval()
+    total = 0.0
+    for i in range(0, blocks.shape[0], batch):
+        x = blocks[i : i + batch]
+        total += model(input_ids=x, labels=x).loss.item() * x.shape[0]
+    model.train()
+    return total / blocks.shape[0]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=420)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    for name, kind in (("hidden", int), ("layers", int), ("intermediate", int), ("heads", int), ("steps", int),
+                       ("seconds", float), ("lr", float)):
+        parser.add_argument(f"--{name}", type=kind, default=None, help="overrides the preset")
+    parser.add_argument("--corpus", choices=("narrow", "wide"), default=None, help="overrides the preset")
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--eval_every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ASSET_DIR)
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: the preset's asset)")
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.steps is None and args.seconds is None:
+        parser.error("give --steps or --seconds")
+    return args
 
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(args.seed)
     tok = tiny_tokenizer()
-    data = token_blocks(tok, base_lm_files(), args.block)
-    held = data[-64:]
+    files = base_corpus_files(args.corpus)
+    data = token_blocks(tok, files, args.block)
+    held_train = data[-64:]  # held-out blocks of the training mix
     data = data[:-64]
+    unseen = token_blocks(tok, top_level_modules("n", "z"), args.block)
+    unseen = unseen[torch.randperm(unseen.shape[0], generator=torch.Generator().manual_seed(1))[:128]]
     config = tiny_config(
-        "qwen2", vocab_size=len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        bos_token_id=None, initializer_range=0.02,
+        "qwen2", vocab_size=len(tok), hidden_size=args.hidden, num_layers=args.layers,
+        intermediate_size=args.intermediate, num_attention_heads=args.heads, num_key_value_heads=max(1, args.heads // 2),
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None, initializer_range=0.02,
     )
     model = AutoModelForCausalLM.from_config(config)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    start, step = time.perf_counter(), 0
     gen = torch.Generator().manual_seed(args.seed)
-    print(f"{data.shape[0]} blocks of {args.block} tokens; training for {args.seconds:.0f} s")
-    while (elapsed := time.perf_counter() - start) < args.seconds:
-        frac = elapsed / args.seconds  # cosine decay over the time budget, after a short warm-up
-        lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * frac))
+    budget = f"{args.steps} steps" if args.steps else f"{args.seconds:.0f} s"
+    print(f"{len(files)} files, {data.numel():,} tokens in {data.shape[0]} blocks of {args.block}; "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; training for {budget}", flush=True)
+    log: list[dict] = []
+    start, step = time.perf_counter(), 0
+    while True:
+        elapsed = time.perf_counter() - start
+        if (args.steps and step >= args.steps) or (not args.steps and elapsed >= args.seconds):
+            break
+        frac = step / args.steps if args.steps else elapsed / args.seconds
+        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))  # warm-up, then cosine
         for group in opt.param_groups:
             group["lr"] = lr
         batch = data[torch.randint(0, data.shape[0], (args.batch,), generator=gen)]
@@ -80,20 +125,53 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % 100 == 0:
-            print(f"step {step} loss {loss.item():.3f} lr {lr:.2e} {elapsed:.0f} s", flush=True)
+        if step % args.eval_every == 0:
+            row = {"step": step, "seconds": round(time.perf_counter() - start, 1), "train_loss": round(loss.item(), 4),
+                   "unseen_loss": round(mean_loss(model, unseen), 4), "lr": lr}
+            log.append(row)
+            print(json.dumps(row), flush=True)
+    seconds = time.perf_counter() - start
+    held_loss, unseen_loss = mean_loss(model, held_train), mean_loss(model, unseen)
+    print(f"done: {step} steps in {seconds:.0f} s; held-out perplexity {math.exp(held_loss):.1f} (training mix), "
+          f"{math.exp(unseen_loss):.1f} (modules n-z, never read)")
     model.eval()
-    with torch.no_grad():
-        held_loss = model(input_ids=held, labels=held).loss.item()
-    print(f"done: {step} steps, held-out loss {held_loss:.3f} (perplexity {math.exp(held_loss):.1f})")
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
-    (args.out / "TRAINING.md").write_text(
-        f"Built by `python -m icae.scripts.build_tiny_base --seconds {args.seconds:.0f}`: {step} steps of "
-        f"{args.batch}x{args.block} tokens on standard-library modules a-m; held-out perplexity "
-        f"{math.exp(held_loss):.1f}.\n"
-    )
+    write_record(args, step, seconds, len(files), data.numel(), held_loss, unseen_loss, log)
+
+
+def write_record(args, steps, seconds, num_files, num_tokens, held_loss, unseen_loss, log) -> None:
+    from icae.utils.io import atomic_write_json, atomic_write_text
+    from icae.utils.plotting import pyplot, save_png
+
+    command = f"python -m icae.scripts.build_tiny_base --preset {args.preset}"
+    atomic_write_json(args.out / "training_log.json", {
+        "command": command, "args": {k: str(v) for k, v in vars(args).items()}, "steps": steps,
+        "seconds": round(seconds, 1), "files": num_files, "tokens": num_tokens,
+        "held_out_perplexity": math.exp(held_loss), "unseen_perplexity": math.exp(unseen_loss), "log": log,
+    })
+    atomic_write_text(args.out / "TRAINING.md", (
+        f"# Training record\n\nRebuild: `{command}` (the standard library of Python 3.11 is the corpus).\n\n"
+        f"- shape: Qwen2, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, intermediate "
+        f"{args.intermediate}, vocabulary 4096 (the shipped BPE)\n"
+        f"- data: {num_files} files ({args.corpus} corpus), {num_tokens:,} tokens\n"
+        f"- {steps} steps of {args.batch}x{args.block} tokens, AdamW lr {args.lr} (warm-up 100, cosine), "
+        f"{seconds:.0f} s on this machine\n"
+        f"- held-out perplexity {math.exp(held_loss):.1f} on blocks of the training mix; "
+        f"{math.exp(unseen_loss):.1f} on modules n-z, which it never read\n"
+        f"- curve: `loss.png`; every evaluation: `training_log.json`\n"
+    ))
+    plt = pyplot()
+    if plt is not None and log:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["step"] for r in log], [r["train_loss"] for r in log], label="training batch")
+        ax.plot([r["step"] for r in log], [r["unseen_loss"] for r in log], marker="o", label="modules n-z (unseen)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy")
+        ax.set_title(f"{args.out.name}: language-model training")
+        ax.legend()
+        save_png(fig, args.out / "loss.png", dpi=110)
 
 
 if __name__ == "__main__":
