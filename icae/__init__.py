@@ -7,11 +7,14 @@
     model.reconstruct(["def f(x):\n    return x + 1\n"])
 """
 
-from icae.config import Config, ConfigError, ModelArguments, TaskArguments, load_config
+from icae.config import Config, ConfigError, ModelArguments, load_config
+from icae.errors import UserError
 from icae.models import (
     ICAE,
+    CheckpointError,
     CompressorOutput,
     Memory,
+    SamplingParams,
     SimpleLLM,
     Span,
     build_model,
@@ -19,20 +22,10 @@ from icae.models import (
     load_checkpoint,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "ICAE",
-    "SimpleLLM",
-    "Memory",
-    "Span",
-    "CompressorOutput",
-    "Config",
-    "ConfigError",
-    "ModelArguments",
-    "TaskArguments",
-    "load_config",
-    "build_model",
-    "load_checkpoint",
+    "ICAE", "SimpleLLM", "Memory", "Span", "CompressorOutput", "SamplingParams", "Config", "ConfigError",
+    "CheckpointError", "UserError", "ModelArguments", "load_config", "build_model", "load_checkpoint",
     "build_tiny_model",
 ]

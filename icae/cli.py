@@ -18,43 +18,40 @@ import sys
 
 import yaml
 
-from icae.config import (
-    BenchArguments,
-    ConfigError,
-    ModelArguments,
-    TaskArguments,
-    config_from_cli,
-)
-from icae.data.sources import SourceError
+from icae.config import SECTIONS, TrainingKeys, config_from_cli
+from icae.errors import UserError
 
-# Subcommand -> module with a main(argv) function. Recipes of later tasks add their line here.
+# Subcommand -> module under icae.scripts with a main(argv) function.
 RECIPES = {
-    "demo": "icae.scripts.demo",
-    "roundtrip": "icae.scripts.roundtrip",
-    "prepare": "icae.data.prepare_data_for_pretraining",
-    "pretrain": "icae.scripts.pretrain",
-    "build-base": "icae.scripts.build_tiny_base",
-    "bench": "icae.bench",
-    "finetune-squad": "icae.scripts.finetune_SQuAD",
-    "inference-squad": "icae.scripts.inference_SQuAD",
-    "squad-fixture": "icae.data.squad",
-    "build-repoqa": "icae.data.build_repoqa",
-    "finetune-repoqa": "icae.scripts.finetune_RepoQA",
-    "inference-repoqa": "icae.scripts.inference_RepoQA",
-    "generate-trajectories": "icae.data.generate_trajectories",
-    "finetune-trajectories": "icae.scripts.finetune_trajectories",
-    "inference-trajectories": "icae.scripts.inference_trajectories",
-    "build-tokenizer": "icae.scripts.build_tiny_tokenizer",
+    "demo": "demo",
+    "roundtrip": "roundtrip",
+    "prepare": "prepare_data_for_pretraining",
+    "pretrain": "pretrain",
+    "build-base": "build_tiny_base",
+    "bench": "bench",
+    "finetune-squad": "finetune_SQuAD",
+    "inference-squad": "inference_SQuAD",
+    "squad-fixture": "squad_fixture",
+    "build-repoqa": "build_repoqa",
+    "finetune-repoqa": "finetune_repoqa",
+    "inference-repoqa": "inference_repoqa",
+    "generate-trajectories": "generate_trajectories",
+    "finetune-trajectories": "finetune_trajectories",
+    "inference-trajectories": "inference_trajectories",
+    "write-corpus": "write_corpus",
+    "build-tokenizer": "build_tiny_tokenizer",
 }
 
 
 def _keys() -> None:
-    for section in (ModelArguments, TaskArguments, BenchArguments):
-        print(f"# {section.__name__}: {section.__doc__.strip()}")
+    for name, section in [*SECTIONS.items(), ("training", TrainingKeys)]:
+        print(f"# {name} ({section.__name__}): {section.__doc__.strip()}")
         for f in dataclasses.fields(section):
+            if f.name == "extra":
+                continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             print(f"{f.name}: {default!r}  ({f.type})\n    {f.metadata.get('help', '')}")
-    print("# Any transformers.TrainingArguments field (learning_rate, max_steps, output_dir, bf16, ...) is accepted too.")
+    print("# Any other transformers.TrainingArguments field (learning_rate, output_dir, bf16, ...) is accepted too.")
 
 
 def _build_tiny(argv: list[str]) -> None:
@@ -85,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "build-tiny":
             _build_tiny(rest)
         elif command in RECIPES:
-            module = importlib.import_module(RECIPES[command])
+            module = importlib.import_module(f"icae.scripts.{RECIPES[command]}")
             sys.argv = [f"icae {command}", *rest]
-            module.main()
+            module.main(rest)
         else:
-            print(f"icae: unknown command {command!r}; try `icae --help`", file=sys.stderr)
+            print(f"icae: unknown command {command!r}; choose one of: {', '.join(['keys', 'config', 'build-tiny', *RECIPES])}",
+                  file=sys.stderr)
             return 2
-    except (ConfigError, SourceError) as e:  # bad config or data: the message names every problem
+    except UserError as e:  # bad config, data or checkpoint: the message names every problem
         print(f"icae: {e}", file=sys.stderr)
         return 2
     return 0

@@ -53,3 +53,25 @@ TEXTS = [
     "import os\nprint(os.getcwd())\n",
     "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n        self.items.append(x)\n",
 ]
+
+
+def pad_batch(rows, side, pad_id):
+    """Pad id lists on ``side`` into (ids, attention mask), as a caller of the models might."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        n = len(r)
+        where = slice(width - n, width) if side == "left" else slice(0, n)
+        ids[i, where] = torch.as_tensor(r)
+        mask[i, where] = 1
+    return ids, mask
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from a PNG file's IHDR chunk; fails on anything that is not a PNG."""
+    import struct
+
+    data = open(path, "rb").read(24)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])

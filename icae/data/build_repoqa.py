@@ -1,7 +1,7 @@
 """Build a RepoQA-format dataset (Search Needle Function) offline, from any local Python source tree.
 
-    python -m icae.data.build_repoqa --stdlib json email http logging --out outputs/repoqa/repoqa.json
-    python -m icae.data.build_repoqa --source path/to/repo [path/to/other ...] --out data.json.gz --seed 0
+    python -m icae.scripts.build_repoqa --stdlib json email http logging --out outputs/repoqa/repoqa.json
+    python -m icae.scripts.build_repoqa --source path/to/repo [path/to/other ...] --out data.json.gz --seed 0
 
 Each source directory becomes one repo (``--packages``: each Python package directly under it does). The output has
 the release's layout, ``{"python": [repo, ...]}``, each repo with ``repo``, ``commit_sha``, ``entrypoint_path``,
@@ -22,12 +22,10 @@ Deterministic: the same sources, seed and options give byte-identical output.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import gzip
 import json
 import random
-import sysconfig
 from collections import Counter
 from pathlib import Path
 
@@ -236,31 +234,3 @@ def write_dataset(data: dict, out: str | Path) -> Path:
         else:
             tmp.write_bytes(payload)
     return out
-
-
-def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", nargs="*", default=[], help="Source directories (each one repo).")
-    p.add_argument("--stdlib", nargs="*", default=[], help="Standard-library packages to use as repos (json email ...).")
-    p.add_argument("--packages", action="store_true", help="Each package directly under a --source is one repo.")
-    p.add_argument("--out", required=True, help="Output .json or .json.gz file.")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--needles_per_repo", type=int, default=10)
-    p.add_argument("--max_needle_bytes", type=int, default=MAX_NEEDLE_BYTES)
-    p.add_argument("--max_repos", type=int, default=None)
-    p.add_argument("--keep_docstrings", action="store_true", help="Leave the needles' docstrings in the code.")
-    a = p.parse_args(argv)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    sources = [Path(s) for s in a.source] + [stdlib / name.replace(".", "/") for name in a.stdlib]
-    if not sources:
-        p.error("give --source DIR and/or --stdlib PACKAGE")
-    data = build_dataset(sources, a.seed, a.packages, a.max_repos, needles_per_repo=a.needles_per_repo,
-                         max_needle_bytes=a.max_needle_bytes, keep_docstrings=a.keep_docstrings)
-    out = write_dataset(data, a.out)
-    counts = ", ".join(f"{r['repo']}: {len(r['needles'])}" for r in data["python"])
-    print(f"{out}: {len(data['python'])} repos ({counts} needles)")
-    return out
-
-
-if __name__ == "__main__":
-    main()

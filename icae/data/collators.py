@@ -7,16 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into ``(batch, max_len)`` ids and attention mask (the models accept either side)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
+from icae.utils.padding import pad_ids
 
 
 @dataclass
@@ -26,7 +17,7 @@ class AutoencodingCollator:
     pad_token_id: int
 
     def __call__(self, features: list[dict]) -> dict:
-        ids, mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
+        ids, mask = pad_ids([f["input_ids"] for f in features], self.pad_token_id)
         return {"input_ids": ids, "attention_mask": mask, "mode": "ae"}
 
 
@@ -34,7 +25,7 @@ def rows_or_none(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor | Non
     """Pad id lists, or (None, None) when every list is empty."""
     if not any(rows):
         return None, None
-    return pad_right(rows, pad_id)
+    return pad_ids(rows, pad_id)
 
 
 @dataclass
@@ -79,9 +70,9 @@ class PretrainingCollator:
                 else:
                     prompts.append(cont[: self.leave_tokens_for_lm])
                     targets.append(cont[self.leave_tokens_for_lm :])
-        ids, mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
+        ids, mask = pad_ids([f["input_ids"] for f in features], self.pad_token_id)
         prompt_ids, prompt_mask = rows_or_none(prompts, self.pad_token_id)
-        target_ids, target_mask = pad_right(targets, self.pad_token_id)
+        target_ids, target_mask = pad_ids(targets, self.pad_token_id)
         batch = {
             "input_ids": ids,
             "attention_mask": mask,
@@ -105,8 +96,8 @@ class FinetuneCollator:
     pad_token_id: int
 
     def __call__(self, features: list[dict]) -> dict:
-        ids, mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
-        prompt_ids, prompt_mask = pad_right([f["prompt_ids"] for f in features], self.pad_token_id)
-        target_ids, target_mask = pad_right([f["target_ids"] for f in features], self.pad_token_id)
+        ids, mask = pad_ids([f["input_ids"] for f in features], self.pad_token_id)
+        prompt_ids, prompt_mask = pad_ids([f["prompt_ids"] for f in features], self.pad_token_id)
+        target_ids, target_mask = pad_ids([f["target_ids"] for f in features], self.pad_token_id)
         return {"input_ids": ids, "attention_mask": mask, "mode": "ft", "prompt_ids": prompt_ids,
                 "prompt_attention_mask": prompt_mask, "target_ids": target_ids, "target_attention_mask": target_mask}

@@ -10,6 +10,8 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator
 
+from icae.utils.io import atomic_write_jsonl
+
 DEFAULT_MODULES = ("textwrap", "string", "bisect", "heapq", "shlex", "fnmatch", "glob", "colorsys", "calendar", "difflib")
 
 
@@ -86,8 +88,6 @@ def base_corpus_files(corpus: str = "wide", root: Path | None = None) -> list[Pa
 
 def write_corpus(out: str | Path, files: list[Path], root: Path | None = None) -> Path:
     """Write ``files`` as JSONL records ``{"path", "text"}`` (atomically); files that are not UTF-8 are skipped."""
-    from icae.utils.io import atomic_write_jsonl
-
     root = root or stdlib_dir()
     rows = []
     for path in files:
@@ -103,22 +103,3 @@ def write_stdlib_corpus(out: str | Path, first: str = "n", last: str = "z", root
     """Write the top-level standard-library modules ``first``..``last`` as JSONL records ``{"path", "text"}``.
     Modules a-m trained the shipped base LMs; n-z are text they have never seen."""
     return write_corpus(out, top_level_modules(first, last, root), root)
-
-
-def main(argv: list[str] | None = None) -> Path:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write standard-library code as a JSONL corpus.")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--first", default="n", help="top-level modules from this letter (default n)")
-    parser.add_argument("--last", default="z", help="... to this letter (default z)")
-    parser.add_argument("--base", choices=("narrow", "wide"), default=None,
-                        help="instead: the base-model corpus (narrow: modules a-m; wide: also packages and tests)")
-    a = parser.parse_args(argv)
-    out = write_corpus(a.out, base_corpus_files(a.base)) if a.base else write_stdlib_corpus(a.out, a.first, a.last)
-    print(out)
-    return out
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Write small, realistic SWE-agent-style trajectories over a local Python source tree (offline tests and demos).
 
-    python -m icae.data.generate_trajectories --stdlib json email http --num 40 --out outputs/trajectories/train.jsonl
+    python -m icae.scripts.generate_trajectories --stdlib json email http --num 40 --out outputs/trajectories/train.jsonl
 
 Each trajectory asks the agent to document one function of the tree. The agent searches for its definition, opens
 the file at the line the search reported, inserts a comment line after the ``def`` line, checks that the file still
@@ -15,17 +15,14 @@ Output: OpenAI-style chat JSONL, ``{"id", "messages": [{"role", "content"}]}``. 
 
 from __future__ import annotations
 
-import argparse
 import ast
 import difflib
 import random
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
-from icae.utils.io import atomic_write_jsonl
 
 SYSTEM = ("You are an autonomous programmer working in a repository. Each turn, write one short DISCUSSION line and "
           "one command in a ``` block. Commands: search_dir <text>, open <path> <line>, "
@@ -132,25 +129,3 @@ def generate(sources: list[Path], num: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     chosen = rng.sample(candidates, min(num, len(candidates)))
     return [make_trajectory(root, f, i) for i, (root, f) in enumerate(chosen)]
-
-
-def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", nargs="*", default=[], help="Source directories.")
-    p.add_argument("--stdlib", nargs="*", default=[], help="Standard-library packages (json email http ...).")
-    p.add_argument("--num", type=int, default=20, help="Number of trajectories (at most one per function).")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="Output .jsonl file.")
-    a = p.parse_args(argv)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    sources = [Path(s) for s in a.source] + [stdlib / n.replace(".", "/") for n in a.stdlib]
-    if not sources:
-        p.error("give --source DIR and/or --stdlib PACKAGE")
-    rows = generate(sources, a.num, a.seed)
-    atomic_write_jsonl(a.out, rows)
-    print(f"{a.out}: {len(rows)} trajectories")
-    return Path(a.out)
-
-
-if __name__ == "__main__":
-    main()

@@ -23,17 +23,20 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from icae.config import Config, ConfigError, config_from_cli
+from icae.config import Config, ConfigError
 from icae.data.sources import SourceError, iter_documents
+from icae.data.tasks import Split
+from icae.models.loading import load_tokenizer
+from icae.utils.io import atomic_write_json
 
 INFO_NAME = "icae_prepare_info.json"
 
 
 def sample_lengths(config: Config) -> tuple[int, int]:
     """(context tokens, continuation tokens) of a pretraining sample."""
-    task, model = config.task, config.model
-    context = task.context_length or model.fixed_mem_size * model.mean_compression_rate
-    continuation = task.continuation_length if task.continuation_length is not None else task.min_tokens_for_lm
+    pre, model = config.pretrain, config.model
+    context = pre.context_length or model.fixed_mem_size * model.mean_compression_rate
+    continuation = pre.continuation_length if pre.continuation_length is not None else pre.min_tokens_for_lm
     return context, continuation
 
 
@@ -49,17 +52,36 @@ def cut_document(ids: list[int], context: int, continuation: int, min_len: int) 
     return out
 
 
-def _documents(config: Config, tokenizer, source: str, show_progress: bool, token_num: int | None):
+def _texts(config: Config, source: str, cache: str | None):
+    """The documents of ``source``; with ``cache`` (``long_text_cache``), read from that JSON list when it exists, else
+    read from the source and written there (atomically) for the next preparation."""
+    data = config.data
+    if cache and Path(cache).is_file():
+        try:
+            texts = json.loads(Path(cache).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise SourceError(f"long_text_cache {cache}: not a readable JSON list of texts ({e}); delete it to rebuild")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise SourceError(f"long_text_cache {cache}: expected a JSON list of texts; delete it to rebuild")
+        return texts
+    texts = iter_documents(source, data.dataset_split, data.text_field, data.file_extensions, data.dataset_config_name)
+    if cache:
+        texts = list(texts)
+        atomic_write_json(cache, texts)
+    return texts
+
+
+def _documents(config: Config, tokenizer, source: str, show_progress: bool, token_num: int | None,
+               cache: str | None = None):
     """Tokenised, windowed documents of ``source`` (each a list of (context, continuation)) and their token count."""
-    task = config.task
     context, continuation = sample_lengths(config)
     docs: list[list[tuple[list[int], list[int]]]] = []
     total = 0
-    texts = iter_documents(source, task.dataset_split, task.text_field, task.file_extensions, task.dataset_config_name)
+    texts = _texts(config, source, cache)
     bar = tqdm(texts, desc=f"tokenising {Path(source).name}", unit="doc", disable=not show_progress)
     for text in bar:
         ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        samples = cut_document(ids, context, continuation, task.min_len)
+        samples = cut_document(ids, context, continuation, config.pretrain.min_len)
         if samples:
             docs.append(samples)
             total += sum(len(c) + len(k) for c, k in samples)
@@ -67,7 +89,8 @@ def _documents(config: Config, tokenizer, source: str, show_progress: bool, toke
         if token_num is not None and total >= token_num:
             break
     if not docs:
-        raise SourceError(f"source {source!r} gave no sample: no document with at least min_len={task.min_len} tokens")
+        raise SourceError(f"source {source!r} gave no sample: no document with at least min_len="
+                          f"{config.pretrain.min_len} tokens")
     return docs, total
 
 
@@ -77,32 +100,32 @@ def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tupl
     With ``eval_dataset_repo`` the held-out samples are drawn from all windows of that source (shuffled with the seed)
     and every document of ``dataset_repo`` trains; otherwise whole documents of ``dataset_repo`` are held out.
     """
-    task = config.task
+    data, pre = config.data, config.pretrain
     context, continuation = sample_lengths(config)
-    seed = config.training.get("seed", 42)
-    docs, total = _documents(config, tokenizer, task.dataset_repo, show_progress, task.token_num)
+    seed = config.seed
+    docs, total = _documents(config, tokenizer, data.dataset_repo, show_progress, pre.token_num, pre.long_text_cache)
     rng = random.Random(seed)
     rng.shuffle(docs)
-    if task.eval_dataset_repo:
-        held_docs, _ = _documents(config, tokenizer, task.eval_dataset_repo, show_progress, None)
+    if data.eval_dataset_repo:
+        held_docs, _ = _documents(config, tokenizer, data.eval_dataset_repo, show_progress, None)
         train = [s for doc in docs for s in doc]
         held = [s for doc in held_docs for s in doc]
         random.Random(seed).shuffle(held)  # windows from every held-out document, not the first few documents
     else:
         train, held = [], []
         for doc in docs:
-            target = held if len(held) < task.eval_size else train
+            target = held if len(held) < pre.eval_size else train
             target.extend(doc)
-    held = held[: task.eval_size] if task.eval_size else []
+    held = held[: pre.eval_size] if pre.eval_size else []
     if not train:
-        raise SourceError(f"all {len(held)} samples of {task.dataset_repo} went to the eval split: lower eval_size "
-                          "or add text")
+        raise SourceError(f"all {len(held)} samples of {data.dataset_repo} went to the eval split: the held-out part is "
+                          "whole documents, so set eval_dataset_repo to a separate held-out source, or add documents")
     rows = lambda samples, offset: [  # noqa: E731 - a sample id makes objective choices reproducible
         {"sample_id": offset + i, "input_ids": c, "continuation_ids": k} for i, (c, k) in enumerate(samples)
     ]
     info = {
-        "source": task.dataset_repo,
-        "eval_source": task.eval_dataset_repo or task.dataset_repo,
+        "source": data.dataset_repo,
+        "eval_source": data.eval_dataset_repo or data.dataset_repo,
         "documents": len(docs),
         "tokens": total,
         "context_length": context,
@@ -137,38 +160,38 @@ def save_split(samples: list[dict], path: str | Path, info: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_config(config: Config) -> None:
-    problems = []
-    if not config.task.dataset_repo:
-        problems.append("dataset_repo: name a hub dataset or a local file/directory to prepare")
-    for key in ("train_output_file", "eval_output_file"):
-        if not getattr(config.task, key):
-            problems.append(f"{key}: where to write the prepared split")
-    if problems:
-        raise ConfigError(problems, "data preparation config")
-
-
 def prepare(config: Config, show_progress: bool = True) -> dict:
-    from icae.models.loading import load_tokenizer
-
-    check_config(config)
+    """Tokenise, cut and split the configured source; write both splits; return the preparation's info."""
+    config.require("data preparation", "dataset_repo", "train_output_file", "eval_output_file")
     tokenizer = load_tokenizer(config.model.model_name_or_path)
     train, held, info = build_samples(config, tokenizer, show_progress)
-    save_split(train, config.task.train_output_file, {**info, "split": "train"})
-    save_split(held, config.task.eval_output_file, {**info, "split": "eval"})
+    save_split(train, config.pretrain.train_output_file, {**info, "split": "train"})
+    save_split(held, config.pretrain.eval_output_file, {**info, "split": "eval"})
     return info
 
 
-def main(argv: list[str] | None = None) -> dict:
-    config = config_from_cli(argv, description=__doc__)
-    info = prepare(config)
-    print(
-        f"{info['documents']} documents, {info['tokens']} tokens -> {info['train_samples']} train / "
-        f"{info['eval_samples']} eval samples of {info['context_length']}+{info['continuation_length']} tokens\n"
-        f"train: {config.task.train_output_file}\neval:  {config.task.eval_output_file}"
-    )
-    return info
+def load_pretraining(config: Config, tokenizer=None) -> Split:
+    """The prepared splits (``datasets.Dataset`` of ``{sample_id, input_ids, continuation_ids}``), cut to
+    ``max_train_samples`` / ``max_eval_samples``; a clear error when preparation has not run."""
+    from datasets import load_from_disk
+
+    problems = []
+    for key in ("train_output_file", "eval_output_file"):
+        path = getattr(config.pretrain, key)
+        if not path or not Path(path).is_dir():
+            problems.append(f"{key}: no prepared split at {path!r}; run `python -m icae.data.prepare_data_for_pretraining "
+                            "--config_path <this config>` first")
+    if problems:
+        raise ConfigError(problems, "pretraining config")
+    train, held = load_from_disk(config.pretrain.train_output_file), load_from_disk(config.pretrain.eval_output_file)
+    if config.data.max_train_samples:
+        train = train.select(range(min(config.data.max_train_samples, len(train))))
+    if config.data.max_eval_samples:
+        held = held.select(range(min(config.data.max_eval_samples, len(held))))
+    return Split(train, held, {"train_samples": len(train), "eval_samples": len(held)})
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the original tool's entry point; the recipe lives in icae.scripts
+    from icae.scripts.prepare_data_for_pretraining import main
+
     main()

@@ -4,7 +4,7 @@ The release JSON (optionally gzip-compressed) maps a language to its repos: ``{l
 ``repo``, ``content`` {path: source}, ``dependency`` {path: [paths]}, ``functions`` and ``needles`` (a function record
 with ``path``, ``start_byte``, ``end_byte``, ``name`` and ``description``). The path comes from ``dataset_repo``, else
 from the ``REPOQA_DATA_OVERRIDE_PATH`` environment variable, as in the original tool. Build one offline with
-``python -m icae.data.build_repoqa``.
+``python -m icae.scripts.build_repoqa``.
 
 A task asks for one needle. Its code context is the repo's files ordered so that each file comes after the files it
 depends on, each headed by a ``# Path: <path>`` comment (``//`` for C-like languages), cut to ``code_context_size``
@@ -23,10 +23,12 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from icae.config import ConfigError
 from icae.data.sources import SourceError, split_tasks
+from icae.data.tasks import AnswerSample, Split
 
 ENV_PATH = "REPOQA_DATA_OVERRIDE_PATH"
 COMMENT_PREFIX = {"python": "#", "ruby": "#", "shell": "#"}  # every other language: //
@@ -42,7 +44,7 @@ def resolve_path(dataset_repo: str | None) -> Path:
     path = dataset_repo or os.environ.get(ENV_PATH)
     if not path:
         raise SourceError(f"no RepoQA data: set dataset_repo in the config or the {ENV_PATH} environment variable "
-                          "(build one offline with `python -m icae.data.build_repoqa`)")
+                          "(build one offline with `python -m icae.scripts.build_repoqa`)")
     if not Path(path).is_file():
         raise SourceError(f"RepoQA data: no such file: {path}")
     return Path(path)
@@ -173,13 +175,24 @@ def fenced(code: str, language: str) -> str:
     return f"```{language}\n{code}\n```"
 
 
-def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ratios: list[float]) -> tuple[list, int]:
-    """One task per needle (in file order); returns the tasks and how many needles did not fit in ``budget``.
+@dataclass
+class NeedleTask(AnswerSample):
+    """One needle to retrieve: its code context (compressed), the description + instruction, the fenced needle."""
 
-    Task: ``task_id``, ``language``, ``repo``, ``name``, ``description``, ``position_ratio``, ``needle_index`` (into
-    ``needles``, the codes of all needles of its repo, for scoring), and the ids ``input_ids``/``prompt_ids``/
-    ``target_ids`` plus ``needle_start``.
-    """
+    task_id: str = ""
+    language: str = ""
+    repo: str = ""
+    name: str = ""
+    description: str = ""
+    position_ratio: float = 0.0
+    needle_index: int = 0  # into ``needles``
+    needles: list[str] | None = None  # the code of every needle of its repo, for scoring
+    needle_start: int = 0  # the needle's first token in ``input_ids``
+
+
+def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ratios: list[float]) -> tuple[list, int]:
+    """One :class:`NeedleTask` per needle (in file order); returns the tasks and how many needles did not fit in
+    ``budget``."""
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     tasks, skipped = [], 0
     for language, repos in data.items():
@@ -193,28 +206,22 @@ def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ra
                     skipped += 1
                     continue
                 prompt = f"\n\nFunction description: {needle['description'].strip()}\n\n{INSTRUCTION}\n"
-                tasks.append({
-                    "task_id": f"{language}::{repo['repo']}::{needle['name']}",
-                    "language": language,
-                    "repo": repo["repo"],
-                    "name": needle["name"],
-                    "description": needle["description"],
-                    "position_ratio": ratio,
-                    "needle_index": i,
-                    "needles": codes,
-                    "input_ids": context["input_ids"],
-                    "needle_start": context["needle_start"],
-                    "prompt_ids": encode(prompt),
-                    "target_ids": encode(fenced(codes[i], language)) + [tokenizer.eos_token_id],
-                })
+                tasks.append(NeedleTask(
+                    input_ids=context["input_ids"], prompt_ids=encode(prompt),
+                    target_ids=encode(fenced(codes[i], language)) + [tokenizer.eos_token_id],
+                    task_id=f"{language}::{repo['repo']}::{needle['name']}", language=language, repo=repo["repo"],
+                    name=needle["name"], description=needle["description"], position_ratio=ratio, needle_index=i,
+                    needles=codes, needle_start=context["needle_start"],
+                ))
     return tasks, skipped
 
 
-def repoqa_split(config, tokenizer) -> tuple[list, list, int]:
-    """Train and test tasks of the configured dataset (the same for fine-tuning and inference with one seed)."""
-    if config.task.task != "repoqa":
-        raise ConfigError([f"task: the RepoQA recipes run 'repoqa', got {config.task.task!r}"], "config")
-    data = load_repoqa(config.task.dataset_repo, config.task.languages)
-    tasks, skipped = build_tasks(tokenizer, data, config.task.code_context_size, config.task.needle_position_ratios)
-    train, test = split_tasks(tasks, config.task.test_fraction, config.training.get("seed", 42))
-    return train, test, skipped
+def load_repoqa_task(config, tokenizer) -> Split[NeedleTask]:
+    """The needles of the configured dataset, split by the training seed (the same split for fine-tuning and
+    inference); with ``test_fraction: 0`` every needle is a test task too (a zero-shot run)."""
+    if config.data.task != "repoqa":
+        raise ConfigError([f"task: the RepoQA recipes run 'repoqa', got {config.data.task!r}"], "config")
+    data = load_repoqa(config.data.dataset_repo, config.repoqa.languages)
+    tasks, skipped = build_tasks(tokenizer, data, config.repoqa.code_context_size, config.repoqa.needle_position_ratios)
+    train, test = split_tasks(tasks, config.data.test_fraction, config.seed)
+    return Split(train, test if config.data.test_fraction > 0 else list(tasks), {"skipped_needles": skipped})

@@ -12,10 +12,12 @@ import random
 from pathlib import Path
 from typing import Iterator
 
+from icae.errors import UserError
+
 RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A source that cannot be read or holds no text."""
 
 

@@ -5,7 +5,7 @@ Sources: a local SQuAD JSON file (``{"version", "data": [{"title", "paragraphs":
 ``rajpurkar/squad`` / ``rajpurkar/squad_v2`` (fields id, title, context, question, answers{text, answer_start}).
 Both become flat records ``{id, title, context, question, answers: [str], is_impossible}``.
 
-    python -m icae.data.squad --out outputs/squad_fixture [--version 2.0]    # offline fixture files
+    python -m icae.scripts.squad_fixture --out outputs/squad_fixture [--version 2.0]    # offline fixture files
 
 Layout of a sample (:class:`icae.data.collators.FinetuneCollator`): the context is compressed; the decoder reads ``[slots][FT] prompt`` and learns ``answer EOS``
 (an unanswerable v2.0 question learns EOS alone: the empty answer).
@@ -13,12 +13,14 @@ Layout of a sample (:class:`icae.data.collators.FinetuneCollator`): the context 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
 
+from dataclasses import dataclass
+
 from icae.data.sources import SourceError, hub_dataset
+from icae.data.tasks import AnswerSample, Split, limit
 from icae.utils.io import atomic_write_json
 
 
@@ -114,28 +116,40 @@ def write_fixture(out_dir: str | Path, n_train: int = 16, n_eval: int = 6, seed:
 
 
 # ---------------------------------------------------------------------------------------------- samples
-def qa_sample(tokenizer, record: dict, template: str) -> dict:
+@dataclass
+class QASample(AnswerSample):
+    """A question: its context (compressed), the prompt (the question) and the target (the first answer + EOS)."""
+
+    id: str = ""
+    question: str = ""
+    answers: list[str] | None = None  # every gold answer; empty for an unanswerable v2.0 question
+    context: str = ""
+
+
+def qa_sample(tokenizer, record: dict, template: str) -> QASample:
     """Token ids of one QA sample: context (compressed), prompt (question), target (answer + EOS)."""
     answer = record["answers"][0] if record["answers"] and not record["is_impossible"] else ""
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    return {
-        "input_ids": encode(record["context"]),
-        "prompt_ids": encode(template.format(question=record["question"])),
-        "target_ids": (encode(" " + answer) if answer else []) + [tokenizer.eos_token_id],
-    }
+    return QASample(
+        input_ids=encode(record["context"]),
+        prompt_ids=encode(template.format(question=record["question"])),
+        target_ids=(encode(" " + answer) if answer else []) + [tokenizer.eos_token_id],
+        id=record["id"], question=record["question"],
+        answers=[] if record["is_impossible"] else list(record["answers"]), context=record["context"],
+    )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write small SQuAD-format fixture files (train.json, dev.json).")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--version", default="1.1", choices=["1.1", "2.0"])
-    parser.add_argument("--n_train", type=int, default=16)
-    parser.add_argument("--n_eval", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args()
-    for path in write_fixture(a.out, a.n_train, a.n_eval, a.seed, a.version):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()
+def load_squad_task(config, tokenizer, train: bool = True, test: bool = True) -> Split[QASample]:
+    """Training questions (``dataset_repo``, ``dataset_split``, at most ``max_train_samples``) and test questions
+    (``eval_dataset_repo`` or ``dataset_repo``, ``eval_split``, at most ``num_samples`` or ``max_eval_samples``);
+    ``train``/``test`` False skips reading that part."""
+    data, template = config.data, config.squad.qa_prompt_template
+    out = Split([], [], {"source": data.dataset_repo, "eval_source": data.eval_dataset_repo or data.dataset_repo})
+    if train:
+        records = limit(load_squad(data.dataset_repo, data.dataset_split), data.max_train_samples)
+        out.train = [qa_sample(tokenizer, r, template) for r in records]
+    if test:
+        records = load_squad(data.eval_dataset_repo or data.dataset_repo, data.eval_split)
+        records = limit(records, config.inference.num_samples or data.max_eval_samples)
+        out.test = [qa_sample(tokenizer, r, template) for r in records]
+    return out

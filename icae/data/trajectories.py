@@ -28,11 +28,27 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
+from icae.config import ConfigError
 from icae.data.sources import SourceError, hub_dataset, split_tasks
-from icae.models.base import Span
+from icae.data.tasks import Split
+from icae.models.memory import Span
+from icae.models.segments import memory_length
 
 ROLES = ("system", "user", "assistant", "tool")
+
+
+class Message(TypedDict):
+    role: str  # one of ROLES
+    content: str
+
+
+class Trajectory(TypedDict):
+    """A converted trajectory: plain dicts, so that a list of them is a ``datasets.Dataset`` as it is."""
+
+    id: str
+    messages: list[Message]
 FORMATS = ("auto", "messages", "swe_smith", "swe_agent", "nebius")
 TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
 
@@ -80,13 +96,25 @@ def from_messages(messages, record_id: str) -> dict:
 
 
 def from_swe_agent(traj: dict, record_id: str) -> dict:
-    """A SWE-agent ``.traj`` object -> a trajectory (demonstrations dropped, observations as tool turns)."""
-    out = []
+    """A SWE-agent ``.traj`` object -> a trajectory. Demonstrations are dropped; nothing else is.
+
+    Every action is kept: an assistant item's text, then its tool calls rendered as in the messages format, and when
+    both are empty its ``action`` field. The task statement (user items before the first assistant turn) stays a user
+    turn; later observations (``message_type: observation``, or the tool role) become tool turns.
+    """
+    out, acted = [], False
     for item in traj.get("history", []):
         if item.get("is_demo") or item.get("message_type") == "demonstration":
             continue
-        role = "tool" if item.get("message_type") == "observation" else item.get("role")
-        out.append({"role": role, "content": _text(item.get("content"))})
+        role, content = item.get("role"), _text(item.get("content"))
+        if role == "assistant":
+            acted = True
+            content = "\n".join(x for x in (content, _tool_calls(item)) if x) or _text(item.get("action"))
+        elif role == "tool" or (acted and item.get("message_type") == "observation"):
+            role = "tool"
+        elif role != "system":
+            role = "user"
+        out.append({"role": role, "content": content})
     return {"id": record_id, "messages": out}
 
 
@@ -285,22 +313,23 @@ class TrajectoryCollator:
         return {"spans": [trajectory_spans([Turn(**t) for t in f["turns"]]) for f in features]}
 
 
-def load_split(config) -> tuple[list[dict], list[dict]]:
+def load_trajectory_task(config, tokenizer=None) -> Split[Trajectory]:
     """Train and test trajectories: ``eval_dataset_repo`` when set, else a seeded ``test_fraction`` split of
-    ``dataset_repo`` (fine-tuning and inference with the same seed see the same split)."""
-    from icae.config import ConfigError
+    ``dataset_repo`` (fine-tuning and inference with the same seed see the same split). Conversion needs no
+    tokenizer; :func:`rendered` tokenises a trajectory."""
+    data = config.data
+    if data.task != "trajectories":
+        raise ConfigError([f"task: the trajectory recipes run 'trajectories', got {data.task!r}"], "config")
+    fmt = config.trajectories.trajectory_format
+    trajectories = load_trajectories(data.dataset_repo, fmt, data.dataset_split)
+    if data.eval_dataset_repo:
+        return Split(trajectories, load_trajectories(data.eval_dataset_repo, fmt, data.eval_split))
+    return Split(*split_tasks(trajectories, data.test_fraction, config.seed))
 
-    task = config.task
-    if task.task != "trajectories":
-        raise ConfigError([f"task: the trajectory recipes run 'trajectories', got {task.task!r}"], "config")
-    data = load_trajectories(task.dataset_repo, task.trajectory_format, task.dataset_split)
-    if task.eval_dataset_repo:
-        return data, load_trajectories(task.eval_dataset_repo, task.trajectory_format, task.eval_split)
-    return split_tasks(data, task.test_fraction, config.training.get("seed", 42))
 
-
-def rendered(model, config, trajectory: dict) -> list[Turn]:
-    """A trajectory's turns for ``model``, cut to ``max_history_tokens`` of decoder input."""
-    turns = render_turns(model.tokenizer, trajectory, config.task.compress_roles, config.model.min_tokens_to_compress,
-                         model.memory_length)
-    return truncate(turns, config.task.max_history_tokens, model.memory_length)
+def rendered(config, tokenizer, trajectory: Trajectory) -> list[Turn]:
+    """A trajectory's turns for the configured model, cut to ``max_history_tokens`` of decoder input."""
+    length = lambda n: memory_length(config.model, n)  # noqa: E731
+    turns = render_turns(tokenizer, trajectory, config.trajectories.compress_roles,
+                         config.model.min_tokens_to_compress, length)
+    return truncate(turns, config.trajectories.max_history_tokens, length)

@@ -13,6 +13,7 @@ its length limit) yields the text after it.
 
 from __future__ import annotations
 
+from icae.metrics.text import bleu1
 import re
 import warnings
 
@@ -51,8 +52,6 @@ def best_needle(similarities: list[float]) -> int | None:
 
 def score_output(output: str, needles: list[str], target: int) -> dict:
     """Score one model output against the repo's ``needles`` when ``needles[target]`` was asked for."""
-    from icae.metrics.text import bleu1
-
     code = extract_code(output)
     sims = [similarity(needle, code) for needle in needles]
     best = best_needle(sims)

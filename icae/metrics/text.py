@@ -32,8 +32,9 @@ def exact_match(reference: str, hypothesis: str) -> float:
     return float(reference.strip() == hypothesis.strip())
 
 
-def token_accuracy(reference: Sequence[int], hypothesis: Sequence[int]) -> float:
-    """Share of reference positions where the hypothesis has the same token (missing positions count as wrong)."""
+def positional_match(reference: Sequence[int], hypothesis: Sequence[int]) -> float:
+    """Share of reference positions where a *generated* sequence has the same token (missing positions count as
+    wrong). Not the teacher-forced token accuracy, which scores each position given the gold prefix."""
     if not reference:
         return float(not hypothesis)
     return sum(1 for r, h in zip(reference, hypothesis) if r == h) / len(reference)

@@ -45,3 +45,12 @@ def memory_position_ids(first: int, last: int, mem_size: int) -> torch.Tensor:
     centres = torch.linspace(start, end, mem_size, dtype=torch.float64)
     ids = torch.floor(centres + 0.5).long()  # half-up rounding
     return ids.clamp(min=first)
+
+
+def memory_length(args, num_tokens: int) -> int:
+    """Decoder positions a context of ``num_tokens`` tokens occupies once it is memory, from the config alone
+    (``args``: :class:`~icae.config.ModelArguments`): ``n_segments * k`` slots for a compressed ICAE context, the
+    tokens themselves otherwise (SimpleLLM, ``do_compress: false``, or shorter than ``min_tokens_to_compress``)."""
+    if args.model_type != "icae" or not args.do_compress or num_tokens < args.min_tokens_to_compress:
+        return num_tokens
+    return num_segments(num_tokens, args.fixed_mem_size, args.mean_compression_rate) * args.fixed_mem_size

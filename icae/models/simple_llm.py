@@ -1,8 +1,9 @@
 """SimpleLLM: the baseline that answers from the full, uncompressed context with the same base model.
 
 Its memory is the context's own token embeddings, so it shares ICAE's decoder layouts, loss, generation and
-checkpoint format. With ``use_lora`` it fine-tunes a LoRA adapter (the adapter is active when decoding); without,
-the base weights themselves are trained (or, with ``train: false``, it is the zero-shot base model).
+checkpoint format. With ``use_lora`` it fine-tunes a LoRA adapter (active when decoding: it is the decoder's adapter,
+whatever ``freeze_decoder`` says, as in the original tool); without, the base weights themselves are trained (or,
+with ``train: false``, it is the zero-shot base model).
 """
 
 from __future__ import annotations
@@ -10,29 +11,30 @@ from __future__ import annotations
 import torch
 
 from icae.config import ModelArguments
-from icae.models.base import CompressorBase, Memory
-from icae.models.icae import ICAE, LORA_PREFIX, lora_config
+from icae.models import lora
+from icae.models.base import CompressorBase
+from icae.models.checkpoint import CheckpointError
+from icae.models.icae import LORA_PREFIX
+from icae.models.memory import Memory
 
 BASE_PREFIX = "base."
 
 
 class SimpleLLM(CompressorBase):
-    """Full-context baseline with the same interface as :class:`ICAE` (``compress`` returns token embeddings)."""
+    """Full-context baseline with the same interface as :class:`~icae.models.icae.ICAE` (``compress`` returns token
+    embeddings)."""
+
+    model_type = "llm"
 
     def __init__(self, args: ModelArguments, base_model, tokenizer):
-        from peft import get_peft_model
-
         super().__init__(args, base_model, tokenizer)
         if args.use_lora:
-            ICAE._check_targets(base_model, args.lora_target_modules)
-            for p in base_model.parameters():
-                p.requires_grad_(False)
-            self.model = get_peft_model(base_model, lora_config(args))
+            self.model = lora.add_lora(base_model, args)
         if not args.train:
             self.freeze_for_inference()
 
-    def compress_ids(self, rows: list[torch.Tensor]) -> Memory:
-        return self.token_memory(rows)
+    def compress_ids(self, rows: list[torch.Tensor], compression_rate: int | None = None) -> Memory:
+        return self.token_memory(rows)  # the full context: nothing to compress
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         if self.args.use_lora:
@@ -48,13 +50,14 @@ class SimpleLLM(CompressorBase):
         return state
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        expected = set(self.trainable_state_dict())
-        if expected != set(state):
-            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-            raise ValueError(
-                f"checkpoint does not match this SimpleLLM (use_lora={self.args.use_lora}): "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
+        own = self.trainable_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+        if missing or unexpected or shapes:
+            raise CheckpointError(
+                f"checkpoint does not match this SimpleLLM (use_lora={self.args.use_lora}): missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}, shapes differ for {sorted(shapes)[:5]} (lora_r, lora_target_modules or "
+                "the base model differs)")
         if self.args.use_lora:
             from peft import set_peft_model_state_dict
 

@@ -29,6 +29,8 @@ import torch
 
 from icae.data.corpus import base_corpus_files, top_level_modules
 from icae.models.loading import tiny_config, tiny_tokenizer
+from icae.utils.io import atomic_write_json, atomic_write_text
+from icae.utils.plotting import pyplot, save_png
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PRESETS = {
@@ -142,9 +144,6 @@ def main(argv=None) -> None:
 
 
 def write_record(args, steps, seconds, num_files, num_tokens, held_loss, unseen_loss, log) -> None:
-    from icae.utils.io import atomic_write_json, atomic_write_text
-    from icae.utils.plotting import pyplot, save_png
-
     command = f"python -m icae.scripts.build_tiny_base --preset {args.preset}"
     atomic_write_json(args.out / "training_log.json", {
         "command": command, "args": {k: str(v) for k, v in vars(args).items()}, "steps": steps,

@@ -21,8 +21,9 @@ from pathlib import Path
 from icae.config import config_from_cli
 from icae.data.corpus import write_stdlib_corpus
 from icae.data.prepare_data_for_pretraining import prepare
-from icae.scripts import pretrain
+from icae.scripts import entry, pretrain
 from icae.training import evaluate_pretraining
+from icae.training.results import results_dir
 from icae.utils.io import atomic_write_json
 from icae.utils.plotting import pyplot, save_png
 
@@ -32,8 +33,8 @@ ROWS = [("ae_loss", "AE loss", "lower"), ("ae_token_accuracy", "token accuracy",
 
 
 def held_out_metrics(model, samples, config) -> dict:
-    kwargs = dict(batch_size=32, num_generate=config.task.eval_ae_num_samples,
-                  leave_tokens_for_lm=config.task.leave_tokens_for_lm, min_tokens_for_lm=config.task.min_tokens_for_lm,
+    kwargs = dict(batch_size=32, num_generate=config.pretrain.eval_ae_num_samples,
+                  leave_tokens_for_lm=config.pretrain.leave_tokens_for_lm, min_tokens_for_lm=config.pretrain.min_tokens_for_lm,
                   return_texts=True)
     with_memory = evaluate_pretraining(model, samples, **kwargs)
     without = evaluate_pretraining(model, samples, no_memory=True, **kwargs)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(argv, description=__doc__)
     started = time.perf_counter()
 
-    corpus = Path(config.task.dataset_repo)
+    corpus = Path(config.data.dataset_repo)
     if not corpus.exists():
         write_stdlib_corpus(corpus)  # standard-library modules n-z: text the shipped LM never saw
     info = prepare(config)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nheld-out text:\n{original}\n\nreconstructed from {slots} memory slots at step 0:\n"
           f"{before['memory']['texts'][0][1]}\n\nreconstructed after training:\n{reconstructed}\n")
 
-    metrics_dir = Path(config.task.output_path or pretrain.METRICS_DIR)
+    metrics_dir = results_dir(config)
     name = Path(config.model.model_name_or_path).name
     strip = lambda m: {k: v for k, v in m.items() if k != "texts"}  # noqa: E731
     result = {
@@ -122,4 +123,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

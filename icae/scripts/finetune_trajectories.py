@@ -1,7 +1,7 @@
 """Fine-tune an ICAE, or the SimpleLLM baseline, on agent trajectories: compressed observations, loss on the
 assistant's turns.
 
-    python -m icae.data.generate_trajectories --stdlib json email http logging --num 200 --out outputs/trajectories/trajectories.jsonl
+    python -m icae.scripts.generate_trajectories --stdlib json email http logging --num 200 --out outputs/trajectories/trajectories.jsonl
     python -m icae.scripts.finetune_trajectories --config_path icae/configs/trajectories_icae.yaml
 
 Load config -> build the model (``restore_from``: a pretraining checkpoint) -> trajectories (``dataset_repo``, format
@@ -20,41 +20,44 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 
 from icae.config import ConfigError, config_from_cli
-from icae.data.trajectories import TrajectoryCollator, load_split, rendered
+from icae.data.tasks import limit
+from icae.data.trajectories import TrajectoryCollator, load_trajectory_task, rendered
 from icae.models import build_model
+from icae.models.loading import load_tokenizer
+from icae.scripts import entry
 from icae.training.finetune import finetune
 
 
 def main(argv: list[str] | None = None, callbacks=None) -> Path:
-    config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
-    torch.manual_seed(config.training.get("seed", 42))
-    train, test = load_split(config)
-    model = build_model(config)
-    if config.task.max_train_samples:
-        train = train[: config.task.max_train_samples]
+    config = config_from_cli(argv, description=__doc__)
+    config.require("finetune_trajectories", "dataset_repo", "output_dir")
+    split = load_trajectory_task(config)
+    train = limit(split.train, config.data.max_train_samples)
+    tokenizer = load_tokenizer(config.model.model_name_or_path)
     # Turns are tokenised into an Arrow table batch by batch (compact, unlike Python lists of ids). A trajectory whose
     # first assistant turn is beyond max_history_tokens leaves nothing to learn and is dropped.
     raw = Dataset.from_list(train)
-    key = hashlib.sha1(json.dumps([config.to_dict(), len(train)], default=str).encode()).hexdigest()  # no model hashing
+    key = hashlib.sha1(json.dumps([config.to_dict(), len(train)], default=str).encode()).hexdigest()
     samples = raw.map(
-        lambda row: {"turns": [dataclasses.asdict(t) for t in rendered(model, config, row)]},
+        lambda row: {"turns": [dataclasses.asdict(t) for t in rendered(config, tokenizer, row)]},
         remove_columns=raw.column_names, new_fingerprint=f"turns-{key}", desc="rendering turns",
     ).filter(lambda row: len(row["turns"]) > 0, new_fingerprint=f"kept-{key}")
     if len(samples) == 0:
-        raise ConfigError([f"max_history_tokens={config.task.max_history_tokens}: no training trajectory fits "
+        raise ConfigError([f"max_history_tokens={config.trajectories.max_history_tokens}: no training trajectory fits "
                            "(each needs its first assistant turn within the limit)"], "config")
+    torch.manual_seed(config.seed)
+    model = build_model(config)
     final = finetune(config, model, samples, callbacks, TrajectoryCollator())
-    print(f"fine-tuned on {len(samples)} trajectories ({len(test)} held out, {len(train) - len(samples)} too long); "
-          f"checkpoint: {final}")
+    print(f"fine-tuned on {len(samples)} trajectories ({len(split.test)} held out, {len(train) - len(samples)} too "
+          f"long); checkpoint: {final}")
     return final
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -5,8 +5,8 @@
 Load config -> build the model (``restore_from``: a checkpoint from finetune_SQuAD or pretraining) -> evaluation
 records (``eval_dataset_repo`` or ``dataset_repo``, split ``eval_split``) -> batched compress + generate ->
 score -> write the metrics JSON (all metrics, sample count, compression rates, timing, the resolved config) and
-the predictions JSONL. Both files are written atomically, to ``output_path`` or to icae/data/metrics and
-icae/data/predictions.
+the predictions JSONL, each atomically, to ``output_path`` or the run's ``output_dir/results`` (never over earlier
+results).
 qa: EM and F1 as the official SQuAD script defines them (best gold answer; v2.0 no-answer = empty prediction), and
 BLEU-1 against the best gold answer, and the teacher-forced token accuracy of the first gold answer with and without
 the memory (the no-memory baseline: slots, or SimpleLLM's context, removed). ae: BLEU-1 and exact match of each
@@ -16,36 +16,34 @@ Scores are fractions in [0, 1] (the official script prints percentages).
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
 from icae.config import ConfigError, config_from_cli
-from icae.data.squad import load_squad, qa_sample
+from icae.data.squad import load_squad_task
+from icae.data.tasks import AnswerSample
 from icae.metrics import bleu1, exact_match, squad_scores
-from icae.models import build_model
-from icae.models.icae import ICAE
+from icae.models import ICAE, build_model
+from icae.scripts import entry
 from icae.training.evaluation import teacher_forced_scores
 from icae.training.generation import generate_batched
-from icae.utils.results import mean, write_results
+from icae.training.results import mean, report
 
 # SimpleLLM has no learned AE token: it is asked to repeat its context in words.
 LLM_AE_PROMPT = "\nRepeat the text above exactly:\n"
 
 
-def qa_rows(model, records, config, batch_size):
-    samples = [qa_sample(model.tokenizer, r, config.task.qa_prompt_template) for r in records]
-    rows, summary = generate_batched(model, samples, "ft", batch_size, config.task.max_out_length, desc="answering")
+def qa_rows(model, samples, config, batch_size):
+    rows, summary = generate_batched(model, samples, "ft", batch_size, config.inference.max_out_length,
+                                     desc="answering")
     forced = teacher_forced_scores(model, samples, "ft", batch_size)
     blind = teacher_forced_scores(model, samples, "ft", batch_size, no_memory=True)
     predictions = []
-    for record, row, tf, nm in zip(records, rows, forced, blind):
+    for sample, row, tf, nm in zip(samples, rows, forced, blind):
         text = model.tokenizer.decode(row.pop("generated_ids"), skip_special_tokens=True).strip()
-        golds = [] if record["is_impossible"] else record["answers"]
-        scores = squad_scores(text, golds)
-        scores["bleu1"] = max((bleu1(g, text) for g in golds), default=float(not text))
+        scores = squad_scores(text, sample.answers)
+        scores["bleu1"] = max((bleu1(g, text) for g in sample.answers), default=float(not text))
         scores.update({"token_accuracy": tf["token_accuracy"], "token_accuracy_no_memory": nm["token_accuracy"]})
-        predictions.append({"id": record["id"], "question": record["question"], "gold": golds, "prediction": text,
+        predictions.append({"id": sample.id, "question": sample.question, "gold": sample.answers, "prediction": text,
                             **scores, **row})
     metrics = {k: mean(p[k] for p in predictions)
                for k in ("exact_match", "f1", "bleu1", "token_accuracy", "token_accuracy_no_memory")}
@@ -58,11 +56,10 @@ def qa_rows(model, records, config, batch_size):
 
 
 def ae_rows(model, records, config, batch_size):
-    contexts = list(dict.fromkeys(r["context"] for r in records))  # each distinct context once, in order
+    contexts = list(dict.fromkeys(r.context for r in records))  # each distinct context once, in order
     prompt = [] if isinstance(model, ICAE) else model.tokenizer(LLM_AE_PROMPT, add_special_tokens=False)["input_ids"]
-    samples = [{"input_ids": model.tokenizer(c, add_special_tokens=False)["input_ids"], "prompt_ids": prompt}
-               for c in contexts]
-    longest = max(len(s["input_ids"]) for s in samples)
+    samples = [AnswerSample(model.tokenizer(c, add_special_tokens=False)["input_ids"], prompt, []) for c in contexts]
+    longest = max(len(s.input_ids) for s in samples)
     rows, summary = generate_batched(model, samples, "ae", batch_size, longest + 8, desc="reconstructing")
     predictions = []
     for i, (context, row) in enumerate(zip(contexts, rows)):
@@ -74,28 +71,25 @@ def ae_rows(model, records, config, batch_size):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
-    if config.task.task not in ("ae", "qa"):
-        raise ConfigError([f"task: inference_SQuAD runs 'ae' or 'qa', got {config.task.task!r}"], "inference config")
-    torch.manual_seed(config.training.get("seed", 42))  # new tensors (untrained memory tokens) reproducible
+    config = config_from_cli(argv, description=__doc__)
+    if config.data.task not in ("ae", "qa"):
+        raise ConfigError([f"task: inference_SQuAD runs 'ae' or 'qa', got {config.data.task!r}"], "inference config")
+    torch.manual_seed(config.seed)  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()
-    source = config.task.eval_dataset_repo or config.task.dataset_repo
-    records = load_squad(source, config.task.eval_split)
-    if config.task.num_samples:
-        records = records[: config.task.num_samples]
-    batch_size = config.training.get("per_device_eval_batch_size", 8)
-    run = qa_rows if config.task.task == "qa" else ae_rows
-    metrics, predictions, summary = run(model, records, config, batch_size)
-    result = {"task": config.task.task, "model_type": config.model.model_type, "source": source,
+    samples = load_squad_task(config, model.tokenizer, train=False).test
+    batch_size = config.training.per_device_eval_batch_size
+    run = qa_rows if config.data.task == "qa" else ae_rows
+    metrics, predictions, summary = run(model, samples, config, batch_size)
+    result = {"task": config.data.task, "model_type": config.model.model_type,
+              "source": config.data.eval_dataset_repo or config.data.dataset_repo,
               "checkpoint": config.model.restore_from, **metrics, **summary}
-    metrics_path, predictions_path = write_results(config, "squad", result, predictions)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
-    print(f"SQuAD {config.task.task} ({config.model.model_type}) on {summary['num_samples']} samples: {shown}; "
-          f"compression {summary['compression_rate_total']:.2f}x, {summary['samples_per_second']:.2f} samples/s")
-    print(f"metrics: {metrics_path}\npredictions: {predictions_path}")
-    return result
+    return report(config, "squad", result, predictions,
+                  f"SQuAD {config.data.task} ({config.model.model_type}) on {summary['num_samples']} samples: {shown}; "
+                  f"compression {summary['compression_rate_total']:.2f}x, {summary['samples_per_second']:.2f} "
+                  "samples/s")
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

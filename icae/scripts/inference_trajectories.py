@@ -30,18 +30,18 @@ later turn's history) is a cache hit. Metrics JSON and predictions JSONL (one ro
 
 from __future__ import annotations
 
-import sys
 import time
 
 import torch
 
 from icae.config import config_from_cli
-from icae.data.trajectories import fed_length, load_split, rendered, turn_stop_ids
+from icae.data.tasks import limit
+from icae.data.trajectories import fed_length, load_trajectory_task, rendered, turn_stop_ids
 from icae.metrics import bleu1, exact_match
-from icae.models import build_model
-from icae.models.base import Span
-from icae.training.generation import sync_device, time_stats
-from icae.utils.results import mean, write_results
+from icae.models import Span, build_model
+from icae.scripts import entry
+from icae.training.results import mean, report
+from icae.utils.timing import time_stats, timed
 
 
 def history_spans(turns, upto: int, generated: dict[int, list[int]]) -> list[Span]:
@@ -79,14 +79,6 @@ def teacher_forced(model, batch: list[list], cache: dict, drop_memory: bool = Fa
     return results
 
 
-def _timed(model, fn):
-    sync_device(model.device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync_device(model.device)
-    return out, time.perf_counter() - t0
-
-
 def generate_batched_turns(model, config, present, cache, counts, stops):
     """The k-th assistant turn of every trajectory of the batch together, each history prefilled in full.
 
@@ -99,11 +91,11 @@ def generate_batched_turns(model, config, present, cache, counts, stops):
         for r, (_, _, turns) in enumerate(present):
             index = [i for i, t in enumerate(turns) if t.loss]
             if k < len(index):
-                rows.append(history_spans(turns, index[k], {} if config.task.teacher_forcing else generated[r]))
+                rows.append(history_spans(turns, index[k], {} if config.inference.teacher_forcing else generated[r]))
                 where.append((r, index[k]))
-        (_, new), compress_s = _timed(model, lambda: model.compress_spans(rows, cache))
-        (outputs, _), generate_s = _timed(model, lambda: model.generate_spans(
-            rows, cache, max_new_tokens=config.task.max_out_length, stop_token_ids=stops))
+        (_, new), compress_s = timed(model.device, lambda: model.compress_spans(rows, cache))
+        (outputs, _), generate_s = timed(model.device, lambda: model.generate_spans(
+            rows, cache, max_new_tokens=config.inference.max_out_length, stop_token_ids=stops))
         for key in counts:
             counts[key] += new[key]
         for (r, i), ids, row in zip(where, outputs, rows):
@@ -119,12 +111,12 @@ def generate_incremental_turns(model, config, present, cache, counts, stops):
     for r, (_, _, turns) in enumerate(present):
         state, consumed, generated = None, 0, {}
         for i in [i for i, t in enumerate(turns) if t.loss]:
-            history = history_spans(turns, i, {} if config.task.teacher_forcing else generated)
+            history = history_spans(turns, i, {} if config.inference.teacher_forcing else generated)
             new_spans, consumed = history[consumed:], len(history)
-            (_, new), compress_s = _timed(model, lambda: model.compress_spans([new_spans], cache))
+            (_, new), compress_s = timed(model.device, lambda: model.compress_spans([new_spans], cache))
             before = state.length if state is not None else 0
-            (ids, state, _), generate_s = _timed(model, lambda: model.generate_incremental(
-                state, new_spans, cache, max_new_tokens=config.task.max_out_length, stop_token_ids=stops))
+            (ids, state, _), generate_s = timed(model.device, lambda: model.generate_incremental(
+                state, new_spans, cache, max_new_tokens=config.inference.max_out_length, stop_token_ids=stops))
             for key in counts:
                 counts[key] += new[key]
             generated[i] = ids
@@ -137,11 +129,11 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
     cache: dict = {}
     counts = {"compressed": 0, "cache_hits": 0}
     predictions, skipped_turns = [], 0
-    turns_of = generate_incremental_turns if config.task.reuse_kv_cache else generate_batched_turns
+    turns_of = generate_incremental_turns if config.trajectories.reuse_kv_cache else generate_batched_turns
     started = time.perf_counter()
     for start in range(0, len(trajectories), batch_size):
         chunk = trajectories[start : start + batch_size]
-        all_turns = [rendered(model, config, t) for t in chunk]
+        all_turns = [rendered(config, tok, t) for t in chunk]
         for traj, turns in zip(chunk, all_turns):
             skipped_turns += sum(m["role"] == "assistant" for m in traj["messages"]) - sum(t.loss for t in turns)
         present = [(start + j, t, turns) for j, (t, turns) in enumerate(zip(chunk, all_turns)) if turns]
@@ -212,29 +204,25 @@ def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: f
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
-    _, test = load_split(config)  # data problems surface before the model is loaded
-    torch.manual_seed(config.training.get("seed", 42))  # new tensors (untrained memory tokens) reproducible
+    config = config_from_cli(argv, description=__doc__)
+    test = limit(load_trajectory_task(config).test, config.inference.num_samples)  # data problems before the model
+    torch.manual_seed(config.seed)  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()
-    if config.task.num_samples:
-        test = test[: config.task.num_samples]
-    batch_size = config.training.get("per_device_eval_batch_size", 8)
+    batch_size = config.training.per_device_eval_batch_size
     predictions, summary = evaluate(model, config, test, batch_size)
     result = {"task": "trajectories", "model_type": config.model.model_type, "checkpoint": config.model.restore_from,
-              "teacher_forcing": config.task.teacher_forcing, "reuse_kv_cache": config.task.reuse_kv_cache,
-              "batch_size": batch_size, **summary}
-    metrics_path, predictions_path = write_results(config, "trajectories", result, predictions)
+              "teacher_forcing": config.inference.teacher_forcing,
+              "reuse_kv_cache": config.trajectories.reuse_kv_cache, "batch_size": batch_size, **summary}
     turn, traj = summary["turn"], summary["trajectory"]
-    print(f"trajectories ({config.model.model_type}): {summary['num_turns']} turns of {summary['num_trajectories']} "
-          f"trajectories; per turn BLEU-1 {turn['bleu1']:.3f}, EM {turn['exact_match']:.3f}, token acc "
-          f"{turn['token_accuracy']:.3f} ({turn['token_accuracy_no_memory']:.3f} without memory); per trajectory EM "
-          f"{traj['exact_match']:.3f}; compression "
-          f"{summary['compression_rate_total']:.2f}x ({summary['tokens_saved']} tokens saved), "
-          f"{summary['cache_hits']} cache hits")
-    print(f"metrics: {metrics_path}\npredictions: {predictions_path}")
-    return result
+    return report(config, "trajectories", result, predictions,
+                  f"trajectories ({config.model.model_type}): {summary['num_turns']} turns of "
+                  f"{summary['num_trajectories']} trajectories; per turn BLEU-1 {turn['bleu1']:.3f}, EM "
+                  f"{turn['exact_match']:.3f}, token acc {turn['token_accuracy']:.3f} "
+                  f"({turn['token_accuracy_no_memory']:.3f} without memory); per trajectory EM "
+                  f"{traj['exact_match']:.3f}; compression {summary['compression_rate_total']:.2f}x "
+                  f"({summary['tokens_saved']} tokens saved), {summary['cache_hits']} cache hits")
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

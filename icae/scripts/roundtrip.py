@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from icae import ICAE, build_model
-from icae.config import config_from_cli
+from icae.config import ConfigError, config_from_cli
 from icae.data.collators import AutoencodingCollator
 from icae.data.corpus import functions_by_length
-from icae.metrics import bleu1, exact_match, token_accuracy
+from icae.metrics import bleu1, exact_match, positional_match
+from icae.models import ICAE, build_model
+from icae.scripts import entry
 from icae.training import ICAETrainer
+from icae.training.results import results_dir
 from icae.utils.io import atomic_write_json
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "roundtrip_tiny_qwen2.yaml"
@@ -42,7 +44,7 @@ def evaluate(model, texts: list[str], max_new_tokens: int) -> dict:
         "ae_loss": loss,
         "bleu1": sum(bleu1(t, o) for t, o in zip(texts, outputs)) / n,
         "exact_match": sum(exact_match(t, o) for t, o in zip(texts, outputs)) / n,
-        "token_accuracy": sum(token_accuracy(r.tolist(), g) for r, g in zip(rows, generated)) / n,
+        "positional_match": sum(positional_match(r.tolist(), g) for r, g in zip(rows, generated)) / n,
         "compression_rate": sum(r.numel() for r in rows) / int(memory.num_slots.sum()),
         "outputs": outputs,
     }
@@ -53,13 +55,14 @@ def main(argv: list[str] | None = None) -> dict:
     if not any(a.startswith("--config_path") for a in argv):
         argv = ["--config_path", str(DEFAULT_CONFIG), *argv]
     config = config_from_cli(argv, description=__doc__)
-    torch.manual_seed(config.training.get("seed", 0))
+    if config.model.model_type != "icae":
+        raise ConfigError(["model_type: the round trip compresses; set model_type: icae"], "roundtrip config")
+    config.require("roundtrip", "output_dir")
+    torch.manual_seed(config.seed)
     model = build_model(config)
-    if not isinstance(model, ICAE):
-        raise SystemExit("the round trip compresses: set model_type: icae")
     k, rate = config.model.fixed_mem_size, config.model.mean_compression_rate
-    texts = functions_by_length(model.tokenizer, k * rate // 2, k * rate, config.task.max_train_samples or 8)
-    max_new = config.task.max_out_length
+    texts = functions_by_length(model.tokenizer, k * rate // 2, k * rate, config.data.max_train_samples or 8)
+    max_new = config.inference.max_out_length
 
     before = evaluate(model, texts, max_new)
     rows = [r.tolist() for r in model.tokenize(texts)]
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nICAE round trip on {config.model.model_name_or_path}: {len(texts)} functions, "
           f"{before['compression_rate']:.1f} tokens per slot, {args.max_steps} steps in {train_seconds:.0f} s")
     print(f"{'metric':<16}{'before':>10}{'after':>10}")
-    for key in ("ae_loss", "bleu1", "exact_match", "token_accuracy"):
+    for key in ("ae_loss", "bleu1", "exact_match", "positional_match"):
         print(f"{key:<16}{before[key]:>10.3f}{after[key]:>10.3f}")
     print("\noriginal:\n" + texts[0] + "\nreconstructed from memory slots:\n" + after["outputs"][0])
     print(f"checkpoint {checkpoint} reloads to identical reconstructions: {reloaded_outputs == after['outputs']}")
@@ -98,12 +101,11 @@ def main(argv: list[str] | None = None) -> dict:
         "reload_identical": reloaded_outputs == after["outputs"],
         "examples": [{"original": t, "before": b, "after": a} for t, b, a in zip(texts, before["outputs"], after["outputs"])],
     }
-    out_dir = Path(config.task.output_path or Path(__file__).resolve().parents[1] / "data" / "metrics")
-    name = Path(config.model.model_name_or_path).name
-    atomic_write_json(out_dir / f"roundtrip_{name}.json", result)
-    print(f"metrics: {out_dir / f'roundtrip_{name}.json'}")
+    path = results_dir(config) / f"roundtrip_{Path(config.model.model_name_or_path).name}.json"
+    atomic_write_json(path, result)
+    print(f"metrics: {path}")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from icae.data.tasks import AnswerSample
 from icae.metrics import bleu1, exact_match
 from icae.models.base import CompressorBase
 
@@ -90,7 +91,7 @@ def evaluate_pretraining(
 
 
 @torch.no_grad()
-def teacher_forced_scores(model: CompressorBase, samples: list[dict], mode: str = "ft", batch_size: int = 8,
+def teacher_forced_scores(model: CompressorBase, samples: list[AnswerSample], mode: str = "ft", batch_size: int = 8,
                           no_memory: bool = False) -> list[dict]:
     """Per sample: token accuracy and mean loss of its ``target_ids`` read after its memory and ``prompt_ids``.
 
@@ -102,11 +103,11 @@ def teacher_forced_scores(model: CompressorBase, samples: list[dict], mode: str 
     scores = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        memory = model.compress([torch.tensor(s["input_ids"]) for s in chunk])
+        memory = model.compress([torch.tensor(s.input_ids) for s in chunk])
         if no_memory:
             memory = memory.without_slots()
-        out = model(memory=memory, mode=mode, prompt_ids=[torch.tensor(s["prompt_ids"]) for s in chunk],
-                    target_ids=[torch.tensor(s["target_ids"]) for s in chunk])
+        out = model(memory=memory, mode=mode, prompt_ids=[torch.tensor(s.prompt_ids) for s in chunk],
+                    target_ids=[torch.tensor(s.target_ids) for s in chunk])
         logits, target = out.logits[:, :-1].float(), out.labels[:, 1:]  # (batch, n, vocab), (batch, n)
         counted = target != -100
         correct = ((logits.argmax(dim=-1) == target) & counted).sum(dim=1)

@@ -8,31 +8,22 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from icae.data.tasks import AnswerSample
 from icae.models.base import CompressorBase
-
-
-def sync_device(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"mean": 0.0, "median": 0.0, "total": 0.0}
-    return {"mean": statistics.fmean(values), "median": statistics.median(values), "total": float(sum(values))}
+from icae.utils.timing import time_stats, timed
 
 
 @torch.no_grad()
 def generate_batched(
     model: CompressorBase,
-    samples: list[dict],
+    samples: list[AnswerSample],
     mode: str,
     batch_size: int,
     max_new_tokens: int,
     desc: str = "generating",
     show_progress: bool = True,
 ) -> tuple[list[dict], dict]:
-    """Compress each sample's ``input_ids`` and generate after its ``prompt_ids`` (may be empty).
+    """Compress each sample's ``input_ids`` and generate after its ``prompt_ids`` (may be empty) in ``mode``.
 
     Returns one row per sample (generated ids, context tokens, memory slots, its share of the batch's compression
     and generation time) and a summary: compression rates (mean of per-sample rates, and total context tokens over
@@ -44,22 +35,16 @@ def generate_batched(
     started = time.perf_counter()
     for start in tqdm(range(0, len(samples), batch_size), desc=desc, disable=not show_progress):
         batch = samples[start : start + batch_size]
-        sync_device(model.device)
-        t0 = time.perf_counter()
-        memory = model.compress([torch.tensor(s["input_ids"]) for s in batch])
-        sync_device(model.device)
-        t1 = time.perf_counter()
-        prompts = [torch.tensor(s.get("prompt_ids") or [], dtype=torch.long) for s in batch]
-        generated = model.generate(memory, prompts, mode=mode, max_new_tokens=max_new_tokens)
-        sync_device(model.device)
-        t2 = time.perf_counter()
+        memory, compress_s = timed(model.device, lambda: model.compress([torch.tensor(s.input_ids) for s in batch]))
+        prompts = [torch.tensor(s.prompt_ids, dtype=torch.long) for s in batch]
+        generated, generate_s = timed(model.device, lambda: model.generate(memory, prompts, mode=mode,
+                                                                           max_new_tokens=max_new_tokens))
         n = len(batch)
-        slots = memory.num_slots.tolist()
-        for s, ids, k in zip(batch, generated, slots):
-            rows.append({"generated_ids": ids, "context_tokens": len(s["input_ids"]), "memory_slots": int(k),
-                         "compress_seconds": (t1 - t0) / n, "generate_seconds": (t2 - t1) / n})
-        compress_times += [(t1 - t0) / n] * n
-        generate_times += [(t2 - t1) / n] * n
+        for s, ids, k in zip(batch, generated, memory.num_slots.tolist()):
+            rows.append({"generated_ids": ids, "context_tokens": len(s.input_ids), "memory_slots": int(k),
+                         "compress_seconds": compress_s / n, "generate_seconds": generate_s / n})
+        compress_times += [compress_s / n] * n
+        generate_times += [generate_s / n] * n
     wall = time.perf_counter() - started
     tokens = sum(r["context_tokens"] for r in rows)
     slots = sum(r["memory_slots"] for r in rows)

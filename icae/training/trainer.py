@@ -14,24 +14,65 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from icae.config import Config
-from icae.models.base import CompressorOutput, load_trained_tensors
+from icae.config import Config, ConfigError, load_config
+from icae.models.checkpoint import CONFIG_NAME, check_same_meaning
+from icae.models.memory import CompressorOutput
 from icae.training.evaluation import evaluate_pretraining
 
 STAGING = ".staging"
 
 
-def resolve_resume(value, output_dir: str):
-    """``resume_from_checkpoint`` as configured: true -> the latest checkpoint in output_dir (None if there is none)."""
-    if value is True or value == "true":
-        from transformers.trainer_utils import get_last_checkpoint
+def resolve_resume(config: Config, output_dir: str) -> str | None:
+    """The checkpoint a run continues from, as the original tool decides it, with the recipe checked.
 
-        return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-    return value or None
+    ``resume_from_checkpoint``: true -> the latest ``checkpoint-N`` in ``output_dir`` (none: start fresh); a path ->
+    that checkpoint. Unset -> the latest checkpoint too, unless ``overwrite_output_dir`` is true; and an ``output_dir``
+    that holds files but no checkpoint is refused unless ``overwrite_output_dir`` is true (nothing is trained over
+    silently). A checkpoint whose saved config differs from this run on a key that changes what its tensors mean is
+    refused; other differences (logging, evaluation cadence, ...) are listed.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value, out = config.training.resume_from_checkpoint, Path(output_dir)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if value is True or value == "true":
+        chosen = last
+    elif value:
+        if not Path(value).is_dir():
+            raise ConfigError([f"resume_from_checkpoint: no such checkpoint directory: {value}"], "training config")
+        chosen = str(value)
+    elif config.training.overwrite_output_dir or not out.is_dir():
+        chosen = None
+    elif last is not None:
+        chosen = last
+        print(f"resuming from {last} (found in output_dir); set overwrite_output_dir: true to train from scratch")
+    elif any(p.name != STAGING for p in out.iterdir()):
+        raise ConfigError([f"output_dir {out} already holds files but no checkpoint to resume: choose another "
+                           "output_dir, or set overwrite_output_dir: true to train into it"], "training config")
+    else:
+        chosen = None
+    if chosen is not None:
+        check_resumable(config, chosen)
+    return chosen
+
+
+def check_resumable(config: Config, checkpoint_dir: str) -> None:
+    """Refuse to resume with a recipe whose trained tensors would mean something else; list the harmless changes."""
+    saved_path = Path(checkpoint_dir) / CONFIG_NAME
+    if not saved_path.is_file():
+        return
+    saved = load_config(saved_path)
+    check_same_meaning(saved, config, f"checkpoint {checkpoint_dir}")
+    old, new = saved.to_dict(), config.to_dict()
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k) and k not in ("resume_from_checkpoint", "restore_from")]
+    if changed:
+        print(f"resuming {checkpoint_dir} with changed keys (none changes what its tensors mean): " + "; ".join(changed))
 
 
 class ICAETrainer(Trainer):
@@ -50,8 +91,7 @@ class ICAETrainer(Trainer):
         model.save_pretrained(output_dir, self.icae_config)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        model = self.accelerator.unwrap_model(model or self.model)
-        model.load_trainable_state_dict(load_trained_tensors(resume_from_checkpoint))
+        self.accelerator.unwrap_model(model or self.model).load_checkpoint(resume_from_checkpoint)
 
     def _get_output_dir(self, trial) -> str:
         run_dir = super()._get_output_dir(trial)
@@ -110,15 +150,15 @@ class PretrainingTrainer(ICAETrainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
         started = time.perf_counter()
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        task = self.icae_config.task
+        pre = self.icae_config.pretrain
         model = self.accelerator.unwrap_model(self.model)
         metrics = evaluate_pretraining(
             model,
             list(dataset),
             batch_size=self.args.per_device_eval_batch_size,
-            num_generate=task.eval_ae_num_samples,
-            leave_tokens_for_lm=task.leave_tokens_for_lm,
-            min_tokens_for_lm=task.min_tokens_for_lm,
+            num_generate=pre.eval_ae_num_samples,
+            leave_tokens_for_lm=pre.leave_tokens_for_lm,
+            min_tokens_for_lm=pre.min_tokens_for_lm,
         )
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
         self._since += time.perf_counter() - started  # tokens/s measures training, not evaluation

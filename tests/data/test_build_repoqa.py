@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from icae.data.build_repoqa import build_dataset, dependencies, main, write_dataset
+from icae.data.build_repoqa import build_dataset, dependencies, write_dataset
+from icae.scripts.build_repoqa import main
 from icae.data.repoqa import needle_code
 
 UTIL = '''"""Helpers."""

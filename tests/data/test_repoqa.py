@@ -82,13 +82,13 @@ def test_task_layout(tok):
     repo = make_repo()
     repo["needles"].append({**repo["needles"][0], "name": "other", "description": "Other."})
     tasks, _ = build_tasks(tok, {"python": [repo]}, 150, [0.0, 1.0])
-    assert [t["position_ratio"] for t in tasks] == [0.0, 1.0]
+    assert [t.position_ratio for t in tasks] == [0.0, 1.0]
     task = tasks[0]
-    assert task["task_id"] == "python::me/toy::target" and task["needles"] == [NEEDLE, NEEDLE]
-    prompt = tok.decode(task["prompt_ids"])
+    assert task.task_id == "python::me/toy::target" and task.needles == [NEEDLE, NEEDLE]
+    prompt = tok.decode(task.prompt_ids)
     assert "Sort descending." in prompt and prompt.rstrip().endswith(INSTRUCTION)
-    assert task["target_ids"][-1] == tok.eos_token_id
-    assert tok.decode(task["target_ids"][:-1]) == f"```python\n{NEEDLE}\n```"
+    assert task.target_ids[-1] == tok.eos_token_id
+    assert tok.decode(task.target_ids[:-1]) == f"```python\n{NEEDLE}\n```"
 
 
 def test_load_from_env_gz_and_errors(tmp_path, monkeypatch):

@@ -48,12 +48,13 @@ def test_qa_samples_and_loss_on_the_answer_only():
     record = {"id": "1", "context": "Alder was founded in 1742.", "question": "When was Alder founded?",
               "answers": ["1742"], "is_impossible": False}
     sample = qa_sample(tok, record, "\nQuestion: {question}\nAnswer:")
-    assert sample["target_ids"][-1] == tok.eos_token_id
-    assert tok.decode(sample["target_ids"][:-1]).strip() == "1742"
-    assert "When was Alder founded?" in tok.decode(sample["prompt_ids"])
+    assert sample.target_ids[-1] == tok.eos_token_id
+    assert tok.decode(sample.target_ids[:-1]).strip() == "1742"
+    assert "When was Alder founded?" in tok.decode(sample.prompt_ids)
+    assert sample.answers == ["1742"] and sample.id == "1"
     impossible = qa_sample(tok, {**record, "answers": [], "is_impossible": True}, "{question}")
-    assert impossible["target_ids"] == [tok.eos_token_id]  # the empty answer
-    batch = FinetuneCollator(tok.pad_token_id)([sample, impossible])
+    assert impossible.target_ids == [tok.eos_token_id] and impossible.answers == []  # the empty answer
+    batch = FinetuneCollator(tok.pad_token_id)([sample.features(), impossible.features()])
     out = model(**batch)
     scored = [row[row != -100].tolist() for row in out.labels]
-    assert scored == [sample["target_ids"], [tok.eos_token_id]]
+    assert scored == [sample.target_ids, [tok.eos_token_id]]

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from icae.data.generate_trajectories import NO_OUTPUT, generate
-from icae.data.generate_trajectories import main as generate_main
+from icae.scripts.generate_trajectories import main as generate_main
 from icae.data.sources import SourceError
 from icae.data.trajectories import (
     TrajectoryCollator,

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from icae.metrics import bleu1, exact_match, token_accuracy
+from icae.metrics import bleu1, exact_match, positional_match
 
 
 def test_bleu1_hand_computed():
@@ -18,8 +18,8 @@ def test_bleu1_hand_computed():
     assert bleu1("a b", "") == 0.0 and bleu1("", "") == 1.0
 
 
-def test_exact_match_and_token_accuracy():
+def test_exact_match_and_positional_match():
     assert exact_match(" a b ", "a b") == 1.0 and exact_match("a b", "a c") == 0.0
-    assert token_accuracy([1, 2, 3, 4], [1, 2, 9]) == pytest.approx(0.5)
-    assert token_accuracy([1, 2], [1, 2, 3]) == 1.0
-    assert token_accuracy([], []) == 1.0
+    assert positional_match([1, 2, 3, 4], [1, 2, 9]) == pytest.approx(0.5)
+    assert positional_match([1, 2], [1, 2, 3]) == 1.0
+    assert positional_match([], []) == 1.0

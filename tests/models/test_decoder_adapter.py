@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from icae import ICAE, load_checkpoint
-from icae.models.base import load_trained_tensors
+from icae.models import load_trained_tensors
 from tests.conftest import TEXTS, make_model
 
 

@@ -1,21 +1,9 @@
 import pytest
 import torch
 
-from icae import ICAE, Memory, load_checkpoint
+from icae import ICAE, CheckpointError, Memory, load_checkpoint
 from icae.models.segments import memory_position_ids
-from tests.conftest import TEXTS, make_model
-
-
-def pad_batch(rows, side, pad_id):
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        n = len(r)
-        sl = slice(width - n, width) if side == "left" else slice(0, n)
-        ids[i, sl] = torch.as_tensor(r)
-        mask[i, sl] = 1
-    return ids, mask
+from tests.conftest import TEXTS, make_model, pad_batch
 
 
 def test_memory_shapes_follow_segment_arithmetic(family):
@@ -198,11 +186,11 @@ def test_save_load_round_trip(family, tmp_path):
 def test_loading_a_mismatched_checkpoint_fails_clearly(tmp_path):
     make_model(fixed_mem_size=8).save_pretrained(tmp_path / "k8")
     other = make_model(fixed_mem_size=4)
-    from icae.models.base import load_trained_tensors
+    from icae.models import load_trained_tensors
 
     with pytest.raises(ValueError, match="memory_embeddings"):
         other.load_trainable_state_dict(load_trained_tensors(tmp_path / "k8"))
-    with pytest.raises(FileNotFoundError, match="not an icae checkpoint"):
+    with pytest.raises(CheckpointError, match="not an icae checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
 
 
@@ -247,7 +235,7 @@ def test_bad_inputs_fail_clearly():
         model.compress([[1, 2], []])
     with pytest.raises(ValueError, match="mode"):
         model.decoder_inputs(model.compress([[1, 2]]), "qa")
-    with pytest.raises(ValueError, match="needs target ids"):
+    with pytest.raises(ValueError, match="needs target_ids"):
         model([[1, 2]], mode="ft")
     with pytest.raises(ValueError, match="lora_target_modules"):
         make_model(lora_target_modules=["query_key_value"])

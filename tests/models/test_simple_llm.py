@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from icae import SimpleLLM, load_checkpoint
-from tests.conftest import TEXTS, make_model
-from tests.models.test_icae import pad_batch
+from tests.conftest import TEXTS, make_model, pad_batch
 
 
 def test_memory_is_the_context_itself(family):
@@ -83,7 +82,7 @@ def test_save_load_round_trip(tmp_path, use_lora):
     mem = model.compress(TEXTS)
     torch.testing.assert_close(loaded.compress(TEXTS).slots, mem.slots, atol=0, rtol=0)
     assert loaded.generate(mem, mode="ft", max_new_tokens=5) == model.generate(mem, mode="ft", max_new_tokens=5)
-    with pytest.raises(TypeError, match="holds a SimpleLLM, not ICAE"):
+    with pytest.raises(TypeError, match="holds a model_type 'llm' checkpoint, not ICAE"):
         from icae import ICAE
 
         ICAE.from_pretrained(tmp_path / "ckpt")

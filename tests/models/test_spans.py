@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from icae.models.base import Span
+from icae.models import Span
 from tests.conftest import make_model
 
 OBS1 = list(range(10, 50))  # 40 tokens: 3 segments of k=4 slots at rate 4 -> 12 slots

@@ -1,9 +1,10 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from icae.data.build_repoqa import build_dataset, write_dataset
-from icae.scripts import finetune_RepoQA, inference_RepoQA
+from icae.scripts import finetune_repoqa, inference_repoqa
 from tests.data.test_build_repoqa import CORE, UTIL
 
 
@@ -31,13 +32,14 @@ def common(dataset, family, model_type, out):
 @pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-mistral"])
 def test_finetune_then_inference(dataset, tmp_path, name, model_type):
     args = common(dataset, name, model_type, tmp_path / "run")
-    final = finetune_RepoQA.main(args + ["max_steps=2", "per_device_train_batch_size=3", "learning_rate=1e-3",
+    final = finetune_repoqa.main(args + ["max_steps=2", "per_device_train_batch_size=3", "learning_rate=1e-3",
                                          "save_strategy=no", "disable_tqdm=true"])
     assert (final / "model.safetensors").is_file()
-    result = inference_RepoQA.main(args + [f"restore_from={final}", f"output_path={tmp_path / 'out'}", "train=false"])
-    stem = f"repoqa_{model_type}_{name}"
-    metrics = json.loads((tmp_path / "out" / f"{stem}_metrics.json").read_text())
-    rows = [json.loads(line) for line in (tmp_path / "out" / f"{stem}_predictions.jsonl").read_text().splitlines()]
+    result = inference_repoqa.main(args + [f"restore_from={final}", f"output_path={tmp_path / 'out'}", "train=false"])
+    stem = f"repoqa_{model_type}_{name}_run-final"
+    assert Path(result["metrics_path"]).name == f"{stem}_metrics.json"
+    metrics = json.loads(Path(result["metrics_path"]).read_text())
+    rows = [json.loads(line) for line in Path(result["predictions_path"]).read_text().splitlines()]
     assert metrics["num_samples"] == len(rows) == 2  # 25% of 8 needles held out
     assert set(metrics["pass_at"]) == {f"pass@{i / 10:.1f}" for i in range(11)}
     assert metrics["pass@0.8"] == metrics["pass_at"]["pass@0.8"]
@@ -57,15 +59,15 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
 
 def test_fine_tuning_and_inference_share_a_disjoint_split(dataset, tmp_path):
     from icae.config import load_config
-    from icae.data.repoqa import repoqa_split
+    from icae.data.repoqa import load_repoqa_task
     from icae.models.loading import tiny_tokenizer
 
     config = load_config(None, common(dataset, "tiny-qwen2", "icae", tmp_path))
-    train, test, skipped = repoqa_split(config, tiny_tokenizer())
-    again = repoqa_split(load_config(None, common(dataset, "tiny-qwen2", "llm", tmp_path)), tiny_tokenizer())
-    assert [t["task_id"] for t in test] == [t["task_id"] for t in again[1]]
-    assert not {t["task_id"] for t in train} & {t["task_id"] for t in test}
-    assert len(train) + len(test) + skipped == 8
+    split = load_repoqa_task(config, tiny_tokenizer())
+    again = load_repoqa_task(load_config(None, common(dataset, "tiny-qwen2", "llm", tmp_path)), tiny_tokenizer())
+    assert [t.task_id for t in split.test] == [t.task_id for t in again.test]
+    assert not {t.task_id for t in split.train} & {t.task_id for t in split.test}
+    assert len(split.train) + len(split.test) + split.info["skipped_needles"] == 8
 
 
 def test_other_tasks_are_rejected(dataset, tmp_path):
@@ -73,4 +75,4 @@ def test_other_tasks_are_rejected(dataset, tmp_path):
 
     args = common(dataset, "tiny-qwen2", "icae", tmp_path)
     with pytest.raises(ConfigError, match="'repoqa'"):
-        inference_RepoQA.main([a if not a.startswith("task=") else "task=qa" for a in args])
+        inference_repoqa.main([a if not a.startswith("task=") else "task=qa" for a in args])

@@ -11,7 +11,7 @@ def test_roundtrip_runs_end_to_end_and_writes_metrics(tmp_path):
         "max_out_length=8",
     ])
     written = json.loads((tmp_path / "metrics" / "roundtrip_tiny-qwen2.json").read_text())
-    assert set(written["before"]) == set(written["after"]) >= {"ae_loss", "bleu1", "exact_match", "token_accuracy"}
+    assert set(written["before"]) == set(written["after"]) >= {"ae_loss", "bleu1", "exact_match", "positional_match"}
     assert written["after"]["ae_loss"] < written["before"]["ae_loss"]
     assert written["reload_identical"] is True and result["num_texts"] == 3
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +29,10 @@ def test_finetune_then_inference(fixture_files, tmp_path, family, model_type):
     assert (final / "model.safetensors").is_file()
     result = inference_SQuAD.main(args + ["task=qa", f"restore_from={final}", f"output_path={tmp_path / 'out'}",
                                           "train=false"])
-    stem = f"squad_qa_{model_type}_{family}"
-    metrics = json.loads((tmp_path / "out" / f"{stem}_metrics.json").read_text())
-    rows = [json.loads(line) for line in (tmp_path / "out" / f"{stem}_predictions.jsonl").read_text().splitlines()]
+    stem = f"squad_qa_{model_type}_{family}_run-final"
+    assert Path(result["metrics_path"]).name == f"{stem}_metrics.json"
+    metrics = json.loads(Path(result["metrics_path"]).read_text())
+    rows = [json.loads(line) for line in Path(result["predictions_path"]).read_text().splitlines()]
     assert metrics["num_samples"] == len(rows) == 15  # 3 articles x (4 answerable + 1 unanswerable)
     assert {"exact_match", "f1", "bleu1", "has_answer_f1", "no_answer_f1", "compression_rate_total",
             "compression_seconds", "generation_seconds", "per_sample_seconds", "samples_per_second"} <= set(metrics)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,9 +42,10 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
     assert (final / "model.safetensors").is_file()
     result = inference_trajectories.main(args + [f"restore_from={final}", f"output_path={tmp_path / 'out'}",
                                                  "train=false"])
-    stem = f"trajectories_{model_type}_{name}"
-    metrics = json.loads((tmp_path / "out" / f"{stem}_metrics.json").read_text())
-    rows = [json.loads(line) for line in (tmp_path / "out" / f"{stem}_predictions.jsonl").read_text().splitlines()]
+    stem = f"trajectories_{model_type}_{name}_run-final"
+    assert Path(result["metrics_path"]).name == f"{stem}_metrics.json"
+    metrics = json.loads(Path(result["metrics_path"]).read_text())
+    rows = [json.loads(line) for line in Path(result["predictions_path"]).read_text().splitlines()]
     assert metrics["num_trajectories"] == 2 and metrics["num_turns"] == len(rows) == 10  # 30% of 7, 5 turns each
     assert metrics["turn"]["bleu1"] == pytest.approx(sum(r["bleu1"] for r in rows) / len(rows))
     assert all(0 <= r["token_accuracy"] <= 1 and r["scored_tokens"] > 0 for r in rows)
@@ -167,9 +169,10 @@ def test_kept_kv_cache_matches_reprefilling_each_history(dataset, tmp_path, name
     reads earlier observations' slots back from the slot cache (hits) instead of compressing them again."""
     args = common(dataset, name, "icae", tmp_path) + [f"output_path={tmp_path}", "teacher_forcing=false"]
     kept = inference_trajectories.main(args + ["reuse_kv_cache=true"])
-    kept_rows = (tmp_path / f"trajectories_icae_{name}_predictions.jsonl").read_text().splitlines()
+    kept_rows = Path(kept["predictions_path"]).read_text().splitlines()
     full = inference_trajectories.main(args + ["reuse_kv_cache=false"])
-    full_rows = (tmp_path / f"trajectories_icae_{name}_predictions.jsonl").read_text().splitlines()
+    full_rows = Path(full["predictions_path"]).read_text().splitlines()
+    assert kept["predictions_path"] != full["predictions_path"]  # the second run never overwrites the first
     assert [json.loads(r)["prediction"] for r in kept_rows] == [json.loads(r)["prediction"] for r in full_rows]
     assert kept["turn"] == pytest.approx(full["turn"])
     assert kept["observations_compressed"] == full["observations_compressed"]

@@ -1,21 +1,21 @@
 import torch
 
+from icae.data.tasks import AnswerSample
 from icae.training.evaluation import teacher_forced_scores
 from tests.conftest import make_model
 
 
 def test_teacher_forced_scores_match_the_model_loss_and_the_baseline_drops_the_memory():
     model = make_model("tiny-qwen2")
-    samples = [{"input_ids": list(range(5, 45)), "prompt_ids": [3, 4], "target_ids": [7, 8, 9, 10]},
-               {"input_ids": list(range(50, 70)), "prompt_ids": [3], "target_ids": [11, 12]}]
+    samples = [AnswerSample(list(range(5, 45)), [3, 4], [7, 8, 9, 10]), AnswerSample(list(range(50, 70)), [3], [11, 12])]
     scores = teacher_forced_scores(model, samples, batch_size=2)
     alone = [teacher_forced_scores(model, [s])[0] for s in samples]
     for a, b in zip(scores, alone):  # batch equals single
         assert abs(a["loss"] - b["loss"]) < 1e-5 and a["token_accuracy"] == b["token_accuracy"]
     with torch.no_grad():
-        out = model(input_ids=[torch.tensor(s["input_ids"]) for s in samples], mode="ft",
-                    prompt_ids=[torch.tensor(s["prompt_ids"]) for s in samples],
-                    target_ids=[torch.tensor(s["target_ids"]) for s in samples])
+        out = model(input_ids=[torch.tensor(s.input_ids) for s in samples], mode="ft",
+                    prompt_ids=[torch.tensor(s.prompt_ids) for s in samples],
+                    target_ids=[torch.tensor(s.target_ids) for s in samples])
     weighted = (scores[0]["loss"] * 4 + scores[1]["loss"] * 2) / 6  # the model's loss: mean over all target tokens
     assert abs(weighted - out.loss.item()) < 1e-5
     blind = teacher_forced_scores(model, samples, batch_size=2, no_memory=True)

@@ -1,7 +1,7 @@
 """What compression buys: answer latency, throughput and memory of ICAE against the full-context model, side by side.
 
-    python -m icae.bench --config_path icae/configs/bench_tiny.yaml              (also: icae bench ...)
-    python -m icae.bench --config_path icae/configs/bench_qwen2_0.5b_shape.yaml
+    python -m icae.scripts.bench --config_path icae/configs/bench_tiny.yaml              (also: icae bench ...)
+    python -m icae.scripts.bench --config_path icae/configs/bench_qwen2_0.5b_shape.yaml
 
 For every (context length, compression rate, batch size, generated tokens) point, in one process and interleaved
 within each repeat:
@@ -20,7 +20,6 @@ No timing is asserted anywhere: the numbers are for reading side by side.
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -31,11 +30,11 @@ import torch
 from icae.config import Config, config_from_cli
 from icae.models.icae import ICAE
 from icae.models.loading import load_base_model
-from icae.training.generation import sync_device
+from icae.scripts import entry
+from icae.training.results import results_dir
 from icae.utils.io import atomic_write_json
 from icae.utils.plotting import pyplot, save_png
-
-PACKAGE = Path(__file__).resolve().parent
+from icae.utils.timing import sync_device
 
 
 class PeakMemory:
@@ -96,7 +95,7 @@ def kv_cache_mib(model: ICAE, positions: int, batch: int) -> float:
 
 
 
-def timed(device, fn):
+def measured(device, fn):
     """(seconds, peak MiB, result) of ``fn()``."""
     meter = PeakMemory(device)
     with meter.measure():
@@ -114,24 +113,24 @@ def random_ids(n: int, vocab: int, generator: torch.Generator) -> list[int]:
 
 
 @torch.no_grad()
-def answer_point(model: ICAE, contexts, prompts, new_tokens: int, repeats: int) -> dict:
+def answer_point(model: ICAE, contexts, prompts, new_tokens: int, repeats: int, rate: int) -> dict:
     """Latency and memory of the three cases for one batch, interleaved per repeat; medians."""
     device = model.device
     runs = {"full": [], "icae": [], "cached": [], "compress": []}
     mems = {"full": [], "icae": [], "cached": []}
-    cached_memory = model.compress_ids(contexts)  # compressed in advance, reused by every "cached" run
+    cached_memory = model.compress_ids(contexts, compression_rate=rate)  # compressed in advance, reused by every "cached" run
     for _ in range(repeats):
-        s, m, _ = timed(device, lambda: model.generate(model.token_memory(contexts), prompts, mode="ft",
+        s, m, _ = measured(device, lambda: model.generate(model.token_memory(contexts), prompts, mode="ft",
                                                        max_new_tokens=new_tokens, stop_token_ids=[]))
         runs["full"].append(s)
         mems["full"].append(m)
-        c, _, memory = timed(device, lambda: model.compress_ids(contexts))
-        g, m, _ = timed(device, lambda: model.generate(memory, prompts, mode="ft", max_new_tokens=new_tokens,
+        c, _, memory = measured(device, lambda: model.compress_ids(contexts, compression_rate=rate))
+        g, m, _ = measured(device, lambda: model.generate(memory, prompts, mode="ft", max_new_tokens=new_tokens,
                                                        stop_token_ids=[]))
         runs["icae"].append(c + g)
         runs["compress"].append(c)
         mems["icae"].append(m)
-        s, m, _ = timed(device, lambda: model.generate(cached_memory, prompts, mode="ft", max_new_tokens=new_tokens,
+        s, m, _ = measured(device, lambda: model.generate(cached_memory, prompts, mode="ft", max_new_tokens=new_tokens,
                                                        stop_token_ids=[]))
         runs["cached"].append(s)
         mems["cached"].append(m)
@@ -165,7 +164,7 @@ def train_throughput(model: ICAE, length: int, batch: int, generator: torch.Gene
         return out
 
     step()  # warm-up (allocator, kernels)
-    seconds, peak, out = timed(model.device, step)
+    seconds, peak, out = measured(model.device, step)
     model.eval()
     tokens = sum(lengths) + int(out.num_target_tokens)
     return {"batch_size": batch, "context_tokens": sum(lengths), "target_tokens": int(out.num_target_tokens),
@@ -185,13 +184,12 @@ def run(config: Config, show: bool = True) -> dict:
     points = []
     for length in bench.bench_context_lengths:
         for rate in bench.bench_compression_rates:
-            model.args.mean_compression_rate = rate
             for batch in bench.bench_batch_sizes:
                 contexts = [torch.tensor(random_ids(length, vocab, gen)) for _ in range(batch)]
                 prompts = [torch.tensor(random_ids(bench.bench_prompt_tokens, vocab, gen)) for _ in range(batch)]
                 for new_tokens in bench.bench_new_tokens:
-                    answer_point(model, contexts[:1], prompts[:1], 2, 1)  # warm-up at this shape
-                    measured = answer_point(model, contexts, prompts, new_tokens, bench.bench_repeats)
+                    answer_point(model, contexts[:1], prompts[:1], 2, 1, rate)  # warm-up at this shape
+                    measured = answer_point(model, contexts, prompts, new_tokens, bench.bench_repeats, rate)
                     after = bench.bench_prompt_tokens + new_tokens + 1  # FT token, prompt, generated tokens
                     point = {"context_length": length, "compression_rate": rate, "batch_size": batch,
                              "new_tokens": new_tokens, **measured,
@@ -201,7 +199,6 @@ def run(config: Config, show: bool = True) -> dict:
                     if show:
                         print(format_row(point), flush=True)
     train_length = bench.bench_train_context_length or min(bench.bench_context_lengths)
-    model.args.mean_compression_rate = bench.bench_compression_rates[0]
     training = [train_throughput(model, train_length, b, gen) for b in bench.bench_train_batch_sizes]
     return {
         "model": config.model.model_name_or_path,
@@ -273,10 +270,10 @@ def plot(result: dict, path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = config_from_cli(sys.argv[1:] if argv is None else argv, description=__doc__)
+    config = config_from_cli(argv, description=__doc__)
     print(HEADER)
     result = run(config)
-    out_dir = Path(config.task.output_path or PACKAGE / "data" / "metrics")
+    out_dir = results_dir(config)
     name = Path(config.model.model_name_or_path).name
     atomic_write_json(out_dir / f"bench_{name}.json", result)
     drew = plot(result, out_dir / f"bench_{name}.png")
@@ -286,4 +283,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -1,0 +1,40 @@
+"""The one shape of every task's data: typed samples in a train/test :class:`Split`.
+
+Each task module has one loader, ``load_<task>(config, tokenizer) -> Split`` (``load_squad_task``,
+``load_repoqa_task``, ``load_trajectory_task``, ``load_pretraining``); data code reads the config and the tokenizer,
+never the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Split(Generic[T]):
+    """Training and test samples, and what the loader decided on the way (skipped samples, sources)."""
+
+    train: list[T]
+    test: list[T]
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class AnswerSample:
+    """Compress ``input_ids``; read ``prompt_ids`` after the memory; learn or score ``target_ids`` (the FT layout)."""
+
+    input_ids: list[int]
+    prompt_ids: list[int]
+    target_ids: list[int]
+
+    def features(self) -> dict[str, list[int]]:
+        """What :class:`~icae.data.collators.FinetuneCollator` reads."""
+        return {"input_ids": self.input_ids, "prompt_ids": self.prompt_ids, "target_ids": self.target_ids}
+
+
+def limit(samples: list[T], n: int | None) -> list[T]:
+    """The first ``n`` samples (all when ``n`` is None)."""
+    return samples if n is None else samples[:n]
