@@ -39,6 +39,7 @@ RECIPES = {
     "finetune-trajectories": "finetune_trajectories",
     "inference-trajectories": "inference_trajectories",
     "write-corpus": "write_corpus",
+    "export": "export",
     "build-tokenizer": "build_tiny_tokenizer",
 }
 

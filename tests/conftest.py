@@ -11,6 +11,7 @@ def icae_home(tmp_path_factory):
     """Build the tiny models once per session in a private directory, never in the user's cache."""
     home = tmp_path_factory.mktemp("icae_home")
     os.environ["ICAE_HOME"] = str(home)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here or in CI: fail fast instead of waiting on the network
     torch.set_num_threads(min(2, torch.get_num_threads()))
     return home
 

@@ -53,6 +53,20 @@ optim: adamw_torch
 seed: 42
 dataloader_num_workers: 0
 max_grad_norm: 2.0
+overwrite_output_dir: false
+per_device_train_batch_size: 1
+per_device_eval_batch_size: 1
+gradient_accumulation_steps: 1
+num_train_epochs: 3
+logging_steps: 10
+do_train: true
+do_eval: true
+eval_steps: 100
+fp16: false
+dataloader_pin_memory: false
+dataloader_drop_last: true
+restore_from: ""
+use_position_identifiers: true
 """
 
 
@@ -60,7 +74,10 @@ def test_original_tool_config_loads_unchanged(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(ORIGINAL_TOOL_CONFIG)
     cfg = load_config(path)
+    # Every key of the original's four configs, with their repeats (the later value wins, as in PyYAML there).
     assert cfg.model.fixed_mem_size == 256 and cfg.model.lora_target_modules == ["q_proj", "v_proj"]
+    assert cfg.model.use_position_identifiers is True and cfg.model.restore_from == ""
+    assert cfg.training.overwrite_output_dir is False and cfg.training.get("dataloader_drop_last") is True
     assert cfg.data.task == "qa" and cfg.pretrain.lm_ratio == 0.5 and cfg.inference.num_samples == 50
     # "1e-4" is a string to PyYAML; float fields accept it.
     assert cfg.training.get("learning_rate") == pytest.approx(1e-4)

@@ -83,6 +83,13 @@ class ModelArguments(Section):
     use_position_identifiers: bool = _help(
         "Give memory tokens position ids spread uniformly over the span they summarise (off: contiguous ids).", False
     )
+    layout: Literal["native", "seed"] = _help(
+        "How contexts become slots and prompts: 'native' (this project's: balanced segments, centred position ids, "
+        "learned AE/LM/FT tokens, positions kept in the decoder) or 'seed' (exactly the original tool's: segments of "
+        "ceil(L/n) tokens, memory ids linspace(1, len, k) truncated, every encoder input and decoder prompt framed by "
+        "the base model's chat template, contiguous decoder positions). Checkpoints of the original tool need 'seed'.",
+        "native",
+    )
     do_compress: bool = _help(
         "If false, an ICAE feeds the context to the decoder as ordinary tokens (no compression): an ablation.", True
     )

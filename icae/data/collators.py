@@ -36,7 +36,8 @@ class PretrainingCollator:
     fed as a prompt without loss. Each sample takes the LM objective with probability ``lm_ratio``, decided by its
     ``sample_id`` and the seed (so a resumed run makes the same choices); a sample whose continuation is shorter than
     ``min_tokens_for_lm`` always autoencodes. With ``lm_lambda`` every sample trains both objectives on one compressed
-    context, and the loss is ``(1 - lambda) * AE + lambda * LM``.
+    context, and the loss is ``(1 - lambda) * AE + lambda * LM``. ``ae_end``: what ends an AE target (default EOS;
+    the seed layout ends it with the chat template's end of turn, as the original).
     """
 
     pad_token_id: int
@@ -46,6 +47,7 @@ class PretrainingCollator:
     min_tokens_for_lm: int = 1
     leave_tokens_for_lm: int = 0
     seed: int = 0
+    ae_end: tuple[int, ...] | None = None
 
     def uses_lm(self, sample_id: int) -> bool:
         return random.Random(self.seed * 1_000_003 + int(sample_id)).random() < self.lm_ratio
@@ -66,7 +68,7 @@ class PretrainingCollator:
                 index.append(i)
                 if objective == "ae":
                     prompts.append([])
-                    targets.append(list(f["input_ids"]) + [self.eos_token_id])
+                    targets.append(list(f["input_ids"]) + list(self.ae_end or [self.eos_token_id]))
                 else:
                     prompts.append(cont[: self.leave_tokens_for_lm])
                     targets.append(cont[self.leave_tokens_for_lm :])
@@ -99,5 +101,9 @@ class FinetuneCollator:
         ids, mask = pad_ids([f["input_ids"] for f in features], self.pad_token_id)
         prompt_ids, prompt_mask = pad_ids([f["prompt_ids"] for f in features], self.pad_token_id)
         target_ids, target_mask = pad_ids([f["target_ids"] for f in features], self.pad_token_id)
-        return {"input_ids": ids, "attention_mask": mask, "mode": "ft", "prompt_ids": prompt_ids,
-                "prompt_attention_mask": prompt_mask, "target_ids": target_ids, "target_attention_mask": target_mask}
+        batch = {"input_ids": ids, "attention_mask": mask, "mode": "ft", "prompt_ids": prompt_ids,
+                 "prompt_attention_mask": prompt_mask, "target_ids": target_ids, "target_attention_mask": target_mask}
+        prefix_ids, prefix_mask = rows_or_none([f.get("prefix_ids") or [] for f in features], self.pad_token_id)
+        if prefix_ids is not None:  # seed layout: tokens before the memory (RepoQA's first instruction)
+            batch.update(prefix_ids=prefix_ids, prefix_attention_mask=prefix_mask)
+        return batch

@@ -29,6 +29,7 @@ from pathlib import Path
 from icae.config import ConfigError
 from icae.data.sources import SourceError, split_tasks
 from icae.data.tasks import AnswerSample, Split
+from icae.models.seed import chat_frame
 
 ENV_PATH = "REPOQA_DATA_OVERRIDE_PATH"
 COMMENT_PREFIX = {"python": "#", "ruby": "#", "shell": "#"}  # every other language: //
@@ -190,9 +191,11 @@ class NeedleTask(AnswerSample):
     needle_start: int = 0  # the needle's first token in ``input_ids``
 
 
-def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ratios: list[float]) -> tuple[list, int]:
+def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ratios: list[float],
+                seed_end: list[int] | None = None) -> tuple[list, int]:
     """One :class:`NeedleTask` per needle (in file order); returns the tasks and how many needles did not fit in
-    ``budget``."""
+    ``budget``. ``seed_end`` (seed layout): the original's task, the instruction before the code context as well
+    (``prefix_ids``) and the bare needle then ``seed_end`` as the target."""
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     tasks, skipped = [], 0
     for language, repos in data.items():
@@ -206,9 +209,11 @@ def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ra
                     skipped += 1
                     continue
                 prompt = f"\n\nFunction description: {needle['description'].strip()}\n\n{INSTRUCTION}\n"
+                target = (encode(fenced(codes[i], language)) + [tokenizer.eos_token_id] if seed_end is None
+                          else encode(codes[i]) + seed_end)
                 tasks.append(NeedleTask(
-                    input_ids=context["input_ids"], prompt_ids=encode(prompt),
-                    target_ids=encode(fenced(codes[i], language)) + [tokenizer.eos_token_id],
+                    input_ids=context["input_ids"], prompt_ids=encode(prompt), target_ids=target,
+                    prefix_ids=[] if seed_end is None else encode(INSTRUCTION + "\n\n"),
                     task_id=f"{language}::{repo['repo']}::{needle['name']}", language=language, repo=repo["repo"],
                     name=needle["name"], description=needle["description"], position_ratio=ratio, needle_index=i,
                     needles=codes, needle_start=context["needle_start"],
@@ -222,6 +227,10 @@ def load_repoqa_task(config, tokenizer) -> Split[NeedleTask]:
     if config.data.task != "repoqa":
         raise ConfigError([f"task: the RepoQA recipes run 'repoqa', got {config.data.task!r}"], "config")
     data = load_repoqa(config.data.dataset_repo, config.repoqa.languages)
-    tasks, skipped = build_tasks(tokenizer, data, config.repoqa.code_context_size, config.repoqa.needle_position_ratios)
+    seed_end = None
+    if config.model.layout == "seed":
+        seed_end = [tokenizer.eos_token_id] if config.model.model_type == "icae" else list(chat_frame(tokenizer).suffix)
+    tasks, skipped = build_tasks(tokenizer, data, config.repoqa.code_context_size, config.repoqa.needle_position_ratios,
+                                 seed_end)
     train, test = split_tasks(tasks, config.data.test_fraction, config.seed)
     return Split(train, test if config.data.test_fraction > 0 else list(tasks), {"skipped_needles": skipped})

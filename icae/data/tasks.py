@@ -29,10 +29,12 @@ class AnswerSample:
     input_ids: list[int]
     prompt_ids: list[int]
     target_ids: list[int]
+    prefix_ids: list[int] = field(default_factory=list)  # seed layout: read before the memory, in the same user turn
 
     def features(self) -> dict[str, list[int]]:
         """What :class:`~icae.data.collators.FinetuneCollator` reads."""
-        return {"input_ids": self.input_ids, "prompt_ids": self.prompt_ids, "target_ids": self.target_ids}
+        out = {"input_ids": self.input_ids, "prompt_ids": self.prompt_ids, "target_ids": self.target_ids}
+        return {**out, "prefix_ids": self.prefix_ids} if self.prefix_ids else out
 
 
 def limit(samples: list[T], n: int | None) -> list[T]:

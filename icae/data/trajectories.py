@@ -26,7 +26,7 @@ content becomes memory slots between its header and footer tokens. The loss is o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
@@ -34,6 +34,7 @@ from icae.config import ConfigError
 from icae.data.sources import SourceError, hub_dataset, split_tasks
 from icae.data.tasks import Split
 from icae.models.memory import Span
+from icae.models.seed import CONTENT, ChatFrame, chat_frame
 from icae.models.segments import memory_length
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -239,17 +240,21 @@ class Turn:
     content: list[int]
     footer: list[int]
     compress: bool = False
+    think: list[int] = field(default_factory=list)  # seed layout: the header's tail read only while this turn is made
+
 
     @property
     def loss(self) -> bool:
         return self.role == "assistant"
 
-    def spans(self, content: list[int] | None = None) -> list[Span]:
-        """The turn as spans; ``content`` replaces the gold content (a generated assistant turn)."""
+    def spans(self, content: list[int] | None = None, current: bool = False, loss: bool = True) -> list[Span]:
+        """The turn as spans; ``content`` replaces the gold content (a generated assistant turn). ``current``: the turn
+        being predicted (its header with ``think``); ``loss`` False: no loss even on an assistant turn."""
         content = self.content if content is None else content
+        header = self.header + self.think if current else self.header
         if self.compress:
-            return [Span(self.header), Span(content, compress=True), Span(self.footer)]
-        return [Span(self.header), Span(content + self.footer, loss=self.loss)]
+            return [Span(header), Span(content, compress=True), Span(self.footer)]
+        return [Span(header), Span(content + self.footer, loss=self.loss and loss)]
 
     @property
     def num_tokens(self) -> int:
@@ -257,24 +262,44 @@ class Turn:
 
 
 def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tokens_to_compress: int,
-                 memory_length=None) -> list[Turn]:
+                 memory_length=None, frame: ChatFrame | None = None) -> list[Turn]:
     """Tokenise each message of a trajectory; decide which contents are compressed.
 
     A content is compressed when its role is in ``compress_roles`` (never the assistant's), it has at least
     ``min_tokens_to_compress`` tokens, and, given the model's ``memory_length``, it would not become more slots than it
     has tokens (with ``min_tokens_to_compress: 0`` a 5-token output would otherwise grow to a whole segment of slots).
     SimpleLLM's memory is the tokens themselves: its observations stay marked, so baselines can drop them.
+
+    ``frame`` (seed layout) renders turns as the original: user turns and observations framed as user turns of the
+    chat template, assistant turns under the assistant header, whose empty think block (Qwen3) is read only by the turn
+    being made; the system turn as the template renders it.
     """
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    footer = encode(TURN_END + "\n")
+    footer = encode(TURN_END + "\n") if frame is None else list(frame.suffix)
     turns = []
     for m in trajectory["messages"]:
         content = encode(m["content"])
         n = len(content)
         compress = (m["role"] in compress_roles and m["role"] != "assistant" and n >= max(min_tokens_to_compress, 1)
                     and (memory_length is None or memory_length(n) <= n))
-        turns.append(Turn(m["role"], encode(f"{TURN_START}{m['role']}\n"), content, footer, compress))
+        think: list[int] = []
+        if frame is None:
+            header = encode(f"{TURN_START}{m['role']}\n")
+        elif m["role"] == "assistant":
+            cut = len(frame.assistant_prefix) - frame.think
+            header, think = list(frame.assistant_prefix[:cut]), list(frame.assistant_prefix[cut:])
+        elif m["role"] == "system":
+            header = system_header(tokenizer)
+        else:
+            header = list(frame.user_prefix)
+        turns.append(Turn(m["role"], header, content, footer, compress, think))
     return turns
+
+
+def system_header(tokenizer) -> list[int]:
+    """The tokens the chat template puts before a system message's content."""
+    text = tokenizer.apply_chat_template([{"role": "system", "content": CONTENT}], tokenize=False)
+    return tokenizer(text.split(CONTENT)[0], add_special_tokens=False)["input_ids"]
 
 
 def fed_length(turn: Turn, memory_length) -> int:
@@ -295,8 +320,26 @@ def truncate(turns: list[Turn], max_tokens: int, memory_length) -> list[Turn]:
     return turns[:keep]
 
 
-def trajectory_spans(turns: list[Turn]) -> list[Span]:
-    return [span for turn in turns for span in turn.spans()]
+def trajectory_rows(turns: list[Turn], drop_memory: bool = False) -> list[tuple[list[Span], list[int]]]:
+    """The decoder rows that score every assistant turn of a trajectory, each with the turn index of every span.
+
+    One row when no turn has a think block (under the causal mask it scores each turn on its history), else one row
+    per assistant turn (that turn's header reads the think block, the history's do not), as the original trains.
+    ``drop_memory``: compressed observations left out (their header and footer stay), the no-memory baseline.
+    """
+    def spans_of(indexed):
+        out, owner = [], []
+        for i, spans in indexed:
+            for span in spans:
+                if not (drop_memory and span.compress):
+                    out.append(span)
+                    owner.append(i)
+        return out, owner
+
+    if not any(t.think for t in turns):
+        return [spans_of((i, t.spans()) for i, t in enumerate(turns))]
+    return [spans_of([*((j, t.spans(loss=False)) for j, t in enumerate(turns[:i])), (i, turn.spans(current=True))])
+            for i, turn in enumerate(turns) if turn.loss]
 
 
 def turn_stop_ids(tokenizer) -> list[int]:
@@ -310,7 +353,7 @@ class TrajectoryCollator:
     """Rendered trajectories ``{"turns": [...]}`` -> ``{"spans": rows}`` for ``model(spans=...)``."""
 
     def __call__(self, features: list[dict]) -> dict:
-        return {"spans": [trajectory_spans([Turn(**t) for t in f["turns"]]) for f in features]}
+        return {"spans": [row for f in features for row, _ in trajectory_rows([Turn(**t) for t in f["turns"]])]}
 
 
 def load_trajectory_task(config, tokenizer=None) -> Split[Trajectory]:
@@ -330,6 +373,8 @@ def load_trajectory_task(config, tokenizer=None) -> Split[Trajectory]:
 def rendered(config, tokenizer, trajectory: Trajectory) -> list[Turn]:
     """A trajectory's turns for the configured model, cut to ``max_history_tokens`` of decoder input."""
     length = lambda n: memory_length(config.model, n)  # noqa: E731
+    seed = config.model.layout == "seed"
     turns = render_turns(tokenizer, trajectory, config.trajectories.compress_roles,
-                         config.model.min_tokens_to_compress, length)
+                         config.model.fixed_mem_size if seed else config.model.min_tokens_to_compress, length,
+                         chat_frame(tokenizer) if seed else None)
     return truncate(turns, config.trajectories.max_history_tokens, length)

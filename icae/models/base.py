@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -20,6 +21,7 @@ from icae.config import Config, ModelArguments
 from icae.models import checkpoint, layouts
 from icae.models.loading import load_base_model
 from icae.models.restore import restore_weights
+from icae.models.seed import ChatFrame, chat_frame
 from icae.models.decoding import SamplingParams, decode
 from icae.models.memory import CompressorOutput, DecoderState, Memory, Span, as_id_list, check_nonempty
 
@@ -176,13 +178,22 @@ class CompressorBase(nn.Module, abc.ABC):
     def compress_ids(self, rows: list[torch.Tensor], compression_rate: int | None = None) -> Memory:
         """One memory per context (``rows``: 1-D id tensors)."""
 
+    def compress_for_spans(self, rows: list[torch.Tensor]) -> Memory:
+        """The memory of the compressed spans of interleaved rows (agent observations)."""
+        return self.compress_ids(rows)
+
     def memory_length(self, num_tokens: int) -> int:
         """Decoder positions a context of ``num_tokens`` tokens occupies once it is memory (SimpleLLM: itself)."""
         return num_tokens
 
-    def decoder_inputs(self, memory: Memory, mode, prompts=None, targets=None) -> dict[str, torch.Tensor]:
+    @functools.cached_property
+    def chat_frame(self) -> ChatFrame:
+        """The seed layout's frame of a user turn, read off the tokenizer's chat template."""
+        return chat_frame(self.tokenizer)
+
+    def decoder_inputs(self, memory: Memory, mode, prompts=None, targets=None, prefixes=None) -> dict[str, torch.Tensor]:
         """What the decoder reads in the AE/LM/FT layouts: see :func:`icae.models.layouts.decoder_inputs`."""
-        return layouts.decoder_inputs(self, memory, mode, prompts, targets)
+        return layouts.decoder_inputs(self, memory, mode, prompts, targets, prefixes)
 
     def span_inputs(self, rows: Sequence[Sequence[Span]], memories: dict, start=(0, 0)) -> dict[str, torch.Tensor]:
         """What the decoder reads for interleaved rows: see :func:`icae.models.layouts.span_inputs`."""
@@ -203,6 +214,8 @@ class CompressorBase(nn.Module, abc.ABC):
         mode_weights: dict[str, float] | None = None,
         return_memory: bool = False,
         spans: Sequence[Sequence[Span]] | None = None,
+        prefix_ids=None,
+        prefix_attention_mask: torch.Tensor | None = None,
     ) -> CompressorOutput:
         """Compress ``input_ids`` (the contexts) and score ``target_ids`` in the ``mode`` layout(s).
 
@@ -211,7 +224,8 @@ class CompressorBase(nn.Module, abc.ABC):
         (default: row i reads context i), so one compressed context can serve several objectives. The loss is the mean
         cross-entropy over all target tokens, or, with ``mode_weights``, the weighted sum of each layout's mean. A
         precomputed ``memory`` may replace ``input_ids``. ``spans`` (one list of :class:`Span` per row) selects the
-        interleaved layout instead: see :meth:`forward_spans`.
+        interleaved layout instead: see :meth:`forward_spans`. ``prefix_ids`` (seed layout): tokens read before the
+        memory, inside the framed user turn (RepoQA's first instruction).
         """
         if spans is not None:
             return self.forward_spans(spans)
@@ -235,7 +249,8 @@ class CompressorBase(nn.Module, abc.ABC):
         modes = [mode] * batch if isinstance(mode, str) else list(mode)
         targets = self._targets(modes, context_rows, target_ids, target_attention_mask)
         prompts = None if prompt_ids is None else self._rows(prompt_ids, prompt_attention_mask, "prompt_ids")
-        inputs = layouts.decoder_inputs(self, row_memory, modes, prompts, targets)
+        prefixes = None if prefix_ids is None else self._rows(prefix_ids, prefix_attention_mask, "prefix_ids")
+        inputs = layouts.decoder_inputs(self, row_memory, modes, prompts, targets, prefixes)
         labels = inputs.pop("labels")
         # Logits needed: from the position before each target token onwards. With nothing before the targets (no slots,
         # no special token, no prompt) the first target token cannot be predicted and is not scored.
@@ -265,8 +280,13 @@ class CompressorBase(nn.Module, abc.ABC):
         if context_rows is None or any(m != "ae" for m in modes):
             raise ValueError(f"mode {sorted(set(modes))} needs target_ids (the continuation or answer to learn); only "
                              "the ae layout has a default target (the context itself)")
-        eos = torch.tensor([self.tokenizer.eos_token_id], dtype=torch.long)  # autoencoding: the context, then EOS
-        return [torch.cat([r.cpu(), eos]) for r in context_rows]
+        return [self.ae_target(r) for r in context_rows]
+
+    def ae_target(self, context: torch.Tensor) -> torch.Tensor:
+        """What autoencoding learns: the context, then EOS (seed layout: then the chat template's end of turn, as the
+        original)."""
+        end = list(self.chat_frame.suffix) if self.args.layout == "seed" else [self.tokenizer.eos_token_id]
+        return torch.cat([torch.as_tensor(context).cpu().long(), torch.tensor(end, dtype=torch.long)])
 
     # ----------------------------------------------------------------------------------------- interleaved layout
     def compress_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None) -> tuple[dict, dict]:
@@ -292,7 +312,7 @@ class CompressorBase(nn.Module, abc.ABC):
         if todo:
             rows_ids = list(todo.values())
             check_nonempty(rows_ids, "compressed spans")
-            memory = self.compress_ids(rows_ids)
+            memory = self.compress_for_spans(rows_ids)
             for j, key in enumerate(todo):
                 slots, pos = memory.sample(j)
                 memories[key] = (slots, pos, rows_ids[j].numel())
@@ -334,25 +354,30 @@ class CompressorBase(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def generate_incremental(self, state: DecoderState | None, spans: Sequence[Span], cache: dict | None = None,
-                             generator: torch.Generator | None = None, **sampling) -> tuple[list[int], DecoderState, dict]:
+                             generator: torch.Generator | None = None, transient: Sequence[Span] = (),
+                             **sampling) -> tuple[list[int], DecoderState, dict]:
         """One row's history kept as a KV cache across calls, as a deployed agent does: prefill only ``spans`` (what
         happened since the last call), continue, and return the new ids with the state *without* them (the next call
         brings the turn as it should stay in the history: the gold one, or the generated one).
 
-        ``state`` None starts a history. Returns (new ids, state, compression counts).
+        ``transient`` spans are read after ``spans`` for this generation only and cropped with the generated tokens
+        (a think block that the history does not keep). ``state`` None starts a history. Returns (new ids, state,
+        compression counts).
         """
         from transformers import DynamicCache
 
         state = state or DecoderState(DynamicCache(config=self.base_config))
-        memories, counts = self.compress_spans([spans], cache)
-        inputs = layouts.span_inputs(self, [spans], memories, start=(state.length, state.virtual))
+        rows = [*spans, *transient]
+        memories, counts = self.compress_spans([rows], cache)
+        inputs = layouts.span_inputs(self, [rows], memories, start=(state.length, state.virtual))
         inputs.pop("labels"), inputs.pop("span_index")
-        new = inputs["inputs_embeds"].shape[1]
-        inputs["attention_mask"] = torch.ones(1, state.length + new, dtype=torch.long, device=self.device)
+        total = inputs["inputs_embeds"].shape[1]
+        new = total - sum(span.ids.numel() for span in transient)  # token spans only: transient is never compressed
+        inputs["attention_mask"] = torch.ones(1, state.length + total, dtype=torch.long, device=self.device)
         ids = decode(self, inputs, SamplingParams.of(**sampling), generator, cache=state.cache)[0]
         state.length += new
         state.virtual += sum(span.ids.numel() for span in spans)
-        fed = state.cache.get_seq_length() - state.length  # generated tokens that went into the cache
+        fed = state.cache.get_seq_length() - state.length  # transient and generated tokens that went into the cache
         if fed:
             state.cache.crop(-fed)  # a negative count removes that many of the latest positions
         return ids, state, counts
@@ -360,7 +385,8 @@ class CompressorBase(nn.Module, abc.ABC):
     # ----------------------------------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, memory: Memory, prompt_ids=None, prompt_attention_mask: torch.Tensor | None = None,
-                 mode: str = "ft", generator: torch.Generator | None = None, **sampling) -> list[list[int]]:
+                 mode: str = "ft", generator: torch.Generator | None = None, prefix_ids=None,
+                 **sampling) -> list[list[int]]:
         """Decode from ``memory`` (+ prompt) with a KV cache; returns each sample's new ids, stop token excluded.
 
         ``sampling``: the fields of :class:`SamplingParams` (``max_new_tokens``, ``do_sample``, ``temperature``,
@@ -369,9 +395,17 @@ class CompressorBase(nn.Module, abc.ABC):
         if not isinstance(memory, Memory):
             raise ValueError(f"generate reads a Memory (from compress), got {type(memory).__name__}")
         prompts = None if prompt_ids is None else self._rows(prompt_ids, prompt_attention_mask, "prompt_ids")
-        inputs = layouts.decoder_inputs(self, memory, mode, prompts, None)
+        prefixes = None if prefix_ids is None else self._rows(prefix_ids, None, "prefix_ids")
+        inputs = layouts.decoder_inputs(self, memory, mode, prompts, None, prefixes)
         inputs.pop("labels")
+        if self.args.layout == "seed" and "stop_token_ids" not in sampling:
+            sampling["stop_token_ids"] = self.seed_stop_ids()
         return decode(self, inputs, SamplingParams.of(**sampling), generator)
+
+    def seed_stop_ids(self) -> list[int]:
+        """Seed layout: a turn ends at EOS or at the chat template's end-of-turn token."""
+        end = [t for t in self.chat_frame.suffix if t in self.tokenizer.all_special_ids][:1]
+        return sorted({self.tokenizer.eos_token_id, *end})
 
     def reconstruct(self, contexts, **sampling) -> list[str]:
         """Autoencode: compress and decode in the AE layout (default length: the longest context + 8)."""

@@ -25,6 +25,7 @@ from icae.models.checkpoint import CheckpointError
 from icae.models.lora import DECODER_ADAPTER, ENCODER_ADAPTER
 from icae.models.memory import Memory
 from icae.models import segments
+from icae.models.seed import seed_memory_positions, seed_segments
 from icae.models.segments import memory_position_ids, segment_lengths
 from icae.utils.padding import pad
 
@@ -113,62 +114,81 @@ class ICAE(CompressorBase):
         return self.special_embeddings[self.special_names.index(mode)][None]  # (1, hidden)
 
     def uses_position_identifiers(self) -> bool:
-        return self.args.use_position_identifiers and self.args.do_compress
+        """Whether the *decoder* keeps the slots' position ids (the seed layout decodes at contiguous positions)."""
+        return self.args.use_position_identifiers and self.args.do_compress and self.args.layout == "native"
 
     # ----------------------------------------------------------------------------------------- encoder side
     def memory_length(self, num_tokens: int) -> int:
         return segments.memory_length(self.args, num_tokens)
 
-    def compress_ids(self, rows: list[torch.Tensor], compression_rate: int | None = None) -> Memory:
+    def compress_ids(self, rows: list[torch.Tensor], compression_rate: int | None = None, framed: bool = True) -> Memory:
         """Compress each context into ``n_segments * k`` slots; returns a right-padded :class:`Memory`.
 
-        Contexts shorter than ``min_tokens_to_compress`` (and all contexts when ``do_compress`` is off) are fed to the
-        decoder as their own token embeddings instead. ``compression_rate`` overrides ``mean_compression_rate`` for
-        this call (a compressor trained at one rate reconstructs worse at another: measure it).
+        Contexts too short to compress (``segments.memory_length``: shorter than ``min_tokens_to_compress``; in the seed
+        layout, shorter than k) and all contexts when ``do_compress`` is off are fed to the decoder as their own token
+        embeddings. ``compression_rate`` overrides ``mean_compression_rate`` for this call (a compressor trained at one
+        rate reconstructs worse at another: measure it). ``framed`` (seed layout): frame each context with the chat
+        template before cutting it, as the original does for every recipe but agent observations.
         """
         if not self.args.do_compress:
             return self.token_memory(rows)
-        short = {i for i, r in enumerate(rows) if r.numel() < self.args.min_tokens_to_compress}
+        short = {i for i, r in enumerate(rows) if not segments.compresses(self.args, r.numel())}
         if not short:
-            return self._compress_segments(rows, compression_rate)
+            return self._compress_segments(rows, compression_rate, framed)
         long = [i for i in range(len(rows)) if i not in short]
         parts = {}
         if long:
-            compressed = self._compress_segments([rows[i] for i in long], compression_rate)
+            compressed = self._compress_segments([rows[i] for i in long], compression_rate, framed)
             parts.update({i: compressed.sample(j) for j, i in enumerate(long)})
         kept = self.token_memory([rows[i] for i in sorted(short)])
         parts.update({i: kept.sample(j) for j, i in enumerate(sorted(short))})
         return Memory.from_list([parts[i][0] for i in range(len(rows))], [parts[i][1] for i in range(len(rows))],
                                 [r.numel() for r in rows])
 
-    def _compress_segments(self, rows: list[torch.Tensor], compression_rate: int | None = None) -> Memory:
+    def compress_for_spans(self, rows: list[torch.Tensor]) -> Memory:
+        """Agent observations: the seed layout compresses them unframed, as the original's trajectory recipes do."""
+        return self.compress_ids(rows, framed=False)
+
+    def _segment(self, row: torch.Tensor, rate: int, framed: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One context -> its segments, each with the position ids of ``[tokens; k memory tokens]``."""
+        k, identifiers = self.args.fixed_mem_size, self.args.use_position_identifiers
+        out = []
+        if self.args.layout == "seed":
+            ids = torch.tensor(self.chat_frame.wrap(row.tolist()), dtype=torch.long) if framed else row
+            for a, b in seed_segments(ids.numel(), k, rate):
+                n = b - a
+                pos = (torch.cat([torch.arange(1, n + 1), seed_memory_positions(n, k)]) if identifiers
+                       else torch.arange(n + k))
+                out.append((ids[a:b], pos))
+            return out
+        start = 0
+        for n in segment_lengths(row.numel(), k, rate):
+            if identifiers:
+                # Global 1-based positions: id 0 is left to the AE token that starts a reconstruction.
+                pos = torch.cat([torch.arange(start + 1, start + n + 1), memory_position_ids(start + 1, start + n, k)])
+            else:
+                pos = torch.arange(n + k)
+            out.append((row[start : start + n], pos))
+            start += n
+        return out
+
+    def _compress_segments(self, rows: list[torch.Tensor], compression_rate: int | None = None,
+                           framed: bool = True) -> Memory:
         k, rate = self.args.fixed_mem_size, compression_rate or self.args.mean_compression_rate
         segments, seg_pos, owners = [], [], []
         for i, row in enumerate(rows):
-            start = 0
-            for n in segment_lengths(row.numel(), k, rate):
-                segments.append(row[start : start + n])
-                if self.args.use_position_identifiers:
-                    # Global 1-based positions: id 0 is left to the AE token that starts a reconstruction.
-                    pos = torch.arange(start + 1, start + n + 1)
-                    mem_pos = memory_position_ids(start + 1, start + n, k)
-                else:
-                    pos = torch.arange(n)
-                    mem_pos = torch.arange(n, n + k)
-                seg_pos.append(torch.cat([pos, mem_pos]))
+            for seg, pos in self._segment(row, rate, framed):
+                segments.append(seg)
+                seg_pos.append(pos)
                 owners.append(i)
-                start += n
         slots = self._encode_segments(segments, seg_pos)  # (n_segments_total, k, hidden)
         per_sample = [[] for _ in rows]
         per_pos = [[] for _ in rows]
         for s, owner in enumerate(owners):
             per_sample[owner].append(slots[s])
             per_pos[owner].append(seg_pos[s][-k:])
-        return Memory.from_list(
-            [torch.cat(x) for x in per_sample],
-            [torch.cat(p).to(self.device) for p in per_pos],
-            [r.numel() for r in rows],
-        )
+        return Memory.from_list([torch.cat(x) for x in per_sample], [torch.cat(p).to(self.device) for p in per_pos],
+                                [r.numel() for r in rows])
 
     def _encode_segments(self, segments: list[torch.Tensor], positions: list[torch.Tensor]) -> torch.Tensor:
         """Encode all segments in one left-padded batch ``[pad; tokens; memory]``; returns ``(S, k, hidden)``."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from icae.errors import UserError
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TOKENIZER_FILE = ASSETS / "tokenizer" / "tokenizer.json"
 # Trained tiny models shipped with the package (built by icae.scripts.build_tiny_base).
@@ -115,7 +117,7 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path in SHIPPED_MODELS:
         path = SHIPPED_MODELS[name_or_path]
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{name_or_path} is missing from {path}; rebuild it: python -m icae.scripts.build_tiny_base")
+            raise UserError(f"{name_or_path} is missing from {path}; rebuild it: python -m icae.scripts.build_tiny_base")
         return str(path)
     family = TINY_MODELS.get(name_or_path)
     if family is None:
@@ -140,11 +142,26 @@ def resolve_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
+def _not_found(name: str, error: Exception) -> UserError:
+    looks_local = name.startswith((".", "/", "~")) or Path(name).suffix or name.count("/") > 1
+    if looks_local:
+        return UserError(f"model_name_or_path: no such model directory: {name}")
+    return UserError(
+        f"model_name_or_path: {name!r} is not a local directory, and the hub could not provide it as a model id "
+        f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). Without the hub, download it elsewhere "
+        f"(huggingface-cli download {name}) and pass the local directory, or use a built-in model: "
+        f"{', '.join([*SHIPPED_MODELS, *TINY_MODELS])}")
+
+
 def load_tokenizer(name_or_path: str):
     """The tokenizer of a base model (hub name, directory or built-in tiny name), with a pad token."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    path = resolve_model_path(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise _not_found(name_or_path, e) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -170,5 +187,10 @@ def load_base_model(name_or_path: str, dtype: str = "float32", attn_implementati
     kwargs = {"dtype": resolve_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        if Path(path).is_dir():
+            raise UserError(f"model_name_or_path {name_or_path}: not a loadable model directory ({e})") from None
+        raise _not_found(name_or_path, e) from None
     return model, load_tokenizer(path)

@@ -81,9 +81,13 @@ def main(argv: list[str] | None = None) -> dict:
     batch_size = config.training.per_device_eval_batch_size
     run = qa_rows if config.data.task == "qa" else ae_rows
     metrics, predictions, summary = run(model, samples, config, batch_size)
-    result = {"task": config.data.task, "model_type": config.model.model_type,
+    result = {"recipe_task": config.data.task, "model_type": config.model.model_type,
               "source": config.data.eval_dataset_repo or config.data.dataset_repo,
-              "checkpoint": config.model.restore_from, **metrics, **summary}
+              "checkpoint": config.model.restore_from, **metrics, **summary,
+              # The original tool's names: its QA task is "lm"; mean_* are its scores.
+              "task": "lm" if config.data.task == "qa" else "ae", "model_name_or_path": config.model.model_name_or_path,
+              "restore_from": config.model.restore_from, "mean_bleu": metrics["bleu1"],
+              **({"mean_em": metrics["exact_match"], "mean_f1": metrics["f1"]} if config.data.task == "qa" else {})}
     shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
     return report(config, "squad", result, predictions,
                   f"SQuAD {config.data.task} ({config.model.model_type}) on {summary['num_samples']} samples: {shown}; "

@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> dict:
                 for r in sorted({t.position_ratio for t in tasks})}
     result = {"task": "repoqa", "model_type": config.model.model_type, "checkpoint": config.model.restore_from,
               "code_context_size": config.repoqa.code_context_size, "skipped_needles": split.info["skipped_needles"],
-              **aggregate(scores), "pass_at": pass_at(scores), "by_position_ratio": by_ratio, **summary}
+              **aggregate(scores), "pass_at": pass_at(scores), "by_position_ratio": by_ratio, **summary,
+              # The original tool's names.
+              "model_name_or_path": config.model.model_name_or_path, "restore_from": config.model.restore_from}
+    result.update({"mean_bleu": result["bleu1"], "pass_at_threshold_0.8": result["pass@0.8"]})
     return report(config, "repoqa", result, predictions,
                   f"RepoQA ({config.model.model_type}) on {len(tasks)} needles: Pass@0.8 {result['pass@0.8']:.3f}, "
                   f"mean similarity {result['mean_similarity']:.3f}, BLEU-1 {result['bleu1']:.3f}, teacher-forced token "

@@ -36,47 +36,45 @@ import torch
 
 from icae.config import config_from_cli
 from icae.data.tasks import limit
-from icae.data.trajectories import fed_length, load_trajectory_task, rendered, turn_stop_ids
-from icae.metrics import bleu1, exact_match
+from icae.data.trajectories import fed_length, load_trajectory_task, rendered, trajectory_rows, turn_stop_ids
+from icae.metrics import bleu1, exact_match, positional_match
 from icae.models import Span, build_model
 from icae.scripts import entry
 from icae.training.results import mean, report
 from icae.utils.timing import time_stats, timed
 
 
-def history_spans(turns, upto: int, generated: dict[int, list[int]]) -> list[Span]:
-    """Spans of ``turns[:upto]`` (with generated contents where given) and the header of turn ``upto``."""
+def history_spans(turns, upto: int, generated: dict[int, list[int]], think: bool = True) -> list[Span]:
+    """Spans of ``turns[:upto]`` (with generated contents where given) and the header of turn ``upto`` (with its think
+    block unless ``think`` is False)."""
     spans = [s for i, t in enumerate(turns[:upto]) for s in t.spans(generated.get(i))]
-    return spans + [Span(turns[upto].header)]
+    return spans + [Span(turns[upto].header + (turns[upto].think if think else []))]
 
 
 @torch.no_grad()
 def teacher_forced(model, batch: list[list], cache: dict, drop_memory: bool = False) -> list[dict[int, tuple]]:
-    """Per trajectory ``{turn index: (token accuracy, tokens)}`` from one forward pass over the gold history.
+    """Per trajectory ``{turn index: (token accuracy, tokens)}`` from the gold history (one pass per trajectory, or per
+    turn when turns read a think block).
 
     ``drop_memory``: the same pass with every compressed observation removed (its header and footer stay), the
     baseline that tells how much the model reads from the slots.
     """
-    rows, owners = [], []
-    for turns in batch:
-        spans, owner = [], []
-        for i, turn in enumerate(turns):
-            for span in turn.spans():
-                if not (drop_memory and span.compress):
-                    spans.append(span)
-                    owner.append(i)
-        rows.append(spans)
-        owners.append(owner)
+    rows, owners, whose = [], [], []
+    for b, turns in enumerate(batch):
+        for spans, owner in trajectory_rows(turns, drop_memory):
+            rows.append(spans)
+            owners.append(owner)
+            whose.append(b)
     out = model.forward_spans(rows, cache)
-    hits = out.logits.argmax(dim=-1) == out.targets  # (batch, n_kept)
-    results = []
+    predicted = out.logits.argmax(dim=-1)  # (rows, n_kept)
+    hits = predicted == out.targets
+    per_turn: list[dict[int, list[tuple[int, int]]]] = [{} for _ in batch]
     for r, owner in enumerate(owners):
-        per_turn: dict[int, list[int]] = {}
-        for hit, span in zip(hits[r].tolist(), out.target_spans[r].tolist()):
+        for hit, token, span in zip(hits[r].tolist(), predicted[r].tolist(), out.target_spans[r].tolist()):
             if span >= 0:
-                per_turn.setdefault(owner[span], []).append(hit)
-        results.append({t: (sum(v) / len(v), len(v)) for t, v in per_turn.items()})
-    return results
+                per_turn[whose[r]].setdefault(owner[span], []).append((hit, token))
+    return [{t: (sum(h for h, _ in v) / len(v), len(v), [tok for _, tok in v]) for t, v in turns.items()}
+            for turns in per_turn]
 
 
 def generate_batched_turns(model, config, present, cache, counts, stops):
@@ -111,12 +109,14 @@ def generate_incremental_turns(model, config, present, cache, counts, stops):
     for r, (_, _, turns) in enumerate(present):
         state, consumed, generated = None, 0, {}
         for i in [i for i, t in enumerate(turns) if t.loss]:
-            history = history_spans(turns, i, {} if config.inference.teacher_forcing else generated)
+            history = history_spans(turns, i, {} if config.inference.teacher_forcing else generated, think=False)
             new_spans, consumed = history[consumed:], len(history)
+            transient = [Span(turns[i].think)] if turns[i].think else []  # read while generating, then cropped
             (_, new), compress_s = timed(model.device, lambda: model.compress_spans([new_spans], cache))
             before = state.length if state is not None else 0
             (ids, state, _), generate_s = timed(model.device, lambda: model.generate_incremental(
-                state, new_spans, cache, max_new_tokens=config.inference.max_out_length, stop_token_ids=stops))
+                state, new_spans, cache, transient=transient, max_new_tokens=config.inference.max_out_length,
+                stop_token_ids=stops))
             for key in counts:
                 counts[key] += new[key]
             generated[i] = ids
@@ -149,6 +149,7 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
             batch_rows.append((r, {
                 "trajectory": position, "trajectory_id": traj["id"], "turn": i, "gold": gold_text, "prediction": text,
                 "bleu1": bleu1(gold_text, text), "exact_match": exact_match(gold_text, text),
+                "token_accuracy_autoregressive": positional_match(turns[i].content, ids),
                 "original_tokens": original, "fed_tokens": fed, "compression_rate": original / fed,
                 "tokens_saved": original - fed, "prefilled_tokens": prefilled,
                 "compressed_observations": sum(t.compress for t in turns[:i]),
@@ -158,8 +159,11 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
         gold = [turns for _, _, turns in present]
         accuracy, blind = teacher_forced(model, gold, cache), teacher_forced(model, gold, cache, drop_memory=True)
         for r, row in sorted(batch_rows, key=lambda x: (x[0], x[1]["turn"])):
-            row["token_accuracy"], row["scored_tokens"] = accuracy[r].get(row["turn"], (0.0, 0))
-            row["token_accuracy_no_memory"] = blind[r].get(row["turn"], (0.0, 0))[0]
+            row["token_accuracy"], row["scored_tokens"], guessed = accuracy[r].get(row["turn"], (0.0, 0, []))
+            row["token_accuracy_no_memory"] = blind[r].get(row["turn"], (0.0, 0, []))[0]
+            # The argmax at every gold position, as text (its end-of-turn token dropped): the original's teacher-forced
+            # BLEU.
+            row["bleu1_teacher_forced"] = bleu1(row["gold"], tok.decode(guessed[:-1], skip_special_tokens=True))
             predictions.append(row)
     wall = time.perf_counter() - started
     return predictions, summarise(predictions, counts, skipped_turns, wall)
@@ -203,6 +207,36 @@ def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: f
     }
 
 
+def original_keys(config, summary: dict, predictions: list[dict]) -> dict:
+    """The original tool's metric names: ``per_turn``, ``per_trajectory`` and ``overall`` blocks (teacher-forced
+    scores as ``mean_bleu``/``mean_accuracy``, free generation as ``*_autoregressive``)."""
+    def block(rows):
+        return {"mean_bleu": mean(r["bleu1_teacher_forced"] for r in rows),
+                "mean_accuracy": mean(r["token_accuracy"] for r in rows),
+                "mean_exact_match": mean(r["exact_match"] for r in rows),
+                "mean_bleu_autoregressive": mean(r["bleu1"] for r in rows),
+                "mean_accuracy_autoregressive": mean(r["token_accuracy_autoregressive"] for r in rows),
+                "mean_exact_match_autoregressive": mean(r["exact_match"] for r in rows)}
+
+    by_trajectory: dict[int, list[dict]] = {}
+    for p in predictions:
+        by_trajectory.setdefault(p["trajectory"], []).append(p)
+    trajectories = [block(rows) | {"mean_compression_time_s": sum(r["compress_seconds"] for r in rows),
+                                   "mean_forward_pass_time_s": sum(r["generate_seconds"] for r in rows),
+                                   "mean_compression_rate": mean(r["compression_rate"] for r in rows)}
+                    for rows in by_trajectory.values()]
+    return {
+        "model_name_or_path": config.model.model_name_or_path, "restore_from": config.model.restore_from,
+        "dataset_path": config.data.eval_dataset_repo or config.data.dataset_repo,
+        "per_turn": {**block(predictions), "num_turns": len(predictions)},
+        "per_trajectory": {k: mean(t[k] for t in trajectories) for k in (trajectories[0] if trajectories else {})},
+        "overall": {"num_trajectories": summary["num_trajectories"], "num_turns": summary["num_turns"],
+                    "total_original_tokens": summary["original_tokens"], "total_compressed_tokens": summary["fed_tokens"],
+                    "overall_compression_ratio": summary["compression_rate_total"],
+                    "tokens_saved": summary["tokens_saved"]},
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(argv, description=__doc__)
     test = limit(load_trajectory_task(config).test, config.inference.num_samples)  # data problems before the model
@@ -213,7 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
     predictions, summary = evaluate(model, config, test, batch_size)
     result = {"task": "trajectories", "model_type": config.model.model_type, "checkpoint": config.model.restore_from,
               "teacher_forcing": config.inference.teacher_forcing,
-              "reuse_kv_cache": config.trajectories.reuse_kv_cache, "batch_size": batch_size, **summary}
+              "reuse_kv_cache": config.trajectories.reuse_kv_cache, "batch_size": batch_size, **summary,
+              **original_keys(config, summary, predictions)}
     turn, traj = summary["turn"], summary["trajectory"]
     return report(config, "trajectories", result, predictions,
                   f"trajectories ({config.model.model_type}): {summary['num_turns']} turns of "

@@ -20,6 +20,7 @@ from icae.config import Config, ConfigError, config_from_cli
 from icae.data.collators import PretrainingCollator
 from icae.data.prepare_data_for_pretraining import load_pretraining
 from icae.models import build_model
+from icae.models.seed import chat_frame
 from icae.scripts import entry
 from icae.training import PretrainingTrainer
 from icae.training.results import results_dir
@@ -29,9 +30,10 @@ from icae.utils.io import atomic_write_json
 
 def make_collator(config: Config, tokenizer) -> PretrainingCollator:
     pre = config.pretrain
+    ae_end = chat_frame(tokenizer).suffix if config.model.layout == "seed" else None
     return PretrainingCollator(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                lm_ratio=pre.lm_ratio, lm_lambda=pre.lm_lambda, min_tokens_for_lm=pre.min_tokens_for_lm,
-                               leave_tokens_for_lm=pre.leave_tokens_for_lm, seed=config.seed)
+                               leave_tokens_for_lm=pre.leave_tokens_for_lm, seed=config.seed, ae_end=ae_end)
 
 
 def build_trainer(config: Config, callbacks=None) -> PretrainingTrainer:

@@ -38,7 +38,6 @@ def evaluate_pretraining(
     """
     was_training = model.training
     model.eval()
-    eos = model.tokenizer.eos_token_id
     sums = {"ae": [0.0, 0, 0], "lm": [0.0, 0, 0]}  # loss * tokens, correct, tokens
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
@@ -46,7 +45,7 @@ def evaluate_pretraining(
         memory = model.compress(contexts)
         if no_memory:
             memory = memory.without_slots()
-        out = model(memory=memory, mode="ae", target_ids=[torch.cat([c, torch.tensor([eos])]) for c in contexts])
+        out = model(memory=memory, mode="ae", target_ids=[model.ae_target(c) for c in contexts])
         correct, total = _token_accuracy(out)
         sums["ae"][0] += out.loss.item() * total
         sums["ae"][1] += correct
@@ -106,8 +105,9 @@ def teacher_forced_scores(model: CompressorBase, samples: list[AnswerSample], mo
         memory = model.compress([torch.tensor(s.input_ids) for s in chunk])
         if no_memory:
             memory = memory.without_slots()
+        prefixes = [torch.tensor(s.prefix_ids, dtype=torch.long) for s in chunk] if chunk[0].prefix_ids else None
         out = model(memory=memory, mode=mode, prompt_ids=[torch.tensor(s.prompt_ids) for s in chunk],
-                    target_ids=[torch.tensor(s.target_ids) for s in chunk])
+                    target_ids=[torch.tensor(s.target_ids) for s in chunk], prefix_ids=prefixes)
         logits, target = out.logits[:, :-1].float(), out.labels[:, 1:]  # (batch, n, vocab), (batch, n)
         counted = target != -100
         correct = ((logits.argmax(dim=-1) == target) & counted).sum(dim=1)

@@ -37,7 +37,8 @@ def generate_batched(
         batch = samples[start : start + batch_size]
         memory, compress_s = timed(model.device, lambda: model.compress([torch.tensor(s.input_ids) for s in batch]))
         prompts = [torch.tensor(s.prompt_ids, dtype=torch.long) for s in batch]
-        generated, generate_s = timed(model.device, lambda: model.generate(memory, prompts, mode=mode,
+        prefixes = [torch.tensor(s.prefix_ids, dtype=torch.long) for s in batch] if batch[0].prefix_ids else None
+        generated, generate_s = timed(model.device, lambda: model.generate(memory, prompts, mode=mode, prefix_ids=prefixes,
                                                                            max_new_tokens=max_new_tokens))
         n = len(batch)
         for s, ids, k in zip(batch, generated, memory.num_slots.tolist()):

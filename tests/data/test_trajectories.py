@@ -152,3 +152,22 @@ def test_generator_is_real_and_deterministic(tmp_path):
     assert "def greet(name):\n    # Say hello to name." in msgs[6]["content"]
     assert msgs[9]["content"] == NO_OUTPUT  # py_compile really ran on the edited file
     assert "+    # Say hello to name." in msgs[11]["content"]
+
+
+def test_swe_agent_keeps_every_action_and_the_task_statement(tmp_path):
+    """A tool-call turn with empty content keeps its action; the task statement (an observation-typed first user
+    message in some SWE-agent versions) stays a user turn; nothing is dropped, in order."""
+    traj = {"history": [
+        {"role": "system", "content": "SYS", "message_type": "system_prompt"},
+        {"role": "user", "content": "Fix issue 7.", "message_type": "observation"},
+        {"role": "assistant", "content": "", "message_type": "action",
+         "tool_calls": [{"function": {"name": "bash", "arguments": "{\"command\": \"ls\"}"}}]},
+        {"role": "tool", "content": "a.py", "message_type": "observation"},
+        {"role": "assistant", "content": "", "message_type": "action", "action": "submit"},
+        {"role": "user", "content": "Submitted.", "message_type": "observation"},
+    ]}
+    (tmp_path / "r.traj").write_text(json.dumps(traj))
+    (out,) = load_trajectories(str(tmp_path / "r.traj"), "swe_agent")
+    assert roles(out) == [("system", "SYS"), ("user", "Fix issue 7."),
+                          ("assistant", '<tool_call>{"name": "bash", "arguments": {"command": "ls"}}</tool_call>'),
+                          ("tool", "a.py"), ("assistant", "submit"), ("tool", "Submitted.")]

@@ -42,7 +42,8 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
     rows = [json.loads(line) for line in Path(result["predictions_path"]).read_text().splitlines()]
     assert metrics["num_samples"] == len(rows) == 2  # 25% of 8 needles held out
     assert set(metrics["pass_at"]) == {f"pass@{i / 10:.1f}" for i in range(11)}
-    assert metrics["pass@0.8"] == metrics["pass_at"]["pass@0.8"]
+    assert metrics["pass@0.8"] == metrics["pass_at"]["pass@0.8"] == metrics["pass_at_threshold_0.8"]
+    assert metrics["mean_bleu"] == metrics["bleu1"] and metrics["model_name_or_path"] == name
     assert {"token_accuracy", "token_accuracy_no_memory", "loss", "loss_no_memory"} <= set(metrics)
     assert metrics["loss"] != metrics["loss_no_memory"]  # the baseline really drops the memory
     assert metrics["mean_similarity"] == pytest.approx(sum(r["similarity"] for r in rows) / 2)

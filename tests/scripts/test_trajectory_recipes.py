@@ -58,6 +58,13 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
     # Nothing compressed yet: removing the memory changes nothing. Later turns read 4 compressed observations.
     assert all(r["token_accuracy_no_memory"] == r["token_accuracy"] for r in first)
     assert "token_accuracy_no_memory" in metrics["turn"]
+    # The original tool's blocks: teacher-forced as mean_accuracy, free generation as *_autoregressive.
+    assert metrics["per_turn"]["num_turns"] == metrics["num_turns"] == len(rows)
+    assert metrics["per_turn"]["mean_accuracy"] == pytest.approx(metrics["turn"]["token_accuracy"])
+    assert metrics["per_turn"]["mean_bleu_autoregressive"] == pytest.approx(metrics["turn"]["bleu1"])
+    assert metrics["overall"]["tokens_saved"] == metrics["tokens_saved"]
+    assert metrics["overall"]["overall_compression_ratio"] == metrics["compression_rate_total"]
+    assert set(metrics["per_trajectory"]) >= {"mean_bleu", "mean_compression_rate", "mean_forward_pass_time_s"}
     if model_type == "icae":
         assert metrics["compression_rate_total"] > 1.2 and metrics["tokens_saved"] > 0
     else:
