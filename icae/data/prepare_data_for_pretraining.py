@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -27,7 +26,7 @@ from icae.config import Config, ConfigError
 from icae.data.sources import SourceError, iter_documents
 from icae.data.tasks import Split
 from icae.models.loading import load_tokenizer
-from icae.utils.io import atomic_write_json
+from icae.utils.io import atomic_write_json, temp_dir
 
 INFO_NAME = "icae_prepare_info.json"
 
@@ -118,8 +117,10 @@ def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tupl
             target.extend(doc)
     held = held[: pre.eval_size] if pre.eval_size else []
     if not train:
-        raise SourceError(f"all {len(held)} samples of {data.dataset_repo} went to the eval split: the held-out part is "
-                          "whole documents, so set eval_dataset_repo to a separate held-out source, or add documents")
+        raise SourceError(f"all {len(held)} samples of {data.dataset_repo} went to the held-out split (it takes whole "
+                          f"documents until eval_size={pre.eval_size} samples, and this source has too few documents): "
+                          "set eval_dataset_repo to a separate held-out source, or eval_size: 0 for no held-out split, "
+                          "or add documents")
     rows = lambda samples, offset: [  # noqa: E731 - a sample id makes objective choices reproducible
         {"sample_id": offset + i, "input_ids": c, "continuation_ids": k} for i, (c, k) in enumerate(samples)
     ]
@@ -144,7 +145,7 @@ def save_split(samples: list[dict], path: str | Path, info: dict) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp = temp_dir(path.parent, f".{path.name}.")
     try:
         Dataset.from_list(samples).save_to_disk(str(tmp))
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
@@ -192,6 +193,7 @@ def load_pretraining(config: Config, tokenizer=None) -> Split:
 
 
 if __name__ == "__main__":  # the original tool's entry point; the recipe lives in icae.scripts
+    from icae.scripts import entry
     from icae.scripts.prepare_data_for_pretraining import main
 
-    main()
+    entry(main)

@@ -21,25 +21,54 @@ class SourceError(UserError):
     """A source that cannot be read or holds no text."""
 
 
+def json_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """``(line number, value)`` of each non-empty line of a JSONL file (1-based); a bad line is a SourceError naming
+    the file and the line."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield i, json.loads(line)
+                    except ValueError as e:
+                        raise SourceError(f"{path}:{i}: not a JSON line ({e})") from None
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def json_file(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: not UTF-8 text ({e})") from None
+    except ValueError as e:
+        raise SourceError(f"{path}: not a JSON file ({e})") from None
+
+
 def _records(path: Path, text_field: str) -> Iterator[str]:
     if path.suffix == ".parquet":
         from datasets import Dataset
 
-        ds = Dataset.from_parquet(str(path))
+        try:
+            ds = Dataset.from_parquet(str(path))
+        except Exception as e:  # pyarrow raises its own types for a file that is not parquet
+            raise SourceError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
         if text_field not in ds.column_names:
             raise SourceError(f"{path}: no column {text_field!r} (columns: {ds.column_names}); set text_field")
         yield from ds[text_field]
         return
     if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json_file(path)
         if not isinstance(data, list):
             raise SourceError(f"{path}: a .json source must be a list of records, got {type(data).__name__}")
-        records = enumerate(data, 1)
+        records = ((f"record {i}", r) for i, r in enumerate(data, 1))
     else:
-        records = ((i, json.loads(line)) for i, line in enumerate(path.open(encoding="utf-8"), 1) if line.strip())
-    for i, rec in records:
+        records = ((f"line {i}", r) for i, r in json_lines(path))
+    for where, rec in records:
         if not isinstance(rec, dict) or text_field not in rec:
-            raise SourceError(f"{path}: record {i} has no field {text_field!r}; set text_field")
+            raise SourceError(f"{path}: {where} has no field {text_field!r}; set text_field")
+        if not isinstance(rec[text_field], str):
+            raise SourceError(f"{path}: {where}: field {text_field!r} is a {type(rec[text_field]).__name__}, not text")
         yield rec[text_field]
 
 

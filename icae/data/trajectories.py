@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from icae.config import ConfigError
-from icae.data.sources import SourceError, hub_dataset, split_tasks
+from icae.data.sources import SourceError, hub_dataset, json_file, json_lines, split_tasks
 from icae.data.tasks import Split
 from icae.models.memory import Span
 from icae.models.seed import CONTENT, ChatFrame, chat_frame
@@ -159,35 +159,28 @@ def convert(record: dict, fmt: str, record_id: str) -> dict:
 
 
 def _records(source: str, split: str):
+    """``(id, record)`` of a trajectory source; ids of records without one are their 1-based line (or record) number,
+    the number that errors name."""
     path = Path(source)
     if path.is_dir():
         files = sorted(path.rglob("*.traj"))
         if not files:
             raise SourceError(f"{source}: a directory source must hold SWE-agent .traj files")
         for f in files:
-            yield f.stem, json.loads(f.read_text(encoding="utf-8"))
+            yield f.stem, json_file(f)
     elif path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if path.suffix in (".json", ".traj") and text.lstrip().startswith(("{", "[")):
-            try:
-                data = json.loads(text)
-            except ValueError:
-                data = None
-            if data is not None:
-                for i, r in enumerate(data if isinstance(data, list) else [data]):
-                    yield (path.stem if path.suffix == ".traj" else str(i)), r
-                return
-        for i, line in enumerate(text.splitlines()):
-            if line.strip():
-                try:
-                    yield str(i), json.loads(line)
-                except ValueError as e:
-                    raise SourceError(f"{source}:{i + 1}: not a JSON line ({e})") from e
+        if path.suffix in (".json", ".traj"):
+            data = json_file(path)
+            for i, r in enumerate(data if isinstance(data, list) else [data], 1):
+                yield (path.stem if path.suffix == ".traj" else str(i)), r
+            return
+        for i, record in json_lines(path):
+            yield str(i), record
     elif source.endswith((".json", ".jsonl", ".traj")):
         raise SourceError(f"no such file: {source}")
     else:
         ds = hub_dataset(source, split)
-        for i, r in enumerate(ds):
+        for i, r in enumerate(ds, 1):
             yield str(i), r
 
 

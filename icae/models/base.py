@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icae.config import Config, ModelArguments
+from icae.config import Config, ConfigError, ModelArguments
 from icae.models import checkpoint, layouts
 from icae.models.loading import load_base_model
 from icae.models.restore import restore_weights
@@ -38,11 +38,26 @@ class CompressorBase(nn.Module, abc.ABC):
         self.tokenizer = tokenizer
         self.base_config = base_model.config
         self.hidden_size = base_model.config.hidden_size
+        self._check_sizes(base_model.config)
         # Taken before any training: full fine-tuning changes the weights, but not which base they came from.
         self.base_fingerprint = checkpoint.base_fingerprint(base_model)
         self.model = base_model  # subclasses may wrap it (a PeftModel)
 
     # ----------------------------------------------------------------------------------------- building
+    def _check_sizes(self, base_config) -> None:
+        """Sizes the base model cannot hold, refused before anything is allocated."""
+        limit = getattr(base_config, "max_position_embeddings", None)
+        problems = []
+        if limit and self.args.model_max_length > limit:
+            problems.append(f"model_max_length {self.args.model_max_length} exceeds the {limit} positions of "
+                            f"{self.args.model_name_or_path!r}: lower model_max_length")
+        segment = self.args.fixed_mem_size * (self.args.mean_compression_rate + 1)  # tokens + memory tokens
+        if limit and self.model_type == "icae" and segment > limit:
+            problems.append(f"a segment reads fixed_mem_size * (mean_compression_rate + 1) = {segment} positions, beyond "
+                            f"the {limit} of {self.args.model_name_or_path!r}: lower fixed_mem_size")
+        if problems:
+            raise ConfigError(problems, "model config")
+
     @classmethod
     def from_config(cls, config: Config | ModelArguments) -> "CompressorBase":
         """Load the base model and tokenizer named by the config, wrap them, and load ``restore_from`` if set."""

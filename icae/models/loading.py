@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from icae.errors import UserError
+from icae.utils.io import temp_dir
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TOKENIZER_FILE = ASSETS / "tokenizer" / "tokenizer.json"
@@ -125,7 +125,7 @@ def resolve_model_path(name_or_path: str) -> str:
     target = icae_home() / "models" / name_or_path
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name_or_path}."))
+        tmp = temp_dir(target.parent, f".{name_or_path}.")
         try:
             build_tiny_model(family, tmp)
             try:

@@ -26,7 +26,7 @@ from icae.models import ICAE, build_model
 from icae.scripts import entry
 from icae.training.evaluation import teacher_forced_scores
 from icae.training.generation import generate_batched
-from icae.training.results import mean, report
+from icae.training.results import mean, report, results_dir
 
 # SimpleLLM has no learned AE token: it is asked to repeat its context in words.
 LLM_AE_PROMPT = "\nRepeat the text above exactly:\n"
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(argv, description=__doc__)
     if config.data.task not in ("ae", "qa"):
         raise ConfigError([f"task: inference_SQuAD runs 'ae' or 'qa', got {config.data.task!r}"], "inference config")
+    results_dir(config)  # an unwritable output path fails before the model is loaded
     torch.manual_seed(config.seed)  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()

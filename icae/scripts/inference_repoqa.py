@@ -26,7 +26,7 @@ from icae.models import build_model
 from icae.scripts import entry
 from icae.training.evaluation import teacher_forced_scores
 from icae.training.generation import generate_batched
-from icae.training.results import mean, report
+from icae.training.results import mean, report, results_dir
 
 
 def aggregate(scores: list[dict]) -> dict:
@@ -43,6 +43,7 @@ def aggregate(scores: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(argv, description=__doc__)
+    results_dir(config)  # an unwritable output path fails before the model is loaded
     torch.manual_seed(config.seed)  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()

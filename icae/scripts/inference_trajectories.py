@@ -40,7 +40,7 @@ from icae.data.trajectories import fed_length, load_trajectory_task, rendered, t
 from icae.metrics import bleu1, exact_match, positional_match
 from icae.models import Span, build_model
 from icae.scripts import entry
-from icae.training.results import mean, report
+from icae.training.results import mean, report, results_dir
 from icae.utils.timing import time_stats, timed
 
 
@@ -240,6 +240,7 @@ def original_keys(config, summary: dict, predictions: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(argv, description=__doc__)
     test = limit(load_trajectory_task(config).test, config.inference.num_samples)  # data problems before the model
+    results_dir(config)  # an unwritable output path fails before the model is loaded
     torch.manual_seed(config.seed)  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()

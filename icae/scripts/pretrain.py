@@ -25,7 +25,7 @@ from icae.scripts import entry
 from icae.training import PretrainingTrainer
 from icae.training.results import results_dir
 from icae.training.trainer import resolve_resume
-from icae.utils.io import atomic_write_json
+from icae.utils.io import atomic_write_json, ensure_writable
 
 
 def make_collator(config: Config, tokenizer) -> PretrainingCollator:
@@ -40,6 +40,7 @@ def build_trainer(config: Config, callbacks=None) -> PretrainingTrainer:
     if config.model.model_type != "icae":
         raise ConfigError(["model_type: pretraining trains a compressor; set model_type: icae"], "pretraining config")
     config.require("pretraining", "output_dir", "train_output_file", "eval_output_file")
+    ensure_writable(config.training.output_dir, "output_dir")
     if "wandb" in str(config.training.get("report_to", "")):
         os.environ.setdefault("WANDB_MODE", "offline")  # never require an account or a network
     split = load_pretraining(config)  # data problems surface before the model is loaded

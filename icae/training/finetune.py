@@ -11,6 +11,7 @@ from icae.data.collators import FinetuneCollator
 from icae.data.tasks import AnswerSample
 from icae.models.base import CompressorBase
 from icae.training.trainer import ICAETrainer, resolve_resume
+from icae.utils.io import ensure_writable
 
 
 def finetune(config: Config, model: CompressorBase, samples: list[AnswerSample] | Dataset, callbacks=None,
@@ -21,6 +22,7 @@ def finetune(config: Config, model: CompressorBase, samples: list[AnswerSample] 
     The collator defaults to :class:`FinetuneCollator` (the FT layout). Resumes from ``resume_from_checkpoint`` (true:
     the latest checkpoint in output_dir), after checking that the run's recipe did not change.
     """
+    ensure_writable(config.training.output_dir or "trainer_output", "output_dir")
     if not isinstance(samples, Dataset):
         samples = Dataset.from_list([s.features() for s in samples])
     trainer = ICAETrainer(

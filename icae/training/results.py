@@ -13,17 +13,18 @@ import statistics
 from pathlib import Path
 
 from icae.config import Config
-from icae.utils.io import atomic_write_json, atomic_write_jsonl
+from icae.utils.io import atomic_write_json, atomic_write_jsonl, ensure_writable
 
 DEFAULT_RESULTS = Path("runs") / "results"
 
 
 def results_dir(config: Config) -> Path:
+    """Where results go; created, and checked to be writable (before any model is loaded)."""
     if config.inference.output_path:
-        return Path(config.inference.output_path)
+        return ensure_writable(config.inference.output_path, "output_path")
     if config.training.output_dir:
-        return Path(config.training.output_dir) / "results"
-    return DEFAULT_RESULTS
+        return ensure_writable(Path(config.training.output_dir) / "results", "output_dir")
+    return ensure_writable(DEFAULT_RESULTS, "output_path")
 
 
 def _tag(path: str | None) -> str:

@@ -9,14 +9,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from icae.errors import UserError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
+
+    The file gets the permissions of any newly created file (``0666`` less the umask), not the owner-only ones of a
+    temporary file, so that a checkpoint or result written here is as readable as one written directly.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e} (choose a writable directory)") from None
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
@@ -38,3 +54,23 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def ensure_writable(directory: str | Path, key: str) -> Path:
+    """Create ``directory`` if needed and check that files can be written there; a UserError naming ``key`` if not."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".icae-write-check.", delete=True)
+        probe.close()
+    except OSError as e:
+        raise UserError(f"{key}: cannot write to {directory}: {e.strerror or e}; choose a writable directory") from None
+    return directory
+
+
+def temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A new directory in ``parent`` to build something in and rename into place, with the permissions of any newly
+    created directory (``0777`` less the umask; ``mkdtemp`` alone would make it owner-only)."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(path, 0o777 & ~_umask())
+    return path

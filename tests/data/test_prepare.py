@@ -97,7 +97,7 @@ def test_bad_sources_fail_clearly(tmp_path):
         list(iter_documents(str(tmp_path / "missing.jsonl")))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"content": "x"}\n')
-    with pytest.raises(SourceError, match="record 1 has no field 'text'"):
+    with pytest.raises(SourceError, match="line 1 has no field 'text'"):
         list(iter_documents(str(bad)))
     not_list = tmp_path / "d.json"
     not_list.write_text('{"text": "x"}')

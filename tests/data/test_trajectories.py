@@ -53,7 +53,7 @@ def test_openai_messages_with_parts_and_tool_calls(tmp_path):
         ("assistant", 'Looking.\n<tool_call>{"name": "bash", "arguments": {"cmd": "ls"}}</tool_call>'),
         ("tool", "a.py\nb.py"), ("assistant", "Done."),
     ]
-    assert first["id"] == "0" and second["id"] == "second"
+    assert first["id"] == "1" and second["id"] == "second"  # no id: its (1-based) line number
 
 
 def test_swe_smith_messages_as_json_string(tmp_path):

@@ -66,6 +66,36 @@ def test_pretraining_lowers_the_loss_and_logs_both_objectives(prepared, tmp_path
     assert "memory_embeddings" in saved and not any("base_layer" in k for k in saved)
 
 
+def test_a_kill_during_checkpoint_rotation_leaves_the_newest_checkpoint_loadable(prepared, tmp_path):
+    """SIGKILL while the oldest checkpoint is half deleted (save_total_limit 1): the newest is complete, it loads, and
+    the run resumes from it to the end."""
+    out = tmp_path / "rot"
+    code = (
+        "import os, shutil, signal, sys\n"
+        "import icae.training.trainer as t\n"
+        "real = t.rotate_checkpoints\n"
+        "def rotate(run_dir, limit, best, use_mtime=False):\n"
+        "    old = sorted(p for p in os.listdir(run_dir) if p.startswith('checkpoint-'))\n"
+        "    if len(old) > 1:  # the second save: delete one file of the oldest, then die\n"
+        "        os.remove(os.path.join(run_dir, old[0], 'model.safetensors'))\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(run_dir, limit, best, use_mtime=use_mtime)\n"
+        "t.rotate_checkpoints = rotate\n"
+        "from icae.scripts.pretrain import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, *args_for(prepared, out, save_total_limit=1)], cwd=ROOT,
+                         env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    assert not (out / "checkpoint-2" / "model.safetensors").exists()  # the half-deleted one
+    from icae import ICAE
+
+    ICAE.from_pretrained(out / "checkpoint-4").load_checkpoint(out / "checkpoint-4")  # the newest is complete
+    pretrain.main(args_for(prepared, out, save_total_limit=1))  # resumes from checkpoint-4 (found in output_dir)
+    assert (out / "final" / "model.safetensors").is_file()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]
+
+
 def test_resume_after_sigkill_matches_an_uninterrupted_run(prepared, tmp_path):
     straight = tmp_path / "straight"
     pretrain.main(args_for(prepared, straight))
