@@ -40,6 +40,8 @@ RECIPES = {
     "inference-trajectories": "inference_trajectories",
     "write-corpus": "write_corpus",
     "export": "export",
+    "reconstruct": "interactive_autoencoder",
+    "build-compressor": "build_compressor",
     "build-tokenizer": "build_tiny_tokenizer",
 }
 

@@ -23,6 +23,7 @@ import torch
 
 from icae.config import Config, ConfigError, load_config
 from icae.errors import UserError
+from icae.models.loading import resolve_checkpoint
 from icae.utils.io import atomic_path, atomic_write_json
 
 WEIGHTS_NAME = "model.safetensors"
@@ -76,7 +77,7 @@ def load_trained_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = resolve_checkpoint(path)
     file = path / WEIGHTS_NAME if path.is_dir() else path
     if not file.is_file():
         raise CheckpointError(f"no {WEIGHTS_NAME} in checkpoint directory {path}" if path.is_dir()
@@ -88,7 +89,7 @@ def load_trained_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def read_meta(directory: str | Path) -> dict:
-    path = Path(directory) / META_NAME
+    path = resolve_checkpoint(directory) / META_NAME
     if not path.is_file():
         return {}
     try:
@@ -98,13 +99,15 @@ def read_meta(directory: str | Path) -> dict:
 
 
 def is_checkpoint(directory: str | Path) -> bool:
-    return (Path(directory) / CONFIG_NAME).is_file() and (Path(directory) / WEIGHTS_NAME).is_file()
+    directory = resolve_checkpoint(directory)
+    return (directory / CONFIG_NAME).is_file() and (directory / WEIGHTS_NAME).is_file()
 
 
 def checkpoint_config(directory: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """The config a checkpoint was saved with, plus ``overrides``; an override of a ``MEANING_KEYS`` key that differs
-    from the saved value is refused, naming every such key with both values."""
-    directory = Path(directory)
+    from the saved value is refused, naming every such key with both values. ``directory`` may be the name of a
+    shipped compressor (``tiny-icae-4x``)."""
+    directory = resolve_checkpoint(directory)
     if not (directory / CONFIG_NAME).is_file():
         raise CheckpointError(f"{directory} is not an icae checkpoint (no {CONFIG_NAME})")
     saved = load_config(directory / CONFIG_NAME)

@@ -22,7 +22,9 @@ from icae.utils.io import temp_dir
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TOKENIZER_FILE = ASSETS / "tokenizer" / "tokenizer.json"
 # Trained tiny models shipped with the package (built by icae.scripts.build_tiny_base).
-SHIPPED_MODELS = {"tiny-qwen2-lm": ASSETS / "tiny-qwen2-lm"}
+SHIPPED_MODELS = {"tiny-qwen2-lm": ASSETS / "tiny-qwen2-lm", "mini-qwen2-lm": ASSETS / "mini-qwen2-lm"}
+# Pretrained compressors shipped with the package (checkpoint directories, built by icae.scripts.build_compressor).
+SHIPPED_COMPRESSORS = {"tiny-icae-4x": ASSETS / "tiny-icae-4x", "tiny-icae-8x": ASSETS / "tiny-icae-8x"}
 TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen3", "tiny-mistral": "mistral"}
 FAMILIES = ("qwen2", "qwen3", "mistral")
 # Random-initialised models with the shapes of real ones, built in memory (never written to disk), for benchmarks.
@@ -136,6 +138,18 @@ def resolve_model_path(name_or_path: str) -> str:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A shipped compressor's name (``tiny-icae-4x``) -> its checkpoint directory; anything else unchanged."""
+    name = str(name_or_path)
+    if name in SHIPPED_COMPRESSORS and not Path(name).exists():
+        path = SHIPPED_COMPRESSORS[name]
+        if not (path / "model.safetensors").is_file():
+            raise UserError(f"{name} is missing from {path}; rebuild it: python -m icae.scripts.build_compressor "
+                            f"--rate {name.split('-')[-1].rstrip('x')}")
+        return path
+    return Path(name_or_path)
 
 
 def resolve_dtype(name: str) -> torch.dtype | str:

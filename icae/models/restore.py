@@ -24,11 +24,12 @@ from icae.config import load_config
 from icae.errors import UserError
 from icae.models import checkpoint, seed_format
 from icae.models.checkpoint import CheckpointError
+from icae.models.loading import resolve_checkpoint
 
 
 def restore_weights(model, source: str | Path) -> None:
     """Load ``source`` into ``model``, whichever of the accepted kinds it is."""
-    path = Path(source).expanduser()
+    path = resolve_checkpoint(Path(source).expanduser())
     if not path.exists():
         path = fetch_from_hub(str(source), "restore_from")
     if checkpoint.is_checkpoint(path):

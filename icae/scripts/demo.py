@@ -1,26 +1,28 @@
-"""CPU demo: prepare -> pretrain -> evaluate an ICAE on held-out text, with the shipped tiny language model.
+"""CPU demo: what the shipped compressors keep of code they never saw, then a compressor learning live.
 
     python -m icae.scripts.demo --config_path icae/configs/pretrain_tiny_qwen2.yaml      (what `make demo` runs)
 
-The frozen decoder is ``tiny-qwen2-lm`` (2 layers, hidden 128, trained as an LM on standard-library modules a-m).
-The compressor learns from modules n-z, and is evaluated on whole held-out modules of n-z. It never saw those
-modules in training, and neither did the base LM. Before and after training, it reports held-out AE loss, token
-accuracy, BLEU-1 and exact match at the configured compression rate. Beside them it reports the no-memory baseline,
-the same decoder with the slots removed, which is what the decoder's LM prior alone achieves. A compressor that
-carries information beats it. Writes the metrics JSON (``before``, ``after``, ``no_memory_*``), a loss-curve PNG
-and the final checkpoint.
+1. The shipped pretrained compressors ``tiny-icae-4x`` and ``tiny-icae-8x`` (on the shipped ``tiny-qwen2-lm``) compress
+   held-out windows of the standard-library modules n-z, which neither they nor the base LM ever read, and decode them
+   back. Reported at each rate: held-out BLEU-1 and exact match of the greedy reconstruction, and the teacher-forced
+   token accuracy, beside the no-memory baseline (the same decoder with the slots removed: what its language-model
+   prior alone reconstructs); three examples, original beside reconstruction.
+2. A short live training from scratch with the same recipe (the config), measured the same way before and after.
+
+Writes the metrics JSON (``shipped``, ``before``, ``after``, ``no_memory_*``, examples, log history), a loss-curve
+PNG, and the live run's checkpoint.
 """
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from pathlib import Path
 
 from icae.config import config_from_cli
-from icae.data.corpus import write_stdlib_corpus
-from icae.data.prepare_data_for_pretraining import prepare
+from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpus
+from icae.data.prepare_data_for_pretraining import build_samples, prepare
+from icae.models import ICAE, load_checkpoint
+from icae.models.loading import SHIPPED_COMPRESSORS, load_tokenizer
 from icae.scripts import entry, pretrain
 from icae.training import evaluate_pretraining
 from icae.training.results import results_dir
@@ -28,96 +30,121 @@ from icae.utils.io import atomic_write_json
 from icae.utils.plotting import pyplot, save_png
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain_tiny_qwen2.yaml"
-ROWS = [("ae_loss", "AE loss", "lower"), ("ae_token_accuracy", "token accuracy", "higher"),
-        ("ae_bleu1", "BLEU-1", "higher"), ("ae_exact_match", "exact match", "higher")]
+ROWS = [("ae_bleu1", "BLEU-1 (greedy)"), ("ae_exact_match", "exact match"), ("ae_token_accuracy", "token accuracy"),
+        ("ae_loss", "AE loss")]
 
 
-def held_out_metrics(model, samples, config) -> dict:
-    kwargs = dict(batch_size=32, num_generate=config.pretrain.eval_ae_num_samples,
-                  leave_tokens_for_lm=config.pretrain.leave_tokens_for_lm, min_tokens_for_lm=config.pretrain.min_tokens_for_lm,
-                  return_texts=True)
-    with_memory = evaluate_pretraining(model, samples, **kwargs)
-    without = evaluate_pretraining(model, samples, no_memory=True, **kwargs)
-    return {"memory": with_memory, "no_memory": without}
+def held_out_metrics(model: ICAE, samples: list[dict], num_generate: int) -> dict:
+    """The model with its memory, and the same decoder without it (the no-memory baseline)."""
+    kwargs = dict(batch_size=32, num_generate=num_generate, return_texts=True)
+    return {"memory": evaluate_pretraining(model, samples, **kwargs),
+            "no_memory": evaluate_pretraining(model, samples, no_memory=True, **kwargs)}
 
 
-def plot_losses(log_history: list[dict], path: Path, start_loss: float | None = None) -> bool:
+def held_out_windows(config, rate: int, tokenizer) -> list[dict]:
+    """Held-out windows of ``k * rate`` tokens from the evaluation source (the same rule as preparation)."""
+    windowed = config.replace(mean_compression_rate=rate, context_length=None, token_num=1)
+    _, held, _ = build_samples(windowed, tokenizer, show_progress=False)
+    return held
+
+
+def table(title: str, columns: list[tuple[str, dict]]) -> str:
+    head = f"{title:<22}" + "".join(f"{name:>16}" for name, _ in columns)
+    lines = [head, "-" * len(head)]
+    for key, label in ROWS:
+        lines.append(f"{label:<22}" + "".join(f"{m.get(key, float('nan')):>16.3f}" for _, m in columns))
+    return "\n".join(lines)
+
+
+def shipped_part(config) -> dict:
+    """Part 1: every shipped compressor on held-out windows at its own rate."""
+    out = {}
+    tokenizer = load_tokenizer(config.model.model_name_or_path)
+    for name in SHIPPED_COMPRESSORS:
+        model = load_checkpoint(name, train=False)
+        rate = model.args.mean_compression_rate
+        samples = held_out_windows(config, rate, tokenizer)
+        measured = held_out_metrics(model, samples, len(samples))
+        out[name] = {"rate": rate, "tokens": model.args.fixed_mem_size * rate, "samples": len(samples),
+                     "memory": {k: v for k, v in measured["memory"].items() if k != "texts"},
+                     "no_memory": {k: v for k, v in measured["no_memory"].items() if k != "texts"},
+                     "examples": [{"original": o, "reconstruction": r} for o, r in measured["memory"]["texts"][:3]]}
+    return out
+
+
+def plot_losses(log_history: list[dict], path: Path, before: float, after: float, steps: int) -> bool:
     plt = pyplot()
     if plt is None:
         return False
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
-    held = [(h["step"], h["eval_ae_loss"]) for h in log_history if "eval_ae_loss" in h]
-    if start_loss is not None:
-        held = [(0, start_loss), *held]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if train:
         ax.plot(*zip(*train), label="training loss")
-    if held:
-        ax.plot(*zip(*held), marker="o", label="held-out AE loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy")
-    ax.set_title("ICAE pretraining on the tiny CPU model")
+    ax.plot([0, steps], [before, after], "o--", label="held-out AE loss (modules n-z)")
+    ax.set(xlabel="step", ylabel="cross-entropy", title="live ICAE training on the tiny CPU model")
     ax.legend()
     save_png(fig, path, dpi=110)
     return True
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(argv or [])
     if not any(a.startswith("--config_path") for a in argv):
         argv = ["--config_path", str(DEFAULT_CONFIG), *argv]
     config = config_from_cli(argv, description=__doc__)
     started = time.perf_counter()
-
-    corpus = Path(config.data.dataset_repo)
+    corpus, held = Path(config.data.dataset_repo), Path(config.data.eval_dataset_repo or "")
     if not corpus.exists():
-        write_stdlib_corpus(corpus)  # standard-library modules n-z: text the shipped LM never saw
-    info = prepare(config)
+        write_corpus(corpus, base_corpus_files("wide"))  # what the base LM read: never modules n-z
+    if config.data.eval_dataset_repo and not held.exists():
+        write_stdlib_corpus(held, "n", "z")  # text the base LM and the compressors never read
+
+    shipped = shipped_part(config)
+    print(f"\n1. Shipped compressors on {next(iter(shipped.values()))['samples']} held-out windows of modules n-z "
+          "(never read by them or by the base LM)")
+    for name, r in shipped.items():
+        print("\n" + table(f"{name} ({r['tokens']}->{r['tokens'] // r['rate']})",
+                           [("with slots", r["memory"]), ("no memory", r["no_memory"])]))
+    first = next(iter(shipped.values()))
+    for i, ex in enumerate(first["examples"], 1):
+        print(f"\nexample {i} ({next(iter(shipped))}):\n--- original ---\n{ex['original']}\n--- reconstructed from "
+              f"{first['tokens'] // first['rate']} slots ---\n{ex['reconstruction']}")
+
+    info = prepare(config, show_progress=False)
     trainer = pretrain.build_trainer(config)
     model = trainer.accelerator.unwrap_model(trainer.model)
-    held = list(trainer.eval_dataset)
-    before = held_out_metrics(model, held, config)
+    samples = list(trainer.eval_dataset)
+    num = config.pretrain.eval_ae_num_samples
+    before = held_out_metrics(model, samples, num)
     train_started = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - train_started
-    after = held_out_metrics(model, held, config)
-
+    after = held_out_metrics(model, samples, num)
     out_dir = Path(trainer.args.output_dir)
     trainer.save_model(str(out_dir / "final"))
-    k, rate = config.model.fixed_mem_size, config.model.mean_compression_rate
-    slots = k * math.ceil(info["context_length"] / (k * rate))
-    print(f"\nICAE on {config.model.model_name_or_path}: {info['context_length']}-token contexts -> "
-          f"{slots} slots, {trainer.state.global_step} steps in "
-          f"{train_seconds:.0f} s; held out: {len(held)} samples from modules never seen in training")
-    print(f"{'held-out metric':<18}{'step 0':>10}{'trained':>10}{'no memory':>11}")
-    for key, label, _ in ROWS:
-        print(f"{label:<18}{before['memory'][key]:>10.3f}{after['memory'][key]:>10.3f}{after['no_memory'][key]:>11.3f}")
-    original, reconstructed = after["memory"]["texts"][0]
-    print(f"\nheld-out text:\n{original}\n\nreconstructed from {slots} memory slots at step 0:\n"
-          f"{before['memory']['texts'][0][1]}\n\nreconstructed after training:\n{reconstructed}\n")
+    print(f"\n2. Live training from scratch ({config.model.model_name_or_path}, {info['context_length']} tokens -> "
+          f"{config.model.fixed_mem_size} slots): {trainer.state.global_step} steps in {train_seconds:.0f} s, "
+          f"{len(samples)} held-out windows of modules n-z")
+    print(table("held-out metric", [("step 0", before["memory"]), ("trained", after["memory"]),
+                                    ("no memory", after["no_memory"])]))
 
-    metrics_dir = results_dir(config)
-    name = Path(config.model.model_name_or_path).name
     strip = lambda m: {k: v for k, v in m.items() if k != "texts"}  # noqa: E731
     result = {
-        "config": config.to_dict(),
-        "data": info,
-        "train_seconds": train_seconds,
+        "config": config.to_dict(), "data": info, "shipped": shipped, "train_seconds": train_seconds,
+        "steps": trainer.state.global_step, "before": strip(before["memory"]), "after": strip(after["memory"]),
+        "no_memory_before": strip(before["no_memory"]), "no_memory_after": strip(after["no_memory"]),
+        "examples": [{"original": o, "step_0": b[1], "trained": a[1]} for (o, a), b in
+                     zip(after["memory"]["texts"][:8], before["memory"]["texts"])],
+        "log_history": trainer.state.log_history, "checkpoint": str(out_dir / "final"),
         "total_seconds": time.perf_counter() - started,
-        "steps": trainer.state.global_step,
-        "before": strip(before["memory"]),
-        "after": strip(after["memory"]),
-        "no_memory_before": strip(before["no_memory"]),
-        "no_memory_after": strip(after["no_memory"]),
-        "examples": [{"original": o, "step_0": b[1], "trained": a[1], "no_memory": n[1]} for (o, a), b, n in
-                     zip(after["memory"]["texts"][:8], before["memory"]["texts"], after["no_memory"]["texts"])],
-        "log_history": trainer.state.log_history,
-        "checkpoint": str(out_dir / "final"),
     }
+    metrics_dir = results_dir(config)
+    name = Path(config.model.model_name_or_path).name
     atomic_write_json(metrics_dir / f"demo_{name}.json", result)
     png = metrics_dir / f"demo_{name}_loss.png"
-    drew = plot_losses(trainer.state.log_history, png, before["memory"]["ae_loss"])
-    print(f"metrics: {metrics_dir / f'demo_{name}.json'}" + (f"\nloss curve: {png}" if drew else ""))
+    drew = plot_losses(trainer.state.log_history, png, before["memory"]["ae_loss"], after["memory"]["ae_loss"],
+                       trainer.state.global_step)
+    print(f"\nmetrics: {metrics_dir / f'demo_{name}.json'}" + (f"\nloss curve: {png}" if drew else ""))
     print(f"total time: {result['total_seconds']:.0f} s")
     return result
 

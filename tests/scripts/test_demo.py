@@ -1,21 +1,34 @@
 import json
 
+from icae.models import loading
 from icae.scripts import demo
+from tests.conftest import make_model, png_size, small_config
 
 
-def test_demo_pipeline_writes_before_after_and_baseline(tmp_path):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(
-        json.dumps({"text": "\n".join(f"def h{i}_{j}(a):\n    return a - {j}\n" for j in range(30))}) + "\n"
-        for i in range(6)))
+def test_demo_reports_shipped_compressors_and_a_live_run(tmp_path, monkeypatch):
+    # Stand-ins for the shipped compressors (the real ones are trained for hours): untrained, on the demo's base.
+    for name, rate in (("tiny-icae-4x", 4), ("tiny-icae-8x", 8)):
+        cfg = small_config("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate, freeze_decoder=False)
+        make_model("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate,
+                   freeze_decoder=False).save_pretrained(tmp_path / name, cfg)
+        monkeypatch.setitem(loading.SHIPPED_COMPRESSORS, name, tmp_path / name)
+    corpus, held = tmp_path / "corpus.jsonl", tmp_path / "held.jsonl"
+    corpus.write_text("".join(json.dumps({"text": "\n".join(f"def h{i}_{j}(a):\n    return a - {j}\n"
+                                                            for j in range(30))}) + "\n" for i in range(6)))
+    held.write_text(json.dumps({"text": "\n".join(f"def g{j}(b):\n    return b * {j}\n" for j in range(40))}) + "\n")
     result = demo.main([
-        f"dataset_repo={corpus}", f"train_output_file={tmp_path / 'train'}", f"eval_output_file={tmp_path / 'eval'}",
-        f"output_dir={tmp_path / 'run'}", f"output_path={tmp_path / 'metrics'}", "max_steps=6", "eval_steps=3",
-        "save_steps=3", "eval_size=8", "eval_ae_num_samples=2", "per_device_train_batch_size=4", "lora_r=8",
+        f"dataset_repo={corpus}", f"eval_dataset_repo={held}", f"train_output_file={tmp_path / 'train'}",
+        f"eval_output_file={tmp_path / 'eval'}", f"output_dir={tmp_path / 'run'}", f"output_path={tmp_path / 'metrics'}",
+        "max_steps=6", "eval_size=8", "eval_ae_num_samples=2", "per_device_train_batch_size=4", "lora_r=8",
     ])
     written = json.loads((tmp_path / "metrics" / "demo_tiny-qwen2-lm.json").read_text())
     for key in ("before", "after", "no_memory_before", "no_memory_after"):
         assert {"ae_loss", "ae_token_accuracy", "ae_bleu1", "ae_exact_match"} <= set(written[key])
-    assert result["steps"] == 6 and written["examples"] and written["data"]["eval_samples"] == 8
-    assert (tmp_path / "metrics" / "demo_tiny-qwen2-lm_loss.png").stat().st_size > 1000
+    assert set(written["shipped"]) == {"tiny-icae-4x", "tiny-icae-8x"}
+    four, eight = written["shipped"]["tiny-icae-4x"], written["shipped"]["tiny-icae-8x"]
+    assert (four["rate"], four["tokens"], eight["tokens"]) == (4, 16, 32)  # k=4 slots of 4 and 8 tokens each
+    assert four["samples"] == eight["samples"] == 8 and len(four["examples"]) == 3
+    assert four["memory"]["ae_loss"] != four["no_memory"]["ae_loss"]  # the baseline really drops the slots
+    assert result["steps"] == 6 and written["data"]["eval_samples"] == 8
+    assert png_size(tmp_path / "metrics" / "demo_tiny-qwen2-lm_loss.png") == (660, 385)  # (6, 3.5) at 110 dpi
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
