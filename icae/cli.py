@@ -41,6 +41,7 @@ RECIPES = {
     "write-corpus": "write_corpus",
     "export": "export",
     "reconstruct": "interactive_autoencoder",
+    "serve": "serve",
     "build-compressor": "build_compressor",
     "build-tokenizer": "build_tiny_tokenizer",
 }

@@ -7,7 +7,7 @@ section of :class:`Config`:
 - ``data`` (:class:`DataArguments`): sources, splits, sample limits and the task;
 - ``pretrain`` (:class:`PretrainArguments`), ``squad``, ``repoqa``, ``trajectories``: each recipe's own keys;
 - ``inference`` (:class:`InferenceArguments`): generation length and where results go;
-- ``bench`` (:class:`BenchArguments`): the benchmark grid;
+- ``bench`` (:class:`BenchArguments`): the benchmark grid; ``serve`` (:class:`ServeArguments`): the server;
 - ``training`` (:class:`TrainingKeys`): ``transformers.TrainingArguments`` keys (``seed`` and the batch sizes typed).
 
 Each section checks its values in ``__post_init__``; ``load_config`` reports every problem of a file at once.
@@ -24,6 +24,7 @@ from icae.config.sections import (
     ModelArguments,
     PretrainArguments,
     RepoQAArguments,
+    ServeArguments,
     SquadArguments,
     TrainingKeys,
     TrajectoryArguments,
@@ -32,5 +33,5 @@ from icae.config.sections import (
 __all__ = [
     "ALIASES", "MAX_MEMORY_SLOTS", "SECTIONS", "Config", "ConfigError", "config_from_cli", "load_config",
     "parse_overrides", "BenchArguments", "DataArguments", "InferenceArguments", "ModelArguments", "PretrainArguments",
-    "RepoQAArguments", "SquadArguments", "TrainingKeys", "TrajectoryArguments",
+    "RepoQAArguments", "ServeArguments", "SquadArguments", "TrainingKeys", "TrajectoryArguments",
 ]

@@ -27,6 +27,7 @@ from icae.config.sections import (
     ModelArguments,
     PretrainArguments,
     RepoQAArguments,
+    ServeArguments,
     SquadArguments,
     TrainingKeys,
     TrajectoryArguments,
@@ -49,6 +50,7 @@ class Config:
     repoqa: RepoQAArguments = field(default_factory=RepoQAArguments)
     trajectories: TrajectoryArguments = field(default_factory=TrajectoryArguments)
     bench: BenchArguments = field(default_factory=BenchArguments)
+    serve: ServeArguments = field(default_factory=ServeArguments)
     training: TrainingKeys = field(default_factory=TrainingKeys)
 
     @property

@@ -336,6 +336,26 @@ class BenchArguments(Section):
 
 
 @dataclass(frozen=True)
+class ServeArguments(Section):
+    """``icae serve``: the OpenAI-compatible server."""
+
+    host: str = _help("Address to listen on (127.0.0.1: this machine only).", "127.0.0.1")
+    port: int = _help("Port to listen on (0: any free port).", 8000)
+    served_model_name: Optional[str] = _help("The model id clients send (None: the checkpoint's or base's name).", None)
+    max_batch_size: int = _help("Requests decoded together at most.", 8)
+    slot_cache_mb: float = _help("Memory for compressed observations kept by content (least recently used go).", 256.0)
+    max_conversations: int = _help("Conversations whose decoder KV cache is kept for their next request.", 16)
+    default_max_tokens: int = _help("New tokens when a request sets no max_tokens (bounded by the window).", 256)
+
+    def problems(self) -> list[str]:
+        out = _at_least(self, 1, "max_batch_size", "default_max_tokens") + _at_least(self, 0, "max_conversations")
+        out += _at_least(self, 0, "slot_cache_mb")
+        if not 0 <= self.port <= 65535:
+            out.append(f"port must be in [0, 65535], got {self.port}")
+        return out
+
+
+@dataclass(frozen=True)
 class TrainingKeys(Section):
     """The ``transformers.TrainingArguments`` keys of a recipe: the few every recipe reads, typed, and the rest as
     given (``extra``), checked against TrainingArguments' own annotations when the config is loaded."""
@@ -396,4 +416,5 @@ SECTIONS = {
     "repoqa": RepoQAArguments,
     "trajectories": TrajectoryArguments,
     "bench": BenchArguments,
+    "serve": ServeArguments,
 }

@@ -31,7 +31,7 @@ CONFIG_NAME = "icae_config.yaml"
 META_NAME = "icae_meta.json"
 # Keys that change what trained tensors mean: a checkpoint loads only with the values it was trained with.
 MEANING_KEYS = ("model_type", "layout", "fixed_mem_size", "mean_compression_rate", "use_position_identifiers", "do_compress",
-                "use_lora", "lora_r", "lora_alpha", "lora_target_modules", "freeze_decoder", "min_tokens_to_compress",
+                "use_lora", "lora_r", "lora_alpha", "lora_target_modules", "freeze_decoder",
                 "add_special_token_for_lm")
 
 
