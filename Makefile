@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo roundtrip clean
+.PHONY: setup test test-slow demo roundtrip peers bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ demo: $(STAMP)
 roundtrip: $(STAMP)
 	$(PY) -m icae.scripts.roundtrip --config_path icae/configs/roundtrip_tiny_qwen2.yaml
 	$(PY) -m icae.scripts.roundtrip --config_path icae/configs/roundtrip_tiny_mistral.yaml
+
+# The peers' own environments (.peers/kvpress, .peers/llmlingua): they need other transformers releases.
+peers: $(STAMP)
+	$(PY) -m icae.benchmarks.peers
+
+bench-peers: peers
+	$(PY) -m icae.scripts.write_corpus --out outputs/demo/stdlib_n_z.jsonl
+	$(PY) -m icae.scripts.bench_peers --config_path icae/configs/bench_peers_tiny.yaml
 
 clean:
 	rm -rf $(VENV) build *.egg-info

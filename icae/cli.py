@@ -29,6 +29,7 @@ RECIPES = {
     "pretrain": "pretrain",
     "build-base": "build_tiny_base",
     "bench": "bench",
+    "bench-peers": "bench_peers",
     "finetune-squad": "finetune_SQuAD",
     "inference-squad": "inference_SQuAD",
     "squad-fixture": "squad_fixture",

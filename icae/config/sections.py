@@ -323,6 +323,17 @@ class BenchArguments(Section):
         "Context length of the training-throughput step (None: the shortest bench_context_lengths).", None
     )
     bench_device: Literal["cpu", "cuda", "auto"] = _help("'cpu', 'cuda' or 'auto' (cuda when available).", "auto")
+    # bench_peers
+    bench_budgets: list[int] = _help("bench_peers: compression budgets (4: a quarter of the context's positions).",
+                                     default_factory=lambda: [4, 8])
+    bench_quality_samples: int = _help("bench_peers: held-out windows scored for quality.", 64)
+    bench_presses: list[str] = _help("bench_peers: kvpress presses to run.",
+                                     default_factory=lambda: ["knorm", "snapkv", "streaming_llm", "expected_attention"])
+    bench_speed_model: str = _help("bench_peers: the base of the speed measures (a shape; random weights).",
+                                   "random-qwen2-0.5b")
+    bench_speed_context: int = _help("bench_peers: context tokens of the speed measures.", 2048)
+    bench_speed_slots: int = _help("bench_peers: ICAE's slots per segment in the speed measures (k).", 128)
+    bench_questions: int = _help("bench_peers: questions answered from one compressed context (the cached case).", 4)
 
     def problems(self) -> list[str]:
         out = []

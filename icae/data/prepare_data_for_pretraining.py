@@ -93,6 +93,16 @@ def _documents(config: Config, tokenizer, source: str, show_progress: bool, toke
     return docs, total
 
 
+def windows(config: Config, tokenizer, source: str, count: int, context: int, continuation: int) -> list[dict]:
+    """``count`` windows of ``context + continuation`` tokens drawn (seeded) from every document of ``source``:
+    held-out samples of another shape than the prepared ones (a benchmark, another compression rate)."""
+    shaped = config.replace(context_length=context, continuation_length=continuation, min_len=context)
+    docs, _ = _documents(shaped, tokenizer, source, False, None)
+    samples = [s for doc in docs for s in doc if len(s[1]) == continuation]
+    random.Random(config.seed).shuffle(samples)
+    return [{"sample_id": i, "input_ids": c, "continuation_ids": k} for i, (c, k) in enumerate(samples[:count])]
+
+
 def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tuple[list[dict], list[dict], dict]:
     """Read, tokenise, cut and split. Returns (train samples, eval samples, info).
 

@@ -22,7 +22,7 @@ from icae.utils.io import temp_dir
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TOKENIZER_FILE = ASSETS / "tokenizer" / "tokenizer.json"
 # Trained tiny models shipped with the package (built by icae.scripts.build_tiny_base).
-SHIPPED_MODELS = {"tiny-qwen2-lm": ASSETS / "tiny-qwen2-lm", "mini-qwen2-lm": ASSETS / "mini-qwen2-lm"}
+SHIPPED_MODELS = {"tiny-qwen2-lm": ASSETS / "tiny-qwen2-lm"}
 # Pretrained compressors shipped with the package (checkpoint directories, built by icae.scripts.build_compressor).
 SHIPPED_COMPRESSORS = {"tiny-icae-4x": ASSETS / "tiny-icae-4x", "tiny-icae-8x": ASSETS / "tiny-icae-8x"}
 TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen3", "tiny-mistral": "mistral"}

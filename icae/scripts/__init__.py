@@ -14,7 +14,8 @@ from icae.errors import UserError
 
 def entry(main: Callable, argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run ``main(argv)``; a :class:`UserError` is printed as ``prog: message`` and exits with code 2."""
-    prog = prog or sys.argv[0].rsplit("/", 1)[-1]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = prog or (f"python -m {spec.name}" if spec is not None else sys.argv[0].rsplit("/", 1)[-1])
     try:
         main(argv)
     except UserError as e:

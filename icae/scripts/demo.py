@@ -20,7 +20,7 @@ from pathlib import Path
 
 from icae.config import config_from_cli
 from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpus
-from icae.data.prepare_data_for_pretraining import build_samples, prepare
+from icae.data.prepare_data_for_pretraining import prepare, windows
 from icae.models import ICAE, load_checkpoint
 from icae.models.loading import SHIPPED_COMPRESSORS, load_tokenizer
 from icae.scripts import entry, pretrain
@@ -41,13 +41,6 @@ def held_out_metrics(model: ICAE, samples: list[dict], num_generate: int) -> dic
             "no_memory": evaluate_pretraining(model, samples, no_memory=True, **kwargs)}
 
 
-def held_out_windows(config, rate: int, tokenizer) -> list[dict]:
-    """Held-out windows of ``k * rate`` tokens from the evaluation source (the same rule as preparation)."""
-    windowed = config.replace(mean_compression_rate=rate, context_length=None, token_num=1)
-    _, held, _ = build_samples(windowed, tokenizer, show_progress=False)
-    return held
-
-
 def table(title: str, columns: list[tuple[str, dict]]) -> str:
     head = f"{title:<22}" + "".join(f"{name:>16}" for name, _ in columns)
     lines = [head, "-" * len(head)]
@@ -63,7 +56,8 @@ def shipped_part(config) -> dict:
     for name in SHIPPED_COMPRESSORS:
         model = load_checkpoint(name, train=False)
         rate = model.args.mean_compression_rate
-        samples = held_out_windows(config, rate, tokenizer)
+        samples = windows(config, tokenizer, config.data.eval_dataset_repo, config.pretrain.eval_size,
+                          model.args.fixed_mem_size * rate, config.pretrain.min_tokens_for_lm)
         measured = held_out_metrics(model, samples, len(samples))
         out[name] = {"rate": rate, "tokens": model.args.fixed_mem_size * rate, "samples": len(samples),
                      "memory": {k: v for k, v in measured["memory"].items() if k != "texts"},

@@ -1,0 +1,67 @@
+"""Measuring one run: peak memory growth (CUDA allocator peak, or sampled process RSS on CPU) and exact KV-cache
+sizes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+import torch
+
+
+class PeakMemory:
+    """Peak memory growth in MiB during a block: CUDA allocator peak on GPU, sampled process RSS on CPU."""
+
+    def __init__(self, device: torch.device, interval: float = 0.002):
+        self.device, self.interval, self.peak_mib = device, interval, 0.0
+
+    @contextmanager
+    def measure(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            yield self
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
+            return
+        import psutil
+
+        _trim_heap()  # give freed pages back first, or RSS would not move for memory the allocator kept
+        proc = psutil.Process()
+        base = proc.memory_info().rss
+        peak = [base]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(self.interval)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            self.peak_mib = (peak[0] - base) / 2**20
+
+
+def _trim_heap() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS growth is then an underestimate after the first run
+        pass
+
+
+def kv_cache_mib(model, positions: int, batch: int) -> float:
+    """Exact size of the decoder's KV cache for ``positions`` per row: 2 x layers x kv heads x head dim x dtype."""
+    cfg = model.base_config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * model.dtype.itemsize
+    return per_position * positions * batch / 2**20

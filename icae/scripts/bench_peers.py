@@ -1,0 +1,116 @@
+"""ICAE beside the compressors people use instead, on the same texts at the same budget: which keeps more, which is faster.
+
+    make peers                                                    # the peers' own environments (.peers/), once
+    python -m icae.scripts.bench_peers --config_path icae/configs/bench_peers_tiny.yaml     (also: icae bench-peers)
+
+Quality (:mod:`icae.benchmarks.quality`), on held-out windows of the standard-library modules n-z and the shipped
+tiny LM: the teacher-forced token accuracy and loss of a continuation read after the (compressed) context, at each
+budget (4x, 8x: the context keeps a quarter, an eighth of its positions). Methods: the full context; no context;
+truncation (the last / the first tokens); LLMLingua (the same tiny LM as its scorer); kvpress presses (the KV cache
+pruned after a full prefill); ICAE (the shipped compressor of that rate, trained with a share of the LM objective).
+
+Speed and memory (:mod:`icae.benchmarks.speed`), on a Qwen2.5-0.5B-shaped model (random weights: only the cost is
+real): time to first token, latency for ``bench_new_tokens`` greedy tokens, peak memory growth, KV-cache size,
+medians over interleaved repeats, each as a ratio to the full context measured in the same process; ICAE also from
+memory compressed in advance, and one compressed context serving several questions. Training efficiency: the FLOP/s
+of an AE training step over the matmul FLOP/s measured in the same run.
+
+LLMLingua and kvpress need other transformers releases than this project: each runs in its own environment (``make
+peers``) as a subprocess on the same inputs, as JSON. A peer that cannot run is reported with the reason.
+Writes one JSON, a markdown table and one plot (quality against speed, one point per method and budget).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from icae.benchmarks.quality import quality
+from icae.benchmarks.speed import speed, speed_model, training_efficiency
+from icae.config import config_from_cli
+from icae.models import load_checkpoint
+from icae.scripts import entry
+from icae.training.results import results_dir
+from icae.utils.io import atomic_write_json, atomic_write_text
+from icae.utils.plotting import pyplot, save_png
+
+
+def markdown(result: dict) -> str:
+    q, s = result["quality"], result["speed"]
+    lines = [f"Quality: {result['quality_info']['samples']} held-out windows of {result['quality_info']['context_tokens']}"
+             f" tokens, continuation of {result['quality_info']['continuation_tokens']} tokens, `tiny-qwen2-lm`.", "",
+             "| method | budget | continuation token accuracy | loss |", "|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['budget']}x | {r['token_accuracy']:.3f} | {r['loss']:.3f} |" for r in q]
+    lines += ["", f"Speed: {s['info']['model']} (random weights), {s['info']['context_tokens']}-token context, "
+              f"{s['info']['new_tokens']} new tokens, {s['info']['threads']} threads, medians of "
+              f"{s['info']['repeats']} interleaved repeats.", "",
+              "| method | budget | latency (s) | latency / full | time to first token / full | peak MiB | KV cache MiB |",
+              "|---|---|---|---|---|---|---|"]
+    for r in s["rows"]:
+        ttft = f"{r['ttft_over_full']:.2f}" if r.get("ttft_over_full") is not None else ""
+        peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else ""
+        lines.append(f"| {r['method']} | {r['budget']}x | {r['latency_seconds']:.2f} | {r['latency_over_full']:.2f} | "
+                     f"{ttft} | {peak} | {r['kv_cache_mib']:.1f} |")
+    lines += ["", "Training efficiency (one AE step; FLOPs counted from the shapes, matmul FLOP/s measured in the same run):",
+              "", "| model | batch x context | step (s) | achieved GFLOP/s | matmul GFLOP/s | fraction |", "|---|---|---|---|---|---|"]
+    for name, t in result["training"].items():
+        lines.append(f"| {name} | {t['batch']} x {t['context']} | {t['seconds']:.2f} | {t['achieved_flops'] / 1e9:.1f} | "
+                     f"{t['matmul_flops'] / 1e9:.1f} | {t['fraction_of_matmul']:.2f} |")
+    for peer, why in {**result["quality_info"]["not_run"], **s["info"]["not_run"]}.items():
+        lines.append(f"\nNot run: {peer}: {why}")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> bool:
+    """Quality against speed, one panel per budget, one point per method (the full context in every panel)."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    budgets = result["config"]["bench_budgets"]
+    speed_of = {(r["method"].split(",")[0], r["budget"]): r["latency_over_full"] for r in result["speed"]["rows"]}
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), sharey=True)
+    for ax, b in zip(axes if len(budgets) > 1 else [axes], budgets):
+        for r in result["quality"]:
+            if r["budget"] not in (b, 1):
+                continue
+            key = "ICAE (compress + answer)" if r["method"].startswith("ICAE (tiny") else r["method"]
+            x = speed_of.get((key, r["budget"])) or speed_of.get((key.split(" (")[0], r["budget"]))
+            if x is None or "removed" in r["method"]:
+                continue
+            ax.scatter(x, r["token_accuracy"], s=40)
+            ax.annotate(r["method"], (x, r["token_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set(title=f"{b}x budget", xlabel="latency / full context (0.5B shape)", xscale="log")
+        ax.grid(alpha=0.3)
+    axes_list = axes if len(budgets) > 1 else [axes]
+    axes_list[0].set_ylabel("continuation token accuracy (tiny LM)")
+    fig.suptitle("quality against speed: up and left is better")
+    save_png(fig, path, dpi=110)
+    return True
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = config_from_cli(argv, description=__doc__)
+    out = results_dir(config)
+    started = time.perf_counter()
+    budgets = config.bench.bench_budgets
+    quality_rows, quality_info = quality(config, budgets)
+    print(f"quality measured ({time.perf_counter() - started:.0f} s)", flush=True)
+    speed_rows, speed_info = speed(config, budgets)
+    print(f"speed measured ({time.perf_counter() - started:.0f} s)", flush=True)
+    training = {"tiny-icae-4x (tiny LM)": training_efficiency(load_checkpoint("tiny-icae-4x", train=True), 128, 8),
+                f"{config.bench.bench_speed_model} (k=128)": training_efficiency(
+                    speed_model(config, config.bench.bench_speed_slots), 512, 1)}
+    result = {"config": config.to_dict(), "quality": quality_rows, "quality_info": quality_info,
+              "speed": {"rows": speed_rows, "info": speed_info}, "training": training,
+              "seconds": time.perf_counter() - started}
+    atomic_write_json(out / "bench_peers.json", result)
+    table = markdown(result)
+    atomic_write_text(out / "bench_peers.md", table + "\n")
+    drew = plot(result, out / "bench_peers.png")
+    print("\n" + table)
+    print(f"\nresults: {out / 'bench_peers.json'}" + (f"\nplot: {out / 'bench_peers.png'}" if drew else ""))
+    return result
+
+
+if __name__ == "__main__":
+    entry(main)

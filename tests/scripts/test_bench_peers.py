@@ -1,0 +1,67 @@
+import json
+import os
+
+import pytest
+
+from icae.benchmarks.speed import step_flops
+from icae.models import loading
+from icae.scripts import bench_peers
+from tests.conftest import make_model, png_size, small_config
+
+
+@pytest.fixture
+def stand_ins(tmp_path, monkeypatch):
+    """Untrained stand-ins for the shipped compressors (the real ones are trained for hours)."""
+    for name, rate in (("tiny-icae-4x", 4), ("tiny-icae-8x", 8)):
+        cfg = small_config("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate, freeze_decoder=False)
+        make_model("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate,
+                   freeze_decoder=False).save_pretrained(tmp_path / name, cfg)
+        monkeypatch.setitem(loading.SHIPPED_COMPRESSORS, name, tmp_path / name)
+    held = tmp_path / "held.jsonl"
+    held.write_text(json.dumps({"text": "\n".join(f"def g{j}(b):\n    return b * {j} + {j * j}\n" for j in range(60))})
+                    + "\n")
+    return held
+
+
+def test_every_method_is_measured_and_missing_peers_say_why(stand_ins, tmp_path, monkeypatch):
+    monkeypatch.setenv("ICAE_PEERS", str(tmp_path / "no_peers"))
+    result = bench_peers.main([
+        "model_name_or_path=tiny-qwen2-lm", f"eval_dataset_repo={stand_ins}", f"output_path={tmp_path / 'out'}",
+        "bench_context_lengths=[32]", "bench_new_tokens=[4]", "bench_quality_samples=3",
+        "bench_speed_model=tiny-qwen2", "bench_speed_context=64", "bench_speed_slots=4", "bench_repeats=1",
+        "bench_questions=2"])
+    methods = {(r["method"], r["budget"]) for r in result["quality"]}
+    assert {("full context", 1), ("no context", 0), ("truncate (keep last)", 4), ("truncate (keep first)", 8),
+            ("ICAE (tiny-icae-4x)", 4), ("ICAE (tiny-icae-8x)", 8)} <= methods
+    assert set(result["quality_info"]["not_run"]) == {"llmlingua", "kvpress"}
+    assert "make peers" in result["quality_info"]["not_run"]["kvpress"]
+    rows = {(r["method"], r["budget"]): r for r in result["speed"]["rows"]}
+    assert rows[("full context", 1)]["latency_over_full"] == 1.0
+    # KV-cache sizes follow the positions kept: 64 tokens, 1/4 of them, or ceil(64 / (4 k)) * k slots.
+    assert rows[("truncate (keep last)", 4)]["kv_cache_mib"] < rows[("full context", 1)]["kv_cache_mib"]
+    assert rows[("ICAE (compress + answer)", 8)]["kv_cache_mib"] == pytest.approx(
+        rows[("truncate (keep last)", 8)]["kv_cache_mib"])
+    assert all(0 < t["fraction_of_matmul"] for t in result["training"].values())
+    assert png_size(tmp_path / "out" / "bench_peers.png") == (1100, 440)  # (10, 4) at 110 dpi
+    assert "| ICAE (tiny-icae-4x) | 4x |" in (tmp_path / "out" / "bench_peers.md").read_text()
+
+
+def test_training_flops_on_a_hand_computed_case():
+    model = make_model("tiny-qwen2", fixed_mem_size=4)  # hidden 128, 2 layers, intermediate 256, 2 KV heads of 32
+    linear = 2 * (128 * 128 + 2 * 128 * 64 + 128 * 128 + 3 * 128 * 256)  # q, k, v, o, gate, up, down per layer
+    vocab = model.base_config.vocab_size
+    expected = 4 * linear * (10 + 20) + 4 * vocab * 128 * 7 + 3 * 4 * 2 * 128 * (2 * 5 ** 2 + 20 ** 2)
+    assert step_flops(model, segment=5, segments=2, decoder=20, scored=7) == expected
+
+
+@pytest.mark.skipif(not os.environ.get("ICAE_PEERS"), reason="needs the peers' environments (make peers)")
+def test_the_peers_run_in_their_own_environments(stand_ins, tmp_path):
+    result = bench_peers.main([
+        "model_name_or_path=tiny-qwen2-lm", f"eval_dataset_repo={stand_ins}", f"output_path={tmp_path / 'out'}",
+        "bench_context_lengths=[32]", "bench_new_tokens=[4]", "bench_quality_samples=2", "bench_presses=[knorm]",
+        "bench_speed_model=tiny-qwen2", "bench_speed_context=64", "bench_speed_slots=4", "bench_repeats=1"])
+    methods = {r["method"] for r in result["quality"]}
+    assert {"LLMLingua", "kvpress-knorm", "full (kvpress env)"} <= methods
+    full = {r["method"]: r for r in result["quality"] if r["budget"] == 1}
+    # The same model in another transformers release scores the full context alike.
+    assert full["full (kvpress env)"]["token_accuracy"] == pytest.approx(full["full context"]["token_accuracy"])
