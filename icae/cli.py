@@ -30,6 +30,7 @@ RECIPES = {
     "build-base": "build_tiny_base",
     "bench": "bench",
     "bench-peers": "bench_peers",
+    "bench-serve": "bench_serve",
     "finetune-squad": "finetune_SQuAD",
     "inference-squad": "inference_SQuAD",
     "squad-fixture": "squad_fixture",

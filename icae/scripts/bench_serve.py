@@ -1,0 +1,157 @@
+"""The server under load: N agents replaying trajectories concurrently for a fixed time, all on loopback.
+
+    python -m icae.scripts.bench_serve --config_path icae/configs/serve_tiny.yaml [--clients 4 --seconds 60]
+
+For each model type (ICAE as configured, then SimpleLLM on the same base with ``model_type=llm``), a server is started
+as a subprocess on a free port; ``--clients`` threads each replay generated agent trajectories turn by turn (the
+history up to each assistant turn, the recorded turn sent back as history, as an agent does), for ``--seconds``.
+Reported: requests/s, median and 95th-percentile latency, the server's peak memory (sampled RSS), prompt tokens,
+decoder positions and tokens saved (from its /metrics). No figure is asserted anywhere: this is for reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from icae.data.generate_trajectories import generate
+from icae.data.corpus import stdlib_dir
+from icae.scripts import entry
+from icae.utils.io import atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def conversations(count: int, seed: int = 0) -> list[list[list[dict]]]:
+    """Each trajectory as its requests: the messages up to each assistant turn (the turn itself is the answer)."""
+    out = []
+    for trajectory in generate([stdlib_dir() / "json", stdlib_dir() / "logging"], count, seed):
+        messages = trajectory["messages"]
+        out.append([messages[:i] for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0])
+    return out
+
+
+def serve(config_path: str, overrides: list[str], port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "icae.serve", "--config_path", config_path, f"port={port}",
+                             *overrides], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def load(url: str, model: str, convs, clients: int, seconds: float, max_tokens: int) -> dict:
+    import httpx
+
+    latencies, errors, stop = [], [0], time.perf_counter() + seconds
+
+    def agent(i: int) -> None:
+        with httpx.Client(timeout=120) as http:
+            j = i
+            while time.perf_counter() < stop:
+                for request in convs[j % len(convs)]:
+                    if time.perf_counter() >= stop:
+                        return
+                    start = time.perf_counter()
+                    r = http.post(f"{url}/v1/chat/completions", json={"model": model, "messages": request,
+                                                                      "max_tokens": max_tokens, "temperature": 0})
+                    if r.status_code == 200:
+                        latencies.append(time.perf_counter() - start)
+                    else:
+                        errors[0] += 1
+                j += clients
+
+    threads = [threading.Thread(target=agent, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    latencies.sort()
+    return {"requests": len(latencies), "errors": errors[0], "wall_seconds": wall,
+            "requests_per_second": len(latencies) / wall,
+            "latency_p50": statistics.median(latencies) if latencies else None,
+            "latency_p95": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None}
+
+
+def run_one(config_path: str, overrides: list[str], convs, args) -> dict:
+    import httpx
+
+    port = free_port()
+    server = serve(config_path, overrides, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                health = httpx.get(f"{url}/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"the server exited: {server.stderr.read()[-2000:]}")
+                time.sleep(0.5)
+        proc, peak, done = psutil.Process(server.pid), [0], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        measured = load(url, health["model"], convs, args.clients, args.seconds, args.max_tokens)
+        done.set()
+        sampler.join()
+        metrics = dict(line.split(" ") for line in httpx.get(f"{url}/metrics").text.splitlines()
+                       if line and not line.startswith("#"))
+        return {**measured, "peak_rss_mib": peak[0] / 2**20, "model": health["model"],
+                **{k: float(metrics[f"icae_{k}"]) for k in ("prompt_tokens_total", "decoder_positions_total",
+                                                            "tokens_saved_total", "slot_cache_hits_total",
+                                                            "prefilled_positions_total", "batched_requests_total",
+                                                            "batches_total")}}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="icae bench-serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_path", default=str(ROOT / "icae" / "configs" / "serve_tiny.yaml"))
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--max_tokens", type=int, default=16)
+    parser.add_argument("--trajectories", type=int, default=16)
+    parser.add_argument("--out", default="runs/bench_serve.json")
+    args, overrides = parser.parse_known_args(argv)
+    convs = conversations(args.trajectories)
+    results = {"icae": run_one(args.config_path, overrides, convs, args),
+               "llm": run_one(args.config_path, [*overrides, "model_type=llm", "restore_from=null",
+                                                 "served_model_name=simple-llm"], convs, args)}
+    result = {"clients": args.clients, "seconds": args.seconds, "max_tokens": args.max_tokens,
+              "trajectories": args.trajectories, "results": results}
+    atomic_write_json(args.out, result)
+    print("| model | requests/s | p50 latency (s) | p95 latency (s) | server peak RSS (MiB) | prompt tokens | "
+          "decoder positions | tokens saved | mean batch |\n|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        batch = r["batched_requests_total"] / max(r["batches_total"], 1)
+        print(f"| {name} | {r['requests_per_second']:.2f} | {r['latency_p50']:.3f} | {r['latency_p95']:.3f} | "
+              f"{r['peak_rss_mib']:.0f} | {r['prompt_tokens_total']:.0f} | {r['decoder_positions_total']:.0f} | "
+              f"{r['tokens_saved_total']:.0f} | {batch:.2f} |")
+    print(f"results: {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    entry(main)
