@@ -31,7 +31,7 @@ def test_bench_runs_and_reports_every_field(tmp_path):
     assert all(t["tokens_per_second"] > 0 and t["target_tokens"] > 0 for t in result["training"])
     written = json.loads((tmp_path / "bench_tiny-qwen2.json").read_text())
     assert written["points"][0]["context_length"] == 64
-    assert png_size(tmp_path / "bench_tiny-qwen2.png") == (1000, 400)  # figsize (10, 4) at 100 dpi
+    assert png_size(tmp_path / "bench_tiny-qwen2.png") == (1800, 380)  # 2 rates x 2 batches: 4 panels of 4.5 in, 100 dpi
     assert "| 128 | 8x | 2 | 4 |" in bench.markdown_table(result)
 
 

@@ -29,7 +29,8 @@ from icae.utils.io import atomic_path, atomic_write_json
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "icae_config.yaml"
 META_NAME = "icae_meta.json"
-# Keys that change what trained tensors mean: a checkpoint loads only with the values it was trained with.
+# Keys that change what trained tensors mean: a checkpoint loads only with the values it was trained with (SimpleLLM's:
+# only those of its adapter).
 MEANING_KEYS = ("model_type", "layout", "fixed_mem_size", "mean_compression_rate", "use_position_identifiers", "do_compress",
                 "use_lora", "lora_r", "lora_alpha", "lora_target_modules", "freeze_decoder",
                 "add_special_token_for_lm")
@@ -115,12 +116,16 @@ def checkpoint_config(directory: str | Path, overrides: dict[str, Any] | None = 
     return saved.replace(**{**(overrides or {}), "restore_from": None})
 
 
+LLM_MEANING_KEYS = ("model_type", "layout", "use_lora", "lora_r", "lora_alpha", "lora_target_modules")
+
+
 def check_same_meaning(saved: Config, new: Config | dict[str, Any], what: str) -> None:
     """Raise ConfigError naming each MEANING_KEYS key whose value in ``new`` differs from ``saved``."""
     old = saved.to_dict()
     values = new.to_dict() if isinstance(new, Config) else {k: v for k, v in new.items() if k in MEANING_KEYS}
+    keys = LLM_MEANING_KEYS if old["model_type"] == "llm" else MEANING_KEYS
     changed = [f"{k}: {what} was trained with {old[k]!r}, got {values[k]!r} (it changes what the trained tensors "
-               "mean; use the trained value or train anew)" for k in MEANING_KEYS if k in values and values[k] != old[k]]
+               "mean; use the trained value or train anew)" for k in keys if k in values and values[k] != old[k]]
     if changed:
         raise ConfigError(changed, what)
 

@@ -186,26 +186,26 @@ def markdown_table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> bool:
+    """Latency as a ratio to the full context (1 = as slow), one panel per setting (rate, batch, new tokens), one line
+    per method: ICAE compressing then answering, and answering from memory compressed in advance."""
     plt = pyplot()
     if plt is None:
         return False
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     groups = sorted({(p["compression_rate"], p["batch_size"], p["new_tokens"]) for p in result["points"]})
-    for rate, batch, new in groups:
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), sharey=True, squeeze=False)
+    for ax, (rate, batch, new) in zip(axes[0], groups):
         pts = sorted((p for p in result["points"] if (p["compression_rate"], p["batch_size"], p["new_tokens"]) ==
                       (rate, batch, new)), key=lambda p: p["context_length"])
         xs = [p["context_length"] for p in pts]
-        tag = f"{rate}x, b{batch}, {new} tok"
-        ax1.plot(xs, [p["full_seconds"] for p in pts], "k--", marker="o", label=f"full ({tag})")
-        ax1.plot(xs, [p["icae_seconds"] for p in pts], marker="s", label=f"ICAE ({tag})")
-        ax1.plot(xs, [p["cached_seconds"] for p in pts], marker="^", label=f"cached ({tag})")
-        ax2.plot(xs, [p["full_peak_mib"] for p in pts], "k--", marker="o", label=f"full ({tag})")
-        ax2.plot(xs, [p["icae_peak_mib"] for p in pts], marker="s", label=f"ICAE ({tag})")
-    ax1.set(xlabel="context tokens", ylabel="answer latency (s)", title="latency")
-    ax2.set(xlabel="context tokens", ylabel="peak memory growth (MiB)", title="memory")
-    for ax in (ax1, ax2):
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{result['model']} on {result['device']}")
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="full context")
+        ax.plot(xs, [p["icae_over_full"] for p in pts], marker="s", label="ICAE: compress + answer")
+        ax.plot(xs, [p["cached_over_full"] for p in pts], marker="^", label="ICAE: memory compressed in advance")
+        ax.set(title=f"{rate}x, batch {batch}, {new} new tokens", xlabel="context tokens", xscale="log")
+    axes[0][0].set_ylabel("latency / full context")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.suptitle(f"{result['model']} on {result['device']}: below 1 is faster than the full context")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     save_png(fig, path)
     return True
 
