@@ -76,3 +76,16 @@ def png_size(path) -> tuple[int, int]:
     data = open(path, "rb").read(24)
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
     return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture
+def shipped_stand_ins(tmp_path, monkeypatch):
+    """Untrained stand-ins for the shipped compressors (the real ones train for hours), on the demo's base."""
+    from icae.models import loading
+
+    for name, rate in (("tiny-icae-4x", 4), ("tiny-icae-8x", 8)):
+        cfg = small_config("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate, freeze_decoder=False)
+        make_model("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate,
+                   freeze_decoder=False).save_pretrained(tmp_path / name, cfg)
+        monkeypatch.setitem(loading.SHIPPED_COMPRESSORS, name, tmp_path / name)
+    return tmp_path

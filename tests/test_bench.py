@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 
+from icae.benchmarks.measure import PeakMemory
 from icae.scripts import bench
 from icae.models.icae import ICAE
 from tests.conftest import make_model, png_size
@@ -74,7 +75,7 @@ def test_decoding_from_slots_costs_what_decoding_from_tokens_costs():
 
 
 def test_peak_memory_sees_a_known_allocation():
-    meter = bench.PeakMemory(torch.device("cpu"))
+    meter = PeakMemory(torch.device("cpu"))
     with meter.measure():
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB of float32, touched
         time.sleep(0.1)  # held long enough for the 2 ms sampler to see it, even on a busy machine

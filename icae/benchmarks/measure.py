@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 import torch
 
+from icae.utils.timing import sync_device
+
 
 class PeakMemory:
     """Peak memory growth in MiB during a block: CUDA allocator peak on GPU, sampled process RSS on CPU."""
@@ -65,3 +67,35 @@ def kv_cache_mib(model, positions: int, batch: int) -> float:
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * model.dtype.itemsize
     return per_position * positions * batch / 2**20
+
+
+def measured(device, fn):
+    """(seconds, peak MiB, result) of ``fn()``."""
+    meter = PeakMemory(device)
+    with meter.measure():
+        sync_device(device)
+        start = time.perf_counter()
+        result = fn()
+        sync_device(device)
+        seconds = time.perf_counter() - start
+    return seconds, meter.peak_mib, result
+
+
+def training_step(model, contexts) -> tuple[float, float, object]:
+    """(seconds, peak MiB, output) of one AE training step (forward, backward, optimizer) on ``contexts``, after one
+    warm-up step (allocator, kernels); the model is left in evaluation mode."""
+    params = [p for p in model.parameters() if p.requires_grad] or [model.memory_embeddings.requires_grad_(True)]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+
+    def step():
+        out = model(contexts, mode="ae")
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return out
+
+    step()
+    result = measured(model.device, step)
+    model.eval()
+    return result

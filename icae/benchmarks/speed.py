@@ -11,24 +11,12 @@ from pathlib import Path
 
 import torch
 
-from icae.benchmarks.measure import PeakMemory, kv_cache_mib
+from icae.benchmarks.measure import kv_cache_mib, measured, training_step
 from icae.benchmarks.peers import portable_model_dir, run_peer
 from icae.config import ModelArguments
 from icae.models import ICAE
 from icae.models.loading import load_base_model
 from icae.utils.timing import sync_device
-
-
-def measured(device, fn):
-    """(seconds, peak MiB, result) of ``fn()``."""
-    meter = PeakMemory(device)
-    with meter.measure():
-        sync_device(device)
-        start = time.perf_counter()
-        result = fn()
-        sync_device(device)
-        seconds = time.perf_counter() - start
-    return seconds, meter.peak_mib, result
 
 
 def speed_model(config, k: int) -> ICAE:
@@ -183,20 +171,7 @@ def training_efficiency(model: ICAE, context: int, batch: int) -> dict:
     peak_before = matmul_flops(model.device)
     gen = torch.Generator().manual_seed(1)
     contexts = [torch.randint(8, len(model.tokenizer), (context,), generator=gen) for _ in range(batch)]
-    params = [p for p in model.parameters() if p.requires_grad] or [model.memory_embeddings.requires_grad_(True)]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    model.train()
-
-    def step():
-        out = model(contexts, mode="ae")
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return out
-
-    step()
-    seconds, _, out = measured(model.device, step)
-    model.eval()
+    seconds, _, out = training_step(model, contexts)
     peak = (peak_before + matmul_flops(model.device)) / 2
     k = model.args.fixed_mem_size
     segments = -(-context // (k * model.args.mean_compression_rate))

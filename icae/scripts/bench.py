@@ -20,12 +20,11 @@ No timing is asserted anywhere: the numbers are for reading side by side.
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from icae.benchmarks.measure import PeakMemory, kv_cache_mib
+from icae.benchmarks.measure import kv_cache_mib, measured, training_step
 from icae.config import Config, config_from_cli
 from icae.models.icae import ICAE
 from icae.models.loading import load_base_model
@@ -33,19 +32,6 @@ from icae.scripts import entry
 from icae.training.results import results_dir
 from icae.utils.io import atomic_write_json
 from icae.utils.plotting import pyplot, save_png
-from icae.utils.timing import sync_device
-
-
-def measured(device, fn):
-    """(seconds, peak MiB, result) of ``fn()``."""
-    meter = PeakMemory(device)
-    with meter.measure():
-        sync_device(device)
-        start = time.perf_counter()
-        result = fn()
-        sync_device(device)
-        seconds = time.perf_counter() - start
-    return seconds, meter.peak_mib, result
 
 
 def random_ids(n: int, vocab: int, generator: torch.Generator) -> list[int]:
@@ -93,20 +79,7 @@ def train_throughput(model: ICAE, length: int, batch: int, generator: torch.Gene
     vocab = len(model.tokenizer)
     lengths = [max(8, length - (i * length) // (2 * batch)) for i in range(batch)]  # uneven: padding happens
     contexts = [torch.tensor(random_ids(n, vocab, generator)) for n in lengths]
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    model.train()
-
-    def step():
-        out = model(contexts, mode="ae")
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return out
-
-    step()  # warm-up (allocator, kernels)
-    seconds, peak, out = measured(model.device, step)
-    model.eval()
+    seconds, peak, out = training_step(model, contexts)
     tokens = sum(lengths) + int(out.num_target_tokens)
     return {"batch_size": batch, "context_tokens": sum(lengths), "target_tokens": int(out.num_target_tokens),
             "seconds": seconds, "tokens_per_second": tokens / seconds, "peak_mib": peak}

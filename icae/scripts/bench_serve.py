@@ -12,7 +12,6 @@ decoder positions and tokens saved (from its /metrics). No figure is asserted an
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import subprocess

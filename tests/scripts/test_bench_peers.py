@@ -4,19 +4,12 @@ import os
 import pytest
 
 from icae.benchmarks.speed import step_flops
-from icae.models import loading
 from icae.scripts import bench_peers
-from tests.conftest import make_model, png_size, small_config
+from tests.conftest import make_model, png_size
 
 
 @pytest.fixture
-def stand_ins(tmp_path, monkeypatch):
-    """Untrained stand-ins for the shipped compressors (the real ones are trained for hours)."""
-    for name, rate in (("tiny-icae-4x", 4), ("tiny-icae-8x", 8)):
-        cfg = small_config("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate, freeze_decoder=False)
-        make_model("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate,
-                   freeze_decoder=False).save_pretrained(tmp_path / name, cfg)
-        monkeypatch.setitem(loading.SHIPPED_COMPRESSORS, name, tmp_path / name)
+def stand_ins(tmp_path, shipped_stand_ins):
     held = tmp_path / "held.jsonl"
     held.write_text(json.dumps({"text": "\n".join(f"def g{j}(b):\n    return b * {j} + {j * j}\n" for j in range(60))})
                     + "\n")

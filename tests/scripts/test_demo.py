@@ -1,17 +1,10 @@
 import json
 
-from icae.models import loading
 from icae.scripts import demo
-from tests.conftest import make_model, png_size, small_config
+from tests.conftest import png_size
 
 
-def test_demo_reports_shipped_compressors_and_a_live_run(tmp_path, monkeypatch):
-    # Stand-ins for the shipped compressors (the real ones are trained for hours): untrained, on the demo's base.
-    for name, rate in (("tiny-icae-4x", 4), ("tiny-icae-8x", 8)):
-        cfg = small_config("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate, freeze_decoder=False)
-        make_model("tiny-qwen2-lm", fixed_mem_size=4, mean_compression_rate=rate,
-                   freeze_decoder=False).save_pretrained(tmp_path / name, cfg)
-        monkeypatch.setitem(loading.SHIPPED_COMPRESSORS, name, tmp_path / name)
+def test_demo_reports_shipped_compressors_and_a_live_run(tmp_path, shipped_stand_ins):
     corpus, held = tmp_path / "corpus.jsonl", tmp_path / "held.jsonl"
     corpus.write_text("".join(json.dumps({"text": "\n".join(f"def h{i}_{j}(a):\n    return a - {j}\n"
                                                             for j in range(30))}) + "\n" for i in range(6)))
