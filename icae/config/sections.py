@@ -334,6 +334,9 @@ class BenchArguments(Section):
     bench_speed_context: int = _help("bench_peers: context tokens of the speed measures.", 2048)
     bench_speed_slots: int = _help("bench_peers: ICAE's slots per segment in the speed measures (k).", 128)
     bench_questions: int = _help("bench_peers: questions answered from one compressed context (the cached case).", 4)
+    bench_squad_llm: Optional[str] = _help("bench_peers: a SimpleLLM fine-tuned on SQuAD (its context gets compressed "
+                                           "by the peers); None: no SQuAD comparison.", None)
+    bench_squad_icae: Optional[str] = _help("bench_peers: an ICAE fine-tuned on SQuAD, beside it.", None)
 
     def problems(self) -> list[str]:
         out = []

@@ -4,7 +4,8 @@ and time what follows. Standalone: imports only torch, transformers and kvpress;
     .peers/kvpress/bin/python icae/peers/kvpress_worker.py JOB.json OUT.json
 
 Job: ``{"model_dir", "presses": [...], "ratios": [...], "samples": [{"context", "continuation"}] (token ids),
-"speed": {"context_tokens", "new_tokens", "repeats"} or null, "threads"}``. For each press and ratio (the share of
+"qa": {"samples": [{"context", "prompt"}], "max_new_tokens", "stop"} or null, "speed": {"context_tokens",
+"new_tokens", "repeats"} or null, "threads"}``. With ``qa``: each question's greedy answer after its pruned context. For each press and ratio (the share of
 the KV cache removed): the teacher-forced token accuracy and loss of each continuation read after the pruned cache
 (continuation positions keep their place after the full context), and, with ``speed``, the median prefill (time to
 first token), total latency for ``new_tokens`` greedy tokens, peak RSS growth and KV-cache size, over interleaved
@@ -60,6 +61,26 @@ def score(model, context: list[int], continuation: list[int], press) -> tuple[fl
     logits = torch.cat([last[:, None], logits[:, :-1]], dim=1)[0].float()  # logits[i] predicts continuation[i]
     target = cont[0]
     return float((logits.argmax(-1) == target).float().mean()), float(F.cross_entropy(logits, target))
+
+
+@torch.no_grad()
+def answer(model, context: list[int], prompt: list[int], press, max_new: int, stops: set[int]) -> list[int]:
+    """Greedy answer to ``prompt`` read after ``context`` whose cache ``press`` pruned (positions kept in place)."""
+    cache, _ = prefill(model, torch.tensor([context]), press)
+    kept, position, out = cache.get_seq_length(), len(context), []
+    ids = torch.tensor([prompt])
+    for _ in range(max_new):
+        n = ids.shape[1]
+        mask = torch.ones(1, kept + n, dtype=torch.long)
+        logits = model(ids, past_key_values=cache, position_ids=torch.arange(position, position + n)[None],
+                       attention_mask=mask, use_cache=True).logits[:, -1]
+        kept, position = kept + n, position + n
+        token = int(logits.argmax(-1))
+        if token in stops:
+            break
+        out.append(token)
+        ids = torch.tensor([[token]])
+    return out
 
 
 def _trim() -> None:
@@ -129,6 +150,10 @@ def main() -> None:
             scores = [score(model, s["context"], s["continuation"], make_press(name, ratio)) for s in job["samples"]]
             row.update(token_accuracy=statistics.fmean(a for a, _ in scores),
                        loss=statistics.fmean(loss for _, loss in scores), samples=len(scores))
+        if job.get("qa"):
+            qa = job["qa"]
+            row["qa_answers"] = [answer(model, s["context"], s["prompt"], make_press(name, ratio), qa["max_new_tokens"],
+                                        set(qa["stop"])) for s in qa["samples"]]
         results.append(row)
     speed = job.get("speed")
     if speed:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from icae.benchmarks.qa import qa
 from icae.benchmarks.quality import quality
 from icae.benchmarks.speed import speed, speed_model, training_efficiency
 from icae.config import config_from_cli
@@ -41,6 +42,12 @@ def markdown(result: dict) -> str:
              f" tokens, continuation of {result['quality_info']['continuation_tokens']} tokens, `tiny-qwen2-lm`.", "",
              "| method | budget | continuation token accuracy | loss |", "|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['budget']}x | {r['token_accuracy']:.3f} | {r['loss']:.3f} |" for r in q]
+    if result["squad"]:
+        lines += ["", f"SQuAD: {result['squad_info']['questions']} dev questions; the SimpleLLM fine-tuned on SQuAD "
+                  "reads its context as each method leaves it; the ICAE fine-tuned on SQuAD reads slots.", "",
+                  "| method | budget | context kept | EM | F1 |", "|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['budget']}x | {r['context_kept']:.2f} | {r['exact_match']:.3f} | {r['f1']:.3f} |"
+                  for r in result["squad"]]
     lines += ["", f"Speed: {s['info']['model']} (random weights), {s['info']['context_tokens']}-token context, "
               f"{s['info']['new_tokens']} new tokens, {s['info']['threads']} threads, medians of "
               f"{s['info']['repeats']} interleaved repeats.", "",
@@ -56,7 +63,8 @@ def markdown(result: dict) -> str:
     for name, t in result["training"].items():
         lines.append(f"| {name} | {t['batch']} x {t['context']} | {t['seconds']:.2f} | {t['achieved_flops'] / 1e9:.1f} | "
                      f"{t['matmul_flops'] / 1e9:.1f} | {t['fraction_of_matmul']:.2f} |")
-    for peer, why in {**result["quality_info"]["not_run"], **s["info"]["not_run"]}.items():
+    for peer, why in {**result["quality_info"]["not_run"], **result["squad_info"]["not_run"],
+                      **s["info"]["not_run"]}.items():
         lines.append(f"\nNot run: {peer}: {why}")
     return "\n".join(lines)
 
@@ -95,12 +103,15 @@ def main(argv: list[str] | None = None) -> dict:
     budgets = config.bench.bench_budgets
     quality_rows, quality_info = quality(config, budgets)
     print(f"quality measured ({time.perf_counter() - started:.0f} s)", flush=True)
+    qa_rows, qa_info = qa(config, budgets)
+    print(f"SQuAD measured ({time.perf_counter() - started:.0f} s)", flush=True)
     speed_rows, speed_info = speed(config, budgets)
     print(f"speed measured ({time.perf_counter() - started:.0f} s)", flush=True)
     training = {"tiny-icae-4x (tiny LM)": training_efficiency(load_checkpoint("tiny-icae-4x", train=True), 128, 8),
                 f"{config.bench.bench_speed_model} (k=128)": training_efficiency(
                     speed_model(config, config.bench.bench_speed_slots), 512, 1)}
     result = {"config": config.to_dict(), "quality": quality_rows, "quality_info": quality_info,
+              "squad": qa_rows, "squad_info": qa_info,
               "speed": {"rows": speed_rows, "info": speed_info}, "training": training,
               "seconds": time.perf_counter() - started}
     atomic_write_json(out / "bench_peers.json", result)

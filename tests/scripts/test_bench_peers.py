@@ -58,3 +58,31 @@ def test_the_peers_run_in_their_own_environments(stand_ins, tmp_path):
     full = {r["method"]: r for r in result["quality"] if r["budget"] == 1}
     # The same model in another transformers release scores the full context alike.
     assert full["full (kvpress env)"]["token_accuracy"] == pytest.approx(full["full context"]["token_accuracy"])
+
+
+def test_squad_comparison_at_the_same_budget(tmp_path):
+    from icae.benchmarks.qa import qa
+    from icae.config import load_config
+    from icae.data.squad import write_fixture
+
+    train, dev = write_fixture(tmp_path / "squad", n_train=2, n_eval=1)
+    ckpts = {}
+    for kind in ("llm", "icae"):
+        model = make_model("tiny-qwen2", model_type=kind, fixed_mem_size=4)
+        model.save_pretrained(tmp_path / kind, load_config(None, {"model_name_or_path": "tiny-qwen2", "model_type": kind,
+                                                                   "fixed_mem_size": 4, "lora_r": 8, "lora_alpha": 16,
+                                                                   "lora_dropout": 0.0}))
+        ckpts[kind] = tmp_path / kind
+    config = load_config(None, {"task": "qa", "dataset_repo": str(train), "eval_dataset_repo": str(dev),
+                                "bench_squad_llm": str(ckpts["llm"]), "bench_squad_icae": str(ckpts["icae"]),
+                                "bench_presses": ["knorm"], "max_out_length": 3})
+    rows, info = qa(config, [4, 8])
+    methods = {(r["method"], r["budget"]) for r in rows}
+    assert {("SimpleLLM, full context", 1), ("ICAE (4x slots)", 4), ("SimpleLLM, truncated (keep last)", 8)} <= methods
+    assert all(0 <= r["f1"] <= 1 and r["exact_match"] <= r["f1"] + 1e-9 for r in rows)
+    assert [r["context_kept"] for r in rows if r["method"].startswith("SimpleLLM, truncated")] == [0.25, 0.25, 0.125,
+                                                                                                  0.125]
+    if os.environ.get("ICAE_PEERS"):
+        assert {("SimpleLLM + LLMLingua", 4), ("SimpleLLM + kvpress-knorm", 8)} <= methods
+    else:
+        assert set(info["not_run"]) == {"llmlingua", "kvpress"}
