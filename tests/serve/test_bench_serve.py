@@ -1,0 +1,15 @@
+import json
+
+from icae.scripts import bench_serve
+
+
+def test_the_load_benchmark_reports_both_model_types(tmp_path):
+    out = tmp_path / "serve.json"
+    result = bench_serve.main(["--seconds", "2", "--clients", "2", "--trajectories", "2", "--max_tokens", "2",
+                               "--out", str(out), "restore_from=null", "model_max_length=2048"])
+    assert json.loads(out.read_text()) == result
+    icae, llm = result["results"]["icae"], result["results"]["llm"]
+    assert icae["requests"] > 0 and llm["requests"] > 0 and icae["errors"] == llm["errors"] == 0
+    assert llm["tokens_saved_total"] == 0 < icae["tokens_saved_total"]  # the full context saves nothing
+    assert icae["latency_p50"] <= icae["latency_p95"]
+    assert icae["prompt_tokens_total"] - icae["decoder_positions_total"] == icae["tokens_saved_total"]
