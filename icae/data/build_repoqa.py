@@ -234,3 +234,10 @@ def write_dataset(data: dict, out: str | Path) -> Path:
         else:
             tmp.write_bytes(payload)
     return out
+
+
+if __name__ == "__main__":  # the earlier entry point; the recipe lives in icae.scripts.build_repoqa
+    from icae.scripts import entry
+    from icae.scripts.build_repoqa import main
+
+    entry(main)

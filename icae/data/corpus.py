@@ -103,3 +103,10 @@ def write_stdlib_corpus(out: str | Path, first: str = "n", last: str = "z", root
     """Write the top-level standard-library modules ``first``..``last`` as JSONL records ``{"path", "text"}``.
     Modules a-m trained the shipped base LMs; n-z are text they have never seen."""
     return write_corpus(out, top_level_modules(first, last, root), root)
+
+
+if __name__ == "__main__":  # the earlier entry point; the recipe lives in icae.scripts.write_corpus
+    from icae.scripts import entry
+    from icae.scripts.write_corpus import main
+
+    entry(main)

@@ -129,3 +129,10 @@ def generate(sources: list[Path], num: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     chosen = rng.sample(candidates, min(num, len(candidates)))
     return [make_trajectory(root, f, i) for i, (root, f) in enumerate(chosen)]
+
+
+if __name__ == "__main__":  # the earlier entry point; the recipe lives in icae.scripts.generate_trajectories
+    from icae.scripts import entry
+    from icae.scripts.generate_trajectories import main
+
+    entry(main)

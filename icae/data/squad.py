@@ -166,3 +166,10 @@ def load_squad_task(config, tokenizer, train: bool = True, test: bool = True) ->
         records = limit(records, config.inference.num_samples or data.max_eval_samples)
         out.test = [qa_sample(tokenizer, r, template, end) for r in records]
     return out
+
+
+if __name__ == "__main__":  # the earlier entry point; the recipe lives in icae.scripts.squad_fixture
+    from icae.scripts import entry
+    from icae.scripts.squad_fixture import main
+
+    entry(main)
