@@ -48,11 +48,16 @@ def merged_model_dir(model: SimpleLLM, out: Path) -> Path:
 
 def qa(config, budgets: list[int]) -> tuple[list[dict], dict]:
     b, info = config.bench, {"not_run": {}}
-    if not (b.bench_squad_llm and b.bench_squad_icae):
-        return [], {"not_run": {"squad": "set bench_squad_llm and bench_squad_icae to fine-tuned checkpoints"}}
+    if not (b.bench_squad_llm and b.bench_squad_icae and b.bench_squad_dev):
+        return [], {"not_run": {"squad": "set bench_squad_llm and bench_squad_icae (fine-tuned checkpoints) and "
+                                         "bench_squad_dev (their questions)"}}
+    missing = [p for p in (b.bench_squad_llm, b.bench_squad_icae) if not Path(p).is_dir()]
+    if missing:
+        return [], {"not_run": {"squad": f"no checkpoint at {missing}: run the SQuAD recipes first (docs/squad.md)"}}
     llm = load_checkpoint(b.bench_squad_llm, train=False).eval()
     icae = load_checkpoint(b.bench_squad_icae, train=False).eval()
-    squad = config.replace(model_name_or_path=llm.args.model_name_or_path)
+    squad = config.replace(model_name_or_path=llm.args.model_name_or_path, task="qa", dataset_repo=b.bench_squad_dev,
+                           eval_dataset_repo=b.bench_squad_dev)
     samples = load_squad_task(squad, llm.tokenizer, train=False).test
     contexts = [s.input_ids for s in samples]
     max_new = config.inference.max_out_length

@@ -337,6 +337,8 @@ class BenchArguments(Section):
     bench_squad_llm: Optional[str] = _help("bench_peers: a SimpleLLM fine-tuned on SQuAD (its context gets compressed "
                                            "by the peers); None: no SQuAD comparison.", None)
     bench_squad_icae: Optional[str] = _help("bench_peers: an ICAE fine-tuned on SQuAD, beside it.", None)
+    bench_squad_dev: Optional[str] = _help("bench_peers: the SQuAD questions they answer (a SQuAD JSON file or hub id).",
+                                           None)
 
     def problems(self) -> list[str]:
         out = []

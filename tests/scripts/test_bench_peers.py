@@ -73,7 +73,7 @@ def test_squad_comparison_at_the_same_budget(tmp_path):
                                                                    "fixed_mem_size": 4, "lora_r": 8, "lora_alpha": 16,
                                                                    "lora_dropout": 0.0}))
         ckpts[kind] = tmp_path / kind
-    config = load_config(None, {"task": "qa", "dataset_repo": str(train), "eval_dataset_repo": str(dev),
+    config = load_config(None, {"bench_squad_dev": str(dev), "eval_dataset_repo": str(train),  # the dev file wins
                                 "bench_squad_llm": str(ckpts["llm"]), "bench_squad_icae": str(ckpts["icae"]),
                                 "bench_presses": ["knorm"], "max_out_length": 3})
     rows, info = qa(config, [4, 8])
@@ -82,6 +82,7 @@ def test_squad_comparison_at_the_same_budget(tmp_path):
     assert all(0 <= r["f1"] <= 1 and r["exact_match"] <= r["f1"] + 1e-9 for r in rows)
     assert [r["context_kept"] for r in rows if r["method"].startswith("SimpleLLM, truncated")] == [0.25, 0.25, 0.125,
                                                                                                   0.125]
+    assert info["questions"] == 4  # the dev file's questions (1 article x 4), not the training file's
     if os.environ.get("ICAE_PEERS"):
         assert {("SimpleLLM + LLMLingua", 4), ("SimpleLLM + kvpress-knorm", 8)} <= methods
     else:
