@@ -24,6 +24,7 @@ from icae.data.prepare_data_for_pretraining import prepare, windows
 from icae.models import ICAE, load_checkpoint
 from icae.models.loading import SHIPPED_COMPRESSORS, load_tokenizer
 from icae.scripts import entry, pretrain
+from icae.scripts.interactive_autoencoder import reconstruct
 from icae.training import evaluate_pretraining
 from icae.training.results import results_dir
 from icae.utils.io import atomic_write_json
@@ -50,7 +51,8 @@ def table(title: str, columns: list[tuple[str, dict]]) -> str:
 
 
 def shipped_part(config) -> dict:
-    """Part 1: every shipped compressor on held-out windows at its own rate."""
+    """Part 1: every shipped compressor on held-out windows at its own rate, and on one longer held-out passage
+    reconstructed segment by segment."""
     out = {}
     tokenizer = load_tokenizer(config.model.model_name_or_path)
     for name in SHIPPED_COMPRESSORS:
@@ -59,10 +61,13 @@ def shipped_part(config) -> dict:
         samples = windows(config, tokenizer, config.data.eval_dataset_repo, config.pretrain.eval_size,
                           model.args.fixed_mem_size * rate, config.pretrain.min_tokens_for_lm)
         measured = held_out_metrics(model, samples, len(samples))
+        long = windows(config, tokenizer, config.data.eval_dataset_repo, 1, 5 * model.args.fixed_mem_size * rate, 1)
+        passage = reconstruct(model, tokenizer.decode(long[0]["input_ids"]))
         out[name] = {"rate": rate, "tokens": model.args.fixed_mem_size * rate, "samples": len(samples),
                      "memory": {k: v for k, v in measured["memory"].items() if k != "texts"},
                      "no_memory": {k: v for k, v in measured["no_memory"].items() if k != "texts"},
-                     "examples": [{"original": o, "reconstruction": r} for o, r in measured["memory"]["texts"][:3]]}
+                     "examples": [{"original": o, "reconstruction": r} for o, r in measured["memory"]["texts"][:3]],
+                     "passage": {"original": tokenizer.decode(long[0]["input_ids"]), **passage}}
     return out
 
 
@@ -103,6 +108,12 @@ def main(argv: list[str] | None = None) -> dict:
     for i, ex in enumerate(first["examples"], 1):
         print(f"\nexample {i} ({next(iter(shipped))}):\n--- original ---\n{ex['original']}\n--- reconstructed from "
               f"{first['tokens'] // first['rate']} slots ---\n{ex['reconstruction']}")
+    for name, r in shipped.items():
+        p = r["passage"]
+        print(f"\na longer held-out passage, {name}: {p['input_tokens']} tokens -> {p['slots']} slots, reconstructed "
+              f"segment by segment: BLEU-1 {p['bleu1']:.3f}")
+    print(f"--- original ---\n{first['passage']['original']}\n--- reconstructed ---\n"
+          f"{first['passage']['reconstruction']}")
 
     info = prepare(config, show_progress=False)
     trainer = pretrain.build_trainer(config)

@@ -6,8 +6,9 @@
 
 The default model is the shipped pretrained compressor ``tiny-icae-4x`` (``--checkpoint`` or ``restore_from=...`` for
 any other; ``key=value`` overrides as in the recipes, e.g. ``--checkpoint tiny-icae-8x``). A text of any length is cut
-into segments as usual; ``--per_segment`` reconstructs each segment from its own slots (what the shipped compressors
-were trained on: one segment at a time) instead of the whole text from all of them.
+into segments as usual, and each segment is reconstructed from its own slots (what the shipped compressors were
+trained on: one segment at a time); ``--whole`` decodes the whole text from all the slots at once, as the original
+tool's script does (a compressor pretrained on multi-segment contexts does that well; the shipped ones do not).
 
 Prints the token count, the slots, the compression rate, the reconstruction and its BLEU-1 (NLTK, whitespace tokens);
 ``--json`` prints one object with ``input_tokens``, ``slots``, ``compression_rate``, ``reconstruction``, ``bleu1``.
@@ -31,7 +32,7 @@ DEFAULT = "tiny-icae-4x"
 
 
 @torch.no_grad()
-def reconstruct(model: ICAE, text: str, per_segment: bool = False) -> dict:
+def reconstruct(model: ICAE, text: str, per_segment: bool = True) -> dict:
     """Compress ``text``, decode it back (greedy), and score the reconstruction."""
     if not text.strip():
         raise UserError("the input is empty: give some text to compress")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--input", help="a text file, or - for standard input (default: a prompt loop)")
     parser.add_argument("--checkpoint", default=None, help=f"a checkpoint directory or shipped name (default {DEFAULT})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
-    parser.add_argument("--per_segment", action="store_true", help="reconstruct each segment from its own slots")
+    parser.add_argument("--whole", action="store_true", help="decode the whole text from all its slots at once")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     overrides = parse_overrides(rest)
     checkpoint = args.checkpoint or overrides.pop("restore_from", None) or DEFAULT
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 text = open(args.input, encoding="utf-8").read()
             except (OSError, UnicodeDecodeError) as e:
                 raise UserError(f"--input {args.input}: cannot read it as UTF-8 text ({e})") from None
-        result = reconstruct(model, text, args.per_segment)
+        result = reconstruct(model, text, per_segment=not args.whole)
         show(result, args.json)
         return [result]
     results = []
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         text = line.rstrip("\n").replace("\\n", "\n")  # \n typed in the prompt is a newline
         if text.strip() in ("", "quit", "exit"):
             break
-        results.append(reconstruct(model, text, args.per_segment))
+        results.append(reconstruct(model, text, per_segment=not args.whole))
         show(results[-1], args.json)
     return results
 

@@ -22,6 +22,7 @@ def test_demo_reports_shipped_compressors_and_a_live_run(tmp_path, shipped_stand
     assert (four["rate"], four["tokens"], eight["tokens"]) == (4, 16, 32)  # k=4 slots of 4 and 8 tokens each
     assert four["samples"] == eight["samples"] == 8 and len(four["examples"]) == 3
     assert four["memory"]["ae_loss"] != four["no_memory"]["ae_loss"]  # the baseline really drops the slots
+    assert four["passage"]["slots"] == 4 * 5 and eight["passage"]["slots"] == 4 * 5  # five segments, each k=4 slots
     assert result["steps"] == 6 and written["data"]["eval_samples"] == 8
     assert png_size(tmp_path / "metrics" / "demo_tiny-qwen2-lm_loss.png") == (660, 385)  # (6, 3.5) at 110 dpi
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()

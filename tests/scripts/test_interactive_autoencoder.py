@@ -30,9 +30,9 @@ def test_a_file_gives_one_json_object(shipped, tmp_path, capsys):
     assert printed["bleu1"] == pytest.approx(bleu1(text, printed["reconstruction"]))
 
 
-def test_stdin_prompt_loop_and_per_segment(shipped, monkeypatch, capsys):
+def test_stdin_prompt_loop_and_whole_text(shipped, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("x = 1\\nprint(x)\nanother line of text here\nquit\nnever read\n"))
-    results = interactive_autoencoder.main(["--per_segment"])
+    results = interactive_autoencoder.main(["--whole"])
     assert len(results) == 2 and results[0]["input_tokens"] > 3  # "\n" typed in the loop is a newline
     assert "tokens ->" in capsys.readouterr().out
 
