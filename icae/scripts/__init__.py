@@ -24,4 +24,15 @@ def entry(main: Callable, argv: list[str] | None = None, prog: str | None = None
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        close_process_group()
     return 0
+
+
+def close_process_group() -> None:
+    """Tear down a distributed run's process group before the interpreter exits: left to exit-time destructors, the
+    gloo backend's threads can abort a rank ("terminate called without an active exception") after its work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

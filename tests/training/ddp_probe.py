@@ -8,7 +8,7 @@ from pathlib import Path
 
 from icae.config import config_from_cli
 from icae.data import collators
-from icae.scripts import pretrain
+from icae.scripts import close_process_group, pretrain
 
 seen: list[int] = []
 _collate = collators.PretrainingCollator.__call__
@@ -36,3 +36,4 @@ if __name__ == "__main__":
     rank = trainer.args.process_index
     (out / f"rank{rank}.json").write_text(json.dumps(
         {"world": trainer.args.world_size, "seen": seen, "before": before, "after": digest(model)}))
+    close_process_group()
