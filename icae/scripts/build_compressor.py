@@ -22,6 +22,8 @@ import shutil
 import time
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from icae.config import load_config
 from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpus
 from icae.data.prepare_data_for_pretraining import prepare
@@ -32,6 +34,19 @@ from icae.utils.io import atomic_write_json, atomic_write_text, temp_dir
 from icae.utils.plotting import pyplot, save_png
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+class TrainingClock(TrainerCallback):
+    """Adds ``train_seconds`` to every log entry: the wall-clock of training so far, summed over the legs of a resumed
+    build (a resumed leg starts from the last value its checkpoint's log holds)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.offset = max((h.get("train_seconds", 0.0) for h in state.log_history), default=0.0)
+        self.started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.log_history:  # the entry this event just appended (``logs`` is a copy of it)
+            state.log_history[-1]["train_seconds"] = round(self.offset + time.perf_counter() - self.started, 1)
 
 
 def write_record(out: Path, config, rate: int, seconds: float, log_history: list[dict], command: str) -> None:
@@ -92,9 +107,10 @@ def main(argv: list[str] | None = None) -> Path:
     if not Path(config.pretrain.train_output_file).is_dir():
         prepare(config)
     trainer = pretrain.build_trainer(config)
-    started = time.perf_counter()
+    clock = TrainingClock()
+    trainer.add_callback(clock)
     trainer.train(resume_from_checkpoint=resolve_resume(config, trainer.args.output_dir))
-    seconds = time.perf_counter() - started  # this process's training (a resumed build counts its last leg)
+    seconds = clock.offset + time.perf_counter() - clock.started  # every leg of a resumed build
     staging = temp_dir(out.parent, f".{out.name}.")
     try:
         trainer.save_model(str(staging))

@@ -1,0 +1,65 @@
+"""The shipped pretrained compressors, as a user gets them: they load by name, carry their training record, and keep
+code they never read (a window of a standard-library module n-z) far better than their decoder alone."""
+
+import json
+import textwrap as held_out_module  # 't': one of the modules n-z, read by neither the base LM nor the compressors
+from pathlib import Path
+
+import pytest
+import torch
+
+from icae.models import ICAE, load_checkpoint
+from icae.models.loading import SHIPPED_COMPRESSORS
+
+SHIPPED = [name for name, path in SHIPPED_COMPRESSORS.items() if (path / "model.safetensors").exists()]
+
+
+@pytest.fixture(scope="module", params=SHIPPED)
+def shipped(request):
+    torch.manual_seed(0)
+    model = load_checkpoint(request.param, train=False)
+    model.eval()
+    return request.param, model
+
+
+def held_out_windows(tokenizer, length: int, count: int) -> list[torch.Tensor]:
+    ids = tokenizer(Path(held_out_module.__file__).read_text(), add_special_tokens=False, return_tensors="pt")
+    ids = ids["input_ids"][0]
+    stride = (ids.numel() - length) // count
+    return [ids[i * stride : i * stride + length] for i in range(count)]
+
+
+def test_both_rates_are_shipped():
+    assert SHIPPED == ["tiny-icae-4x", "tiny-icae-8x"], "rebuild with python -m icae.scripts.build_compressor --rate 4|8"
+
+
+def test_loads_with_the_recipe_its_record_names(shipped):
+    name, model = shipped
+    path = SHIPPED_COMPRESSORS[name]
+    assert isinstance(model, ICAE)
+    assert model.args.mean_compression_rate == int(name.split("-")[-1].rstrip("x"))
+    assert model.args.fixed_mem_size == 8 and model.args.use_position_identifiers
+    assert not model.args.freeze_decoder and model.has_decoder_adapter  # the decoder adapter came back too
+    for record in ("TRAINING.md", "training_log.json", "loss.png"):
+        assert (path / record).is_file(), f"{name} lacks its training record {record}"
+    log = json.loads((path / "training_log.json").read_text())
+    assert log, "the training log is empty"
+
+
+def test_reconstructs_held_out_code_far_better_than_its_decoder_alone(shipped):
+    name, model = shipped
+    k, rate = model.args.fixed_mem_size, model.args.mean_compression_rate
+    windows = held_out_windows(model.tokenizer, k * rate, 8)
+    memory = model.compress(windows)
+    assert memory.slots.shape == (8, k, model.hidden_size)
+
+    def matched(memory) -> float:
+        generated = model.generate(memory, mode="ae", max_new_tokens=k * rate)
+        correct = sum(sum(int(a == b) for a, b in zip(out, w.tolist())) for out, w in zip(generated, windows))
+        return correct / (len(windows) * k * rate)
+
+    with_slots, without = matched(memory), matched(memory.without_slots())
+    # Greedy, position by position against the original. A broken restore (a lost adapter, wrong memory tokens,
+    # positions off by one) falls to what the decoder's prior alone guesses.
+    assert with_slots > 0.6, f"{name}: greedy reconstruction matches {with_slots:.2f} of held-out tokens"
+    assert without < 0.3 and with_slots > 2 * without, (name, with_slots, without)
