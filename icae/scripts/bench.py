@@ -29,7 +29,7 @@ from icae.config import Config, config_from_cli
 from icae.models.icae import ICAE
 from icae.models.loading import load_base_model
 from icae.scripts import entry
-from icae.training.results import results_dir
+from icae.training.results import free_stem, results_dir
 from icae.utils.io import atomic_write_json
 from icae.utils.plotting import pyplot, save_png
 
@@ -188,11 +188,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(HEADER)
     result = run(config)
     out_dir = results_dir(config)
-    name = Path(config.model.model_name_or_path).name
-    atomic_write_json(out_dir / f"bench_{name}.json", result)
-    drew = plot(result, out_dir / f"bench_{name}.png")
+    stem = free_stem(out_dir, f"bench_{Path(config.model.model_name_or_path).name}", (".json", ".png"))
+    atomic_write_json(out_dir / f"{stem}.json", result)
+    drew = plot(result, out_dir / f"{stem}.png")
     print("\n" + markdown_table(result))
-    print(f"\nresults: {out_dir / f'bench_{name}.json'}" + (f"\nplot: {out_dir / f'bench_{name}.png'}" if drew else ""))
+    print(f"\nresults: {out_dir / f'{stem}.json'}" + (f"\nplot: {out_dir / f'{stem}.png'}" if drew else ""))
     return result
 
 

@@ -31,7 +31,7 @@ from icae.benchmarks.speed import speed, speed_model, training_efficiency
 from icae.config import config_from_cli
 from icae.models import load_checkpoint
 from icae.scripts import entry
-from icae.training.results import results_dir
+from icae.training.results import free_stem, results_dir
 from icae.utils.io import atomic_write_json, atomic_write_text
 from icae.utils.plotting import pyplot, save_png
 
@@ -114,12 +114,13 @@ def main(argv: list[str] | None = None) -> dict:
               "squad": qa_rows, "squad_info": qa_info,
               "speed": {"rows": speed_rows, "info": speed_info}, "training": training,
               "seconds": time.perf_counter() - started}
-    atomic_write_json(out / "bench_peers.json", result)
+    stem = free_stem(out, "bench_peers", (".json", ".md", ".png"))  # an earlier run's files are kept
+    atomic_write_json(out / f"{stem}.json", result)
     table = markdown(result)
-    atomic_write_text(out / "bench_peers.md", table + "\n")
-    drew = plot(result, out / "bench_peers.png")
+    atomic_write_text(out / f"{stem}.md", table + "\n")
+    drew = plot(result, out / f"{stem}.png")
     print("\n" + table)
-    print(f"\nresults: {out / 'bench_peers.json'}" + (f"\nplot: {out / 'bench_peers.png'}" if drew else ""))
+    print(f"\nresults: {out / f'{stem}.json'}" + (f"\nplot: {out / f'{stem}.png'}" if drew else ""))
     return result
 
 

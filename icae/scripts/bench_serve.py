@@ -25,9 +25,14 @@ import psutil
 from icae.data.generate_trajectories import generate
 from icae.data.corpus import stdlib_dir
 from icae.scripts import entry
+from icae.training.results import free_stem
 from icae.utils.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[2]
+# Read from the server's /metrics after the run (Prometheus names without the icae_ prefix).
+SERVER_COUNTERS = ("prompt_tokens_total", "completion_tokens_total", "decoder_positions_total", "tokens_saved_total",
+                   "slot_cache_hits_total", "observations_compressed_total", "prefilled_positions_total",
+                   "batched_requests_total", "batches_total")
 
 
 def free_port() -> int:
@@ -115,10 +120,7 @@ def run_one(config_path: str, overrides: list[str], convs, args) -> dict:
         metrics = dict(line.split(" ") for line in httpx.get(f"{url}/metrics").text.splitlines()
                        if line and not line.startswith("#"))
         return {**measured, "peak_rss_mib": peak[0] / 2**20, "model": health["model"],
-                **{k: float(metrics[f"icae_{k}"]) for k in ("prompt_tokens_total", "decoder_positions_total",
-                                                            "tokens_saved_total", "slot_cache_hits_total",
-                                                            "prefilled_positions_total", "batched_requests_total",
-                                                            "batches_total")}}
+                **{k: float(metrics[f"icae_{k}"]) for k in SERVER_COUNTERS}}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -140,15 +142,18 @@ def main(argv: list[str] | None = None) -> dict:
                                                  "served_model_name=simple-llm"], convs, args)}
     result = {"clients": args.clients, "seconds": args.seconds, "max_tokens": args.max_tokens,
               "trajectories": args.trajectories, "results": results}
-    atomic_write_json(args.out, result)
-    print("| model | requests/s | p50 latency (s) | p95 latency (s) | server peak RSS (MiB) | prompt tokens | "
-          "decoder positions | tokens saved | mean batch |\n|---|---|---|---|---|---|---|---|---|")
+    requested = Path(args.out)
+    out = requested.with_name(free_stem(requested.parent, requested.stem, (requested.suffix,)) + requested.suffix)
+    atomic_write_json(out, result)
+    print("| model | requests/s | p50 latency (s) | p95 latency (s) | server peak RSS (MiB) | per request: prompt tokens "
+          "/ decoder positions / prefilled / completion tokens | mean batch |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
+        n = max(r["requests"], 1)
         batch = r["batched_requests_total"] / max(r["batches_total"], 1)
         print(f"| {name} | {r['requests_per_second']:.2f} | {r['latency_p50']:.3f} | {r['latency_p95']:.3f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['prompt_tokens_total']:.0f} | {r['decoder_positions_total']:.0f} | "
-              f"{r['tokens_saved_total']:.0f} | {batch:.2f} |")
-    print(f"results: {args.out}")
+              f"{r['peak_rss_mib']:.0f} | {r['prompt_tokens_total'] / n:.0f} / {r['decoder_positions_total'] / n:.0f} / "
+              f"{r['prefilled_positions_total'] / n:.0f} / {r['completion_tokens_total'] / n:.1f} | {batch:.2f} |")
+    print(f"results: {out}" + (" (an earlier run's file is kept)" if out != requested else ""))
     return result
 
 

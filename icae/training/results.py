@@ -41,15 +41,21 @@ def result_stem(config: Config, recipe: str) -> str:
     return f"{name}_{model.model_type}_{Path(model.model_name_or_path).name}_{_tag(model.restore_from)}"
 
 
-def output_paths(config: Config, recipe: str) -> tuple[Path, Path]:
-    """``{stem}_metrics.json`` and ``{stem}_predictions.jsonl`` in :func:`results_dir`, at the first free stem."""
-    stem, base = result_stem(config, recipe), results_dir(config)
+def free_stem(directory: Path, stem: str, suffixes: tuple[str, ...]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``, ...: the first for which no ``directory / (stem + suffix)`` exists, so that
+    a run never replaces the files of an earlier one."""
     for n in range(1, 10_000):
         candidate = stem if n == 1 else f"{stem}_{n}"
-        metrics, predictions = base / f"{candidate}_metrics.json", base / f"{candidate}_predictions.jsonl"
-        if not metrics.exists() and not predictions.exists():
-            return metrics, predictions
-    raise FileExistsError(f"{base}: 10000 result files named {stem}; set output_path")
+        if not any((directory / f"{candidate}{suffix}").exists() for suffix in suffixes):
+            return candidate
+    raise FileExistsError(f"{directory}: 10000 result files named {stem}; set output_path")
+
+
+def output_paths(config: Config, recipe: str) -> tuple[Path, Path]:
+    """``{stem}_metrics.json`` and ``{stem}_predictions.jsonl`` in :func:`results_dir`, at the first free stem."""
+    base = results_dir(config)
+    stem = free_stem(base, result_stem(config, recipe), ("_metrics.json", "_predictions.jsonl"))
+    return base / f"{stem}_metrics.json", base / f"{stem}_predictions.jsonl"
 
 
 def write_results(config: Config, recipe: str, result: dict, predictions: list[dict]) -> tuple[Path, Path]:

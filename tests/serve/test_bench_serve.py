@@ -13,3 +13,10 @@ def test_the_load_benchmark_reports_both_model_types(tmp_path):
     assert llm["tokens_saved_total"] == 0 < icae["tokens_saved_total"]  # the full context saves nothing
     assert icae["latency_p50"] <= icae["latency_p95"]
     assert icae["prompt_tokens_total"] - icae["decoder_positions_total"] == icae["tokens_saved_total"]
+    for r in (icae, llm):  # no request generated more than --max_tokens tokens
+        assert 0 < r["completion_tokens_total"] <= 2 * r["requests"]
+
+    again = bench_serve.main(["--seconds", "1", "--clients", "1", "--trajectories", "2", "--max_tokens", "1",
+                              "--out", str(out), "restore_from=null", "model_max_length=2048"])
+    assert json.loads(out.read_text()) == result  # the first run's file is kept
+    assert json.loads((tmp_path / "serve_2.json").read_text()) == again
