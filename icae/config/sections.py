@@ -362,10 +362,14 @@ class ServeArguments(Section):
     slot_cache_mb: float = _help("Memory for compressed observations kept by content (least recently used go).", 256.0)
     max_conversations: int = _help("Conversations whose decoder KV cache is kept for their next request.", 16)
     default_max_tokens: int = _help("New tokens when a request sets no max_tokens (bounded by the window).", 256)
+    torch_threads: Optional[int] = _help(
+        "CPU threads for the model's tensor operations (None: torch's default, one per core). A tiny model's decoding "
+        "steps are too small to split, and on a CPU server a second thread only adds synchronisation: use 1 there.",
+        None)
 
     def problems(self) -> list[str]:
         out = _at_least(self, 1, "max_batch_size", "default_max_tokens") + _at_least(self, 0, "max_conversations")
-        out += _at_least(self, 0, "slot_cache_mb")
+        out += _at_least(self, 0, "slot_cache_mb") + _at_least(self, 1, "torch_threads", optional=True)
         if not 0 <= self.port <= 65535:
             out.append(f"port must be in [0, 65535], got {self.port}")
         return out

@@ -21,6 +21,8 @@ def build(config):
     """(engine, served model name) for ``config``: loads the model (the slow part) and starts the worker."""
     from icae.serve.engine import Engine
 
+    if config.serve.torch_threads:
+        torch.set_num_threads(config.serve.torch_threads)  # process-wide: the engine's worker thread uses it too
     torch.manual_seed(config.seed)
     model = build_model(config)
     model.freeze_for_inference()

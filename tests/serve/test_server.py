@@ -225,3 +225,21 @@ def test_a_client_that_disconnects_frees_its_place(server):
         time.sleep(0.1)
     assert server.engine.metrics.counters["cancelled_total"] == before + 1
     assert chat(server, CONVERSATION[:2]).choices[0].finish_reason in ("stop", "length")  # still serving
+
+
+def test_torch_threads_sets_the_threads_the_engine_decodes_with():
+    from icae.scripts.serve import build
+
+    before = torch.get_num_threads()
+    try:
+        config = load_config(None, {**tiny_config().to_dict(), "torch_threads": 1})
+        engine, _ = build(config)
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))  # as the engine's worker
+        worker.start()
+        worker.join()
+        assert seen == [1] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(Exception, match="torch_threads must be >= 1, got 0"):
+        load_config(None, {**tiny_config().to_dict(), "torch_threads": 0})
