@@ -32,9 +32,14 @@ PRESSES = {"knorm": "KnormPress", "snapkv": "SnapKVPress", "streaming_llm": "Str
            "expected_attention": "ExpectedAttentionPress", "tova": "TOVAPress", "random": "RandomPress"}
 
 
-def make_press(name: str, ratio: float):
-    """A press, or None for ``full``: the whole cache, the reference every ratio in this run is taken against."""
-    return None if name == "full" else getattr(kvpress, PRESSES[name])(compression_ratio=ratio)
+def make_press(name: str, ratio: float, length: int):
+    """A press, or None for ``full``: the whole cache, the reference every ratio in this run is taken against.
+    SnapKV scores the cache with the attention of the last ``window_size`` queries (64 by default) and needs a longer
+    context than that: on a context of ``length`` tokens its window is at most a quarter of it."""
+    if name == "full":
+        return None
+    extra = {"window_size": min(64, max(1, length // 4))} if name == "snapkv" else {}
+    return getattr(kvpress, PRESSES[name])(compression_ratio=ratio, **extra)
 
 
 @torch.no_grad()
@@ -147,13 +152,14 @@ def main() -> None:
         row = {"method": "full (kvpress env)" if name == "full" else f"kvpress-{name}", "press": name, "ratio": ratio,
                "transformers": __import__("transformers").__version__}
         if job.get("samples"):
-            scores = [score(model, s["context"], s["continuation"], make_press(name, ratio)) for s in job["samples"]]
+            scores = [score(model, s["context"], s["continuation"], make_press(name, ratio, len(s["context"])))
+                      for s in job["samples"]]
             row.update(token_accuracy=statistics.fmean(a for a, _ in scores),
                        loss=statistics.fmean(loss for _, loss in scores), samples=len(scores))
         if job.get("qa"):
             qa = job["qa"]
-            row["qa_answers"] = [answer(model, s["context"], s["prompt"], make_press(name, ratio), qa["max_new_tokens"],
-                                        set(qa["stop"])) for s in qa["samples"]]
+            row["qa_answers"] = [answer(model, s["context"], s["prompt"], make_press(name, ratio, len(s["context"])),
+                                        qa["max_new_tokens"], set(qa["stop"])) for s in qa["samples"]]
         results.append(row)
     speed = job.get("speed")
     if speed:
@@ -163,8 +169,8 @@ def main() -> None:
         times = {c: [] for c in cases}
         for _ in range(speed["repeats"]):
             for name, ratio in cases:  # interleaved within each repeat
-                seconds, peak, (first, kept) = measured(lambda: generate(model, ids, make_press(name, ratio),
-                                                                         speed["new_tokens"]))
+                press = make_press(name, ratio, ids.shape[1])
+                seconds, peak, (first, kept) = measured(lambda: generate(model, ids, press, speed["new_tokens"]))
                 times[(name, ratio)].append((first, seconds, peak, kept))
         for row in results:
             runs = times[(row["press"], row["ratio"])]

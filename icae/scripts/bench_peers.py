@@ -38,10 +38,13 @@ from icae.utils.plotting import pyplot, save_png
 
 def markdown(result: dict) -> str:
     q, s = result["quality"], result["speed"]
-    lines = [f"Quality: {result['quality_info']['samples']} held-out windows of {result['quality_info']['context_tokens']}"
-             f" tokens, continuation of {result['quality_info']['continuation_tokens']} tokens, `tiny-qwen2-lm`.", "",
-             "| method | budget | continuation token accuracy | loss |", "|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['budget']}x | {r['token_accuracy']:.3f} | {r['loss']:.3f} |" for r in q]
+    info = result["quality_info"]
+    lines = [f"Quality: {info['samples']} held-out windows per budget, each as long as that budget's compressor's "
+             f"segment, continuation of {info['continuation_tokens']} tokens, `tiny-qwen2-lm`.", "",
+             "| context tokens | method | budget | context kept | continuation token accuracy | loss |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['context_tokens']} | {r['method']} | {r['budget']}x | {r['context_kept']:.2f} | "
+              f"{r['token_accuracy']:.3f} | {r['loss']:.3f} |" for r in q]
     if result["squad"]:
         lines += ["", f"SQuAD: {result['squad_info']['questions']} dev questions; the SimpleLLM fine-tuned on SQuAD "
                   "reads its context as each method leaves it; the ICAE fine-tuned on SQuAD reads slots.", "",

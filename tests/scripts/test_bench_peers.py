@@ -36,7 +36,10 @@ def test_every_method_is_measured_and_missing_peers_say_why(stand_ins, tmp_path,
         rows[("truncate (keep last)", 8)]["kv_cache_mib"])
     assert all(0 < t["fraction_of_matmul"] for t in result["training"].values())
     assert png_size(tmp_path / "out" / "bench_peers.png") == (1100, 440)  # (10, 4) at 110 dpi
-    assert "| ICAE (tiny-icae-4x) | 4x |" in (tmp_path / "out" / "bench_peers.md").read_text()
+    # Each budget is measured on contexts of its compressor's segment: k = 4 slots x the rate.
+    lengths = {r["budget"]: r["context_tokens"] for r in result["quality"] if r["method"].startswith("ICAE")}
+    assert lengths == {4: 16, 8: 32}
+    assert "| 16 | ICAE (tiny-icae-4x) | 4x | 0.25 |" in (tmp_path / "out" / "bench_peers.md").read_text()
 
 
 def test_training_flops_on_a_hand_computed_case():
@@ -55,9 +58,14 @@ def test_the_peers_run_in_their_own_environments(stand_ins, tmp_path):
         "bench_speed_model=tiny-qwen2", "bench_speed_context=64", "bench_speed_slots=4", "bench_repeats=1"])
     methods = {r["method"] for r in result["quality"]}
     assert {"LLMLingua", "kvpress-knorm", "full (kvpress env)"} <= methods
-    full = {r["method"]: r for r in result["quality"] if r["budget"] == 1}
-    # The same model in another transformers release scores the full context alike.
-    assert full["full (kvpress env)"]["token_accuracy"] == pytest.approx(full["full context"]["token_accuracy"])
+    # LLMLingua really drops tokens (given one context, LLMLingua 0.2.2 returned it whole at any rate); on these
+    # 16-token contexts it can keep most, on the 32-token ones it must drop most.
+    kept = {r["context_tokens"]: r["context_kept"] for r in result["quality"] if r["method"] == "LLMLingua"}
+    assert kept[32] < 0.5, kept
+    for length in {r["context_tokens"] for r in result["quality"]}:
+        full = {r["method"]: r for r in result["quality"] if r["budget"] == 1 and r["context_tokens"] == length}
+        # The same model in another transformers release scores the full context alike.
+        assert full["full (kvpress env)"]["token_accuracy"] == pytest.approx(full["full context"]["token_accuracy"])
 
 
 def test_squad_comparison_at_the_same_budget(tmp_path):
