@@ -7,6 +7,7 @@ apply, without touching which adapters train.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Iterator
 
 import torch
@@ -43,7 +44,9 @@ def add_lora(base_model: nn.Module, args: ModelArguments, adapters: tuple[str, .
     check_targets(base_model, args.lora_target_modules)
     for p in base_model.parameters():
         p.requires_grad_(False)
-    model = get_peft_model(base_model, lora_config(args), adapter_name=adapters[0])
+    with warnings.catch_warnings():  # peft asks transformers' deprecated is_gradient_checkpointing: not the user's concern
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(base_model, lora_config(args), adapter_name=adapters[0])
     for name in adapters[1:]:
         model.add_adapter(name, lora_config(args))  # added inactive and frozen: trainability is set below
     for name, p in model.named_parameters():

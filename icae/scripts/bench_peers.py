@@ -5,7 +5,8 @@
 
 Quality (:mod:`icae.benchmarks.quality`), on held-out windows of the standard-library modules n-z and the shipped
 tiny LM: the teacher-forced token accuracy and loss of a continuation read after the (compressed) context, at each
-budget (4x, 8x: the context keeps a quarter, an eighth of its positions). Methods: the full context; no context;
+budget (4x, 8x: the context keeps a quarter, an eighth of its positions), each on contexts as long as that budget's
+shipped compressor's segment (32 and 64 tokens: what it was trained on). Methods: the full context; no context;
 truncation (the last / the first tokens); LLMLingua (the same tiny LM as its scorer); kvpress presses (the KV cache
 pruned after a full prefill); ICAE (the shipped compressor of that rate, trained with a share of the LM objective).
 
@@ -81,8 +82,9 @@ def plot(result: dict, path: Path) -> bool:
     speed_of = {(r["method"].split(",")[0], r["budget"]): r["latency_over_full"] for r in result["speed"]["rows"]}
     fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), sharey=True)
     for ax, b in zip(axes if len(budgets) > 1 else [axes], budgets):
+        length = next(r["context_tokens"] for r in result["quality"] if r["budget"] == b)
         for r in result["quality"]:
-            if r["budget"] not in (b, 1):
+            if r["budget"] not in (b, 1) or r["context_tokens"] != length:  # this budget's texts only
                 continue
             key = "ICAE (compress + answer)" if r["method"].startswith("ICAE (tiny") else r["method"]
             x = speed_of.get((key, r["budget"])) or speed_of.get((key.split(" (")[0], r["budget"]))
