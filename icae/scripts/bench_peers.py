@@ -86,12 +86,18 @@ def plot(result: dict, path: Path) -> bool:
         for r in result["quality"]:
             if r["budget"] not in (b, 1) or r["context_tokens"] != length:  # this budget's texts only
                 continue
-            key = "ICAE (compress + answer)" if r["method"].startswith("ICAE (tiny") else r["method"]
-            x = speed_of.get((key, r["budget"])) or speed_of.get((key.split(" (")[0], r["budget"]))
-            if x is None or "removed" in r["method"]:
-                continue
-            ax.scatter(x, r["token_accuracy"], s=40)
-            ax.annotate(r["method"], (x, r["token_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            points = [(r["method"], r["method"], "o")]
+            if "slots removed" in r["method"]:  # the same decoder without the slots: what the slots themselves add
+                points = [("ICAE (compress + answer)", "ICAE's decoder, slots removed", "x")]
+            elif r["method"].startswith("ICAE (tiny"):  # compressing per question, and from memory made in advance
+                points = [("ICAE (compress + answer)", "ICAE, compress + answer", "o"),
+                          ("ICAE (memory compressed in advance)", "ICAE, memory in advance", "s")]
+            for key, label, marker in points:
+                x = speed_of.get((key, r["budget"])) or speed_of.get((key.split(" (")[0], r["budget"]))
+                if x is None:
+                    continue
+                ax.scatter(x, r["token_accuracy"], s=40, marker=marker)
+                ax.annotate(label, (x, r["token_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set(title=f"{b}x budget", xlabel="latency / full context (0.5B shape)", xscale="log")
         ax.grid(alpha=0.3)
     axes_list = axes if len(budgets) > 1 else [axes]
