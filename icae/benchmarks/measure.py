@@ -28,28 +28,36 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
             return
-        import psutil
-
         _trim_heap()  # give freed pages back first, or RSS would not move for memory the allocator kept
-        proc = psutil.Process()
-        base = proc.memory_info().rss
-        peak = [base]
-        stop = threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                peak[0] = max(peak[0], proc.memory_info().rss)
-                time.sleep(self.interval)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
+        with peak_rss(interval=self.interval) as rss:
             yield self
-        finally:
-            stop.set()
-            thread.join()
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            self.peak_mib = (peak[0] - base) / 2**20
+        self.peak_mib = (rss["peak"] - rss["start"]) / 2**20
+
+
+@contextmanager
+def peak_rss(pid: int | None = None, interval: float = 0.002):
+    """Sample the resident memory of process ``pid`` (this one by default) every ``interval`` seconds while the block
+    runs; yields a dict with ``start`` (bytes at entry) and, once the block is done, ``peak`` (bytes)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    rss = {"start": proc.memory_info().rss}
+    rss["peak"] = rss["start"]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            rss["peak"] = max(rss["peak"], proc.memory_info().rss)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield rss
+    finally:
+        stop.set()
+        thread.join()
+        rss["peak"] = max(rss["peak"], proc.memory_info().rss)
 
 
 def _trim_heap() -> None:

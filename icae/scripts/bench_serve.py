@@ -20,10 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
-from icae.data.generate_trajectories import generate
+from icae.benchmarks.measure import peak_rss
 from icae.data.corpus import stdlib_dir
+from icae.data.generate_trajectories import generate
 from icae.scripts import entry
 from icae.training.results import free_stem
 from icae.utils.io import atomic_write_json
@@ -105,21 +104,11 @@ def run_one(config_path: str, overrides: list[str], convs, args) -> dict:
                 if server.poll() is not None:
                     raise RuntimeError(f"the server exited: {server.stderr.read()[-2000:]}")
                 time.sleep(0.5)
-        proc, peak, done = psutil.Process(server.pid), [0], threading.Event()
-
-        def sample():
-            while not done.is_set():
-                peak[0] = max(peak[0], proc.memory_info().rss)
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        measured = load(url, health["model"], convs, args.clients, args.seconds, args.max_tokens)
-        done.set()
-        sampler.join()
+        with peak_rss(server.pid, interval=0.05) as rss:  # the server's memory, not this client's
+            measured = load(url, health["model"], convs, args.clients, args.seconds, args.max_tokens)
         metrics = dict(line.split(" ") for line in httpx.get(f"{url}/metrics").text.splitlines()
                        if line and not line.startswith("#"))
-        return {**measured, "peak_rss_mib": peak[0] / 2**20, "model": health["model"],
+        return {**measured, "peak_rss_mib": rss["peak"] / 2**20, "model": health["model"],
                 **{k: float(metrics[f"icae_{k}"]) for k in SERVER_COUNTERS}}
     finally:
         server.terminate()

@@ -62,12 +62,12 @@ def shipped_part(config) -> dict:
                           model.args.fixed_mem_size * rate, config.pretrain.min_tokens_for_lm)
         measured = held_out_metrics(model, samples, len(samples))
         long = windows(config, tokenizer, config.data.eval_dataset_repo, 1, 5 * model.args.fixed_mem_size * rate, 1)
-        passage = reconstruct(model, tokenizer.decode(long[0]["input_ids"]))
+        text = tokenizer.decode(long[0]["input_ids"])
         out[name] = {"rate": rate, "tokens": model.args.fixed_mem_size * rate, "samples": len(samples),
                      "memory": {k: v for k, v in measured["memory"].items() if k != "texts"},
                      "no_memory": {k: v for k, v in measured["no_memory"].items() if k != "texts"},
                      "examples": [{"original": o, "reconstruction": r} for o, r in measured["memory"]["texts"][:3]],
-                     "passage": {"original": tokenizer.decode(long[0]["input_ids"]), **passage}}
+                     "passage": {"original": text, **reconstruct(model, text)}}
     return out
 
 

@@ -37,15 +37,14 @@ def reconstruct(model: ICAE, text: str, per_segment: bool = True) -> dict:
     if not text.strip():
         raise UserError("the input is empty: give some text to compress")
     ids = model.tokenize([text])[0]
-    memory = model.compress([ids])
-    slots = int(memory.num_slots[0])
-    if per_segment and slots > model.args.fixed_mem_size:
-        rate, k = model.args.mean_compression_rate, model.args.fixed_mem_size
-        pieces = [ids[i : i + k * rate] for i in range(0, ids.numel(), k * rate)]
-        outputs = model.generate(model.compress(pieces), mode="ae", max_new_tokens=k * rate + 8)
-        generated = [t for out in outputs for t in out]
+    rate, k = model.args.mean_compression_rate, model.args.fixed_mem_size
+    if per_segment and ids.numel() > k * rate:  # each segment compressed and decoded on its own, as one batch
+        memory = model.compress([ids[i : i + k * rate] for i in range(0, ids.numel(), k * rate)])
+        generated = [t for out in model.generate(memory, mode="ae", max_new_tokens=k * rate + 8) for t in out]
     else:
+        memory = model.compress([ids])
         generated = model.generate(memory, mode="ae", max_new_tokens=ids.numel() + 8)[0]
+    slots = int(memory.num_slots.sum())
     reconstruction = model.tokenizer.decode(generated, skip_special_tokens=True)
     return {"input_tokens": int(ids.numel()), "slots": slots, "compression_rate": ids.numel() / slots,
             "reconstruction": reconstruction, "bleu1": bleu1(text, reconstruction)}
