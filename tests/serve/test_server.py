@@ -36,17 +36,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tiny_config(model_type="icae"):
-    return load_config(None, {"model_name_or_path": "tiny-qwen2", "model_type": model_type, "fixed_mem_size": 4,
+def tiny_config(model_type="icae", base="tiny-qwen2"):
+    return load_config(None, {"model_name_or_path": base, "model_type": model_type, "fixed_mem_size": 4,
                               "mean_compression_rate": 4, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
                               "min_tokens_to_compress": 16, "use_position_identifiers": True, "train": False,
                               "model_max_length": 2048})
 
 
 class Server:
-    def __init__(self, model_type="icae", max_batch_size=4, max_conversations=8):
+    def __init__(self, model_type="icae", max_batch_size=4, max_conversations=8, base="tiny-qwen2"):
         torch.manual_seed(0)
-        self.config = tiny_config(model_type)
+        self.config = tiny_config(model_type, base)
         self.model = build_model(self.config)
         with torch.no_grad():  # a non-trivial adapter, as a trained one would be
             for n, p in self.model.named_parameters():
@@ -201,6 +201,20 @@ def test_the_readme_agent_loop_runs_against_the_server(server, monkeypatch):
     assert server.engine.metrics.counters["requests_total"] > before
     assert [m["role"] for m in messages[:3]] == ["system", "user", "assistant"]
     assert all(m["role"] in ("assistant", "tool") for m in messages[2:])
+
+
+@pytest.mark.parametrize("model_type", ["icae", "llm"])
+def test_a_mistral_base_serves_what_generate_spans_gives(model_type):
+    server = Server(model_type=model_type, base="tiny-mistral")
+    try:
+        out = chat(server, CONVERSATION[:4])
+        expected = [t for t in reference(server, CONVERSATION[:4]) if t not in server.engine.stop_ids]
+        assert out.choices[0].message.content == server.model.tokenizer.decode(expected, skip_special_tokens=True)
+        assert out.usage.completion_tokens == len(expected)
+        saved = out.model_dump()["usage"]["compression"]["tokens_saved"]
+        assert (saved > 0) if model_type == "icae" else (saved == 0)
+    finally:
+        server.stop()
 
 
 def test_simple_llm_serves_too():
