@@ -68,6 +68,10 @@ CASES = [
      "exceeds the 8192 positions"),
     (["inference-squad", *TINY, "task=qa", "dataset_repo={root}/squad.json", "output_path=/proc/icae-results"],
      "cannot write"),
+    # the benchmarks' own flags, checked before any server or model starts
+    (["bench-serve", "--clients", "0", "--seconds", "0"], "2 problem(s)"),
+    (["bench-serve", "--seconds", "1", "lora_r=0"], "lora_r must be >= 1, got 0"),
+    (["bench-serve", "--seconds", "1", "--out", "/proc/icae-results/serve.json"], "--out: cannot write"),
 ]
 
 

@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 
 from icae.benchmarks.measure import peak_rss
+from icae.config import load_config, parse_overrides
 from icae.data.corpus import stdlib_dir
 from icae.data.generate_trajectories import generate
+from icae.errors import UserError
 from icae.scripts import entry
 from icae.training.results import free_stem
-from icae.utils.io import atomic_write_json
+from icae.utils.io import atomic_write_json, ensure_writable
 
 ROOT = Path(__file__).resolve().parents[2]
 # Read from the server's /metrics after the run (Prometheus names without the icae_ prefix).
@@ -125,13 +127,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trajectories", type=int, default=16)
     parser.add_argument("--out", default="runs/bench_serve.json")
     args, overrides = parser.parse_known_args(argv)
+    problems = [f"--{name} must be >= 1, got {getattr(args, name)}" for name in ("clients", "max_tokens", "trajectories")
+                if getattr(args, name) < 1] + ([f"--seconds must be > 0, got {args.seconds}"] if args.seconds <= 0 else [])
+    if problems:
+        raise UserError(f"{len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+    servers = {"icae": overrides, "llm": [*overrides, "model_type=llm", "restore_from=null", "served_model_name=simple-llm"]}
+    for server_overrides in servers.values():  # each server's config, checked here rather than in its subprocess
+        load_config(args.config_path, parse_overrides(server_overrides))
+    requested = Path(args.out)
+    ensure_writable(requested.parent, "--out")
     convs = conversations(args.trajectories)
-    results = {"icae": run_one(args.config_path, overrides, convs, args),
-               "llm": run_one(args.config_path, [*overrides, "model_type=llm", "restore_from=null",
-                                                 "served_model_name=simple-llm"], convs, args)}
+    results = {name: run_one(args.config_path, server_overrides, convs, args)
+               for name, server_overrides in servers.items()}
     result = {"clients": args.clients, "seconds": args.seconds, "max_tokens": args.max_tokens,
               "trajectories": args.trajectories, "results": results}
-    requested = Path(args.out)
     out = requested.with_name(free_stem(requested.parent, requested.stem, (requested.suffix,)) + requested.suffix)
     atomic_write_json(out, result)
     print("| model | requests/s | p50 latency (s) | p95 latency (s) | server peak RSS (MiB) | per request: prompt tokens "
