@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from icae.serve import protocol
-from icae.serve.engine import Engine, RequestError
+from icae.serve.engine import Engine
+from icae.serve.render import RequestError
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", param=None, code=None) -> JSONResponse:
