@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from icae.config.bounds import YAMLTooLarge, library_problems, quote, read_yaml
 from icae.config.sections import (
     SECTIONS,
     BenchArguments,
@@ -183,21 +185,50 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
         else:
             raise ConfigError([f"cannot parse argument {arg!r}: expected key=value or --key value"], "command line")
         try:
-            out[key] = yaml.safe_load(raw) if raw != "" else ""
+            out[key] = read_yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             out[key] = raw  # not a YAML scalar: the string itself (the section's type check decides)
+        except YAMLTooLarge as e:
+            raise ConfigError([f"{key}: {e}"], "command line") from None
         i += 1
     return out
 
 
-def _read_file(path: str | Path) -> dict[str, Any]:
+MAX_CONFIG_BYTES = 1 << 20  # a recipe config is a few kB; this reads no further
+
+
+def _read_text(path: str | Path) -> str:
+    """The text of a config file, or one ConfigError saying why it cannot be read (missing, a directory, a symlink
+    loop, no permission, not a regular file, too large, not UTF-8)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError([f"config file not found: {path}"], str(path))
     try:
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError([f"invalid YAML: {e}"], str(path)) from e
+        try:
+            mode = p.stat().st_mode
+        except FileNotFoundError:
+            what = "a link to a missing file" if p.is_symlink() else "not found"
+            raise ConfigError([f"config file {what}: {path}"], str(path)) from None
+        if stat.S_ISDIR(mode):
+            raise ConfigError([f"{path} is a directory, not a config file: pass the YAML file inside it"], str(path))
+        if not stat.S_ISREG(mode):
+            raise ConfigError([f"{path} is not a regular file (a device or a pipe): pass a YAML file"], str(path))
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:  # no permission, a symlink loop, /proc/self/mem (EIO)
+        raise ConfigError([f"cannot read config file {path}: {e.strerror or e}"], str(path)) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"larger than {MAX_CONFIG_BYTES} bytes: not a recipe config"], str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"not UTF-8 text ({e})"], str(path)) from None
+
+
+def _read_file(path: str | Path) -> dict[str, Any]:
+    text = _read_text(path)
+    try:
+        loaded = read_yaml(text)
+    except (yaml.YAMLError, YAMLTooLarge) as e:
+        raise ConfigError([f"invalid YAML: {e}"], str(path)) from None
     if loaded is None:
         raise ConfigError(["the file is empty: a recipe config names at least its model and data (see icae/configs/ "
                            "for one per recipe, `icae keys` for every key)"], str(path))
@@ -226,7 +257,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     problems: list[str] = []
     for key, value in raw.items():
         if not isinstance(key, str):
-            problems.append(f"key {key!r} is not a string")
+            problems.append(f"key {quote(key)} is not a string")
             continue
         if key in owners:
             section, annotation = owners[key]
@@ -234,13 +265,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
         elif key in training_fields:
             annotation, target = training_fields[key], training
         else:
-            problems.append(f"unknown key {key!r} (`icae keys` lists every key)")
+            problems.append(f"unknown key {quote(key)} (`icae keys` lists every key)")
             continue
         ok, coerced = _coerce(value, annotation)
         if ok:
             target[key] = coerced
+            problems += library_problems({key: coerced}, {key: annotation})
         else:
-            problems.append(f"{key}: expected {_type_name(annotation)}, got {value!r} ({type(value).__name__})")
+            problems.append(f"{key}: expected {_type_name(annotation)}, got {quote(value)} ({type(value).__name__})")
     built: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         try:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from icae.config import Config, ConfigError
-from icae.data.sources import SourceError, iter_documents
+from icae.config import Config
+from icae.data.sources import SourceError, iter_documents, token_prefix
+from icae.data.split_paths import INFO_NAME, check_prepared_inputs, check_split_outputs
 from icae.data.tasks import Split
 from icae.models.loading import load_tokenizer
 from icae.utils.io import atomic_write_json, temp_dir
 
-INFO_NAME = "icae_prepare_info.json"
 
 
 def sample_lengths(config: Config) -> tuple[int, int]:
@@ -79,7 +79,10 @@ def _documents(config: Config, tokenizer, source: str, show_progress: bool, toke
     texts = _texts(config, source, cache)
     bar = tqdm(texts, desc=f"tokenising {Path(source).name}", unit="doc", disable=not show_progress)
     for text in bar:
-        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        # With a token budget, a huge document is tokenised only as far as the budget reaches (whole windows).
+        window = context + continuation
+        needed = None if token_num is None else -(-(token_num - total) // window) * window
+        ids = token_prefix(tokenizer, text, needed)
         samples = cut_document(ids, context, continuation, config.pretrain.min_len)
         if samples:
             docs.append(samples)
@@ -174,6 +177,7 @@ def save_split(samples: list[dict], path: str | Path, info: dict) -> None:
 def prepare(config: Config, show_progress: bool = True) -> dict:
     """Tokenise, cut and split the configured source; write both splits; return the preparation's info."""
     config.require("data preparation", "dataset_repo", "train_output_file", "eval_output_file")
+    check_split_outputs(config)  # nothing that preparation did not write is ever replaced
     tokenizer = load_tokenizer(config.model.model_name_or_path)
     train, held, info = build_samples(config, tokenizer, show_progress)
     save_split(train, config.pretrain.train_output_file, {**info, "split": "train"})
@@ -186,14 +190,7 @@ def load_pretraining(config: Config, tokenizer=None) -> Split:
     ``max_train_samples`` / ``max_eval_samples``; a clear error when preparation has not run."""
     from datasets import load_from_disk
 
-    problems = []
-    for key in ("train_output_file", "eval_output_file"):
-        path = getattr(config.pretrain, key)
-        if not path or not Path(path).is_dir():
-            problems.append(f"{key}: no prepared split at {path!r}; run `python -m icae.data.prepare_data_for_pretraining "
-                            "--config_path <this config>` first")
-    if problems:
-        raise ConfigError(problems, "pretraining config")
+    check_prepared_inputs(config)
     train, held = load_from_disk(config.pretrain.train_output_file), load_from_disk(config.pretrain.eval_output_file)
     if config.data.max_train_samples:
         train = train.select(range(min(config.data.max_train_samples, len(train))))

@@ -23,7 +23,7 @@ from icae.models import build_model
 from icae.models.seed import chat_frame
 from icae.scripts import entry
 from icae.training import PretrainingTrainer
-from icae.training.results import results_dir
+from icae.training.results import free_path, results_dir
 from icae.training.trainer import resolve_resume
 from icae.utils.io import atomic_write_json, ensure_writable
 
@@ -44,13 +44,17 @@ def build_trainer(config: Config, callbacks=None) -> PretrainingTrainer:
     if "wandb" in str(config.training.get("report_to", "")):
         os.environ.setdefault("WANDB_MODE", "offline")  # never require an account or a network
     split = load_pretraining(config)  # data problems surface before the model is loaded
+    if len(split.test) == 0 and config.training.get("eval_strategy", "no") != "no":
+        raise ConfigError([f"eval_strategy: {config.training.get('eval_strategy')!r} evaluates on eval_output_file "
+                           f"{config.pretrain.eval_output_file}, which holds no sample (prepared with eval_size: 0): "
+                           "set eval_strategy: no, or prepare a held-out split (eval_size >= 1)"], "pretraining config")
     torch.manual_seed(config.seed)
     model = build_model(config)
     return PretrainingTrainer(
         model=model.train(),
         args=config.training_arguments(remove_unused_columns=False),  # the collator reads continuation_ids, sample_id
         train_dataset=split.train,
-        eval_dataset=split.test,
+        eval_dataset=split.test if len(split.test) else None,  # eval_size 0: no held-out split, no evaluation
         data_collator=make_collator(config, model.tokenizer),
         icae_config=config,
         callbacks=callbacks,
@@ -61,11 +65,11 @@ def main(argv: list[str] | None = None, callbacks=None) -> dict:
     config = config_from_cli(argv, description=__doc__)
     trainer = build_trainer(config, callbacks)
     trainer.train(resume_from_checkpoint=resolve_resume(config, trainer.args.output_dir))
-    metrics = trainer.evaluate()
+    metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     final = Path(trainer.args.output_dir) / "final"
     trainer.save_model(str(final))  # on every rank: it synchronises under FSDP/DeepSpeed and writes on rank 0 only
     if trainer.is_world_process_zero():
-        path = results_dir(config) / f"pretrain_{Path(config.model.model_name_or_path).name}.json"
+        path = free_path(results_dir(config), f"pretrain_{Path(config.model.model_name_or_path).name}")
         atomic_write_json(path, {"config": config.to_dict(), "eval": metrics, "log_history": trainer.state.log_history,
                                  "checkpoint": str(final)})
         print(f"final checkpoint: {final}\nmetrics: {path}")

@@ -25,7 +25,7 @@ from icae.metrics import bleu1, exact_match, positional_match
 from icae.models import ICAE, build_model
 from icae.scripts import entry
 from icae.training import ICAETrainer
-from icae.training.results import results_dir
+from icae.training.results import free_path, results_dir
 from icae.utils.io import atomic_write_json
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "roundtrip_tiny_qwen2.yaml"
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         "reload_identical": reloaded_outputs == after["outputs"],
         "examples": [{"original": t, "before": b, "after": a} for t, b, a in zip(texts, before["outputs"], after["outputs"])],
     }
-    path = results_dir(config) / f"roundtrip_{Path(config.model.model_name_or_path).name}.json"
+    path = free_path(results_dir(config), f"roundtrip_{Path(config.model.model_name_or_path).name}")
     atomic_write_json(path, result)
     print(f"metrics: {path}")
     return result

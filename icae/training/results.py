@@ -51,6 +51,12 @@ def free_stem(directory: Path, stem: str, suffixes: tuple[str, ...]) -> str:
     raise FileExistsError(f"{directory}: 10000 result files named {stem}; set output_path")
 
 
+def free_path(directory: Path, stem: str, suffix: str = ".json") -> Path:
+    """``directory / (stem + suffix)`` at the first free stem (:func:`free_stem`): a recipe's results file that never
+    replaces an earlier run's."""
+    return directory / f"{free_stem(directory, stem, (suffix,))}{suffix}"
+
+
 def output_paths(config: Config, recipe: str) -> tuple[Path, Path]:
     """``{stem}_metrics.json`` and ``{stem}_predictions.jsonl`` in :func:`results_dir`, at the first free stem."""
     base = results_dir(config)

@@ -16,8 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
-from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers import Trainer, TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, rotate_checkpoints
 
 from icae.config import Config, ConfigError, load_config
 from icae.models.checkpoint import CONFIG_NAME, check_same_meaning
@@ -75,11 +75,40 @@ def check_resumable(config: Config, checkpoint_dir: str) -> None:
         print(f"resuming {checkpoint_dir} with changed keys (none changes what its tensors mean): " + "; ".join(changed))
 
 
+TRAINER_STATE = "trainer_state.json"
+
+
+def finished_state(checkpoint_dir: str, max_steps: int) -> TrainerState | None:
+    """The saved trainer state of ``checkpoint_dir`` when it already holds the whole run (its step is at least
+    ``max_steps``, or, with ``max_steps`` -1, the step budget the run computed), else None."""
+    path = Path(checkpoint_dir) / TRAINER_STATE
+    if not path.is_file():
+        return None
+    state = TrainerState.load_from_json(str(path))
+    budget = max_steps if max_steps > 0 else state.max_steps
+    return state if budget and state.global_step >= budget else None
+
+
 class ICAETrainer(Trainer):
     def __init__(self, *args, icae_config: Config | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.icae_config = icae_config
         self._staging = False
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``, except that a checkpoint that already holds the whole run (killed after its last
+        checkpoint, or a finished run started again) is loaded as it is: the trainer's own resume would take one more
+        step past ``max_steps``, changing the final weights and metrics."""
+        if isinstance(resume_from_checkpoint, str):
+            state = finished_state(resume_from_checkpoint, self.args.max_steps)
+            if state is not None:
+                print(f"{resume_from_checkpoint} already holds all {state.global_step} steps: loading it, not training")
+                self._load_from_checkpoint(resume_from_checkpoint)
+                self.state = state
+                losses = [h["loss"] for h in state.log_history if "loss" in h]
+                return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else 0.0, {})
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out: CompressorOutput = model(**inputs)
