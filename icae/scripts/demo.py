@@ -26,7 +26,7 @@ from icae.models.loading import SHIPPED_COMPRESSORS, load_tokenizer
 from icae.scripts import entry, pretrain
 from icae.scripts.interactive_autoencoder import reconstruct
 from icae.training import evaluate_pretraining
-from icae.training.results import results_dir
+from icae.training.results import free_stem, results_dir
 from icae.utils.io import atomic_write_json
 from icae.utils.plotting import pyplot, save_png
 
@@ -144,12 +144,13 @@ def main(argv: list[str] | None = None) -> dict:
         "total_seconds": time.perf_counter() - started,
     }
     metrics_dir = results_dir(config)
-    name = Path(config.model.model_name_or_path).name
-    atomic_write_json(metrics_dir / f"demo_{name}.json", result)
-    png = metrics_dir / f"demo_{name}_loss.png"
+    # An earlier demo's metrics and plot are kept: this run's go to the next free name (demo_..._2.json).
+    stem = free_stem(metrics_dir, f"demo_{Path(config.model.model_name_or_path).name}", (".json", "_loss.png"))
+    atomic_write_json(metrics_dir / f"{stem}.json", result)
+    png = metrics_dir / f"{stem}_loss.png"
     drew = plot_losses(trainer.state.log_history, png, before["memory"]["ae_loss"], after["memory"]["ae_loss"],
                        trainer.state.global_step)
-    print(f"\nmetrics: {metrics_dir / f'demo_{name}.json'}" + (f"\nloss curve: {png}" if drew else ""))
+    print(f"\nmetrics: {metrics_dir / f'{stem}.json'}" + (f"\nloss curve: {png}" if drew else ""))
     print(f"total time: {result['total_seconds']:.0f} s")
     return result
 
