@@ -9,6 +9,7 @@ to the section that owns it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -355,23 +356,49 @@ class BenchArguments(Section):
 class ServeArguments(Section):
     """``icae serve``: the OpenAI-compatible server."""
 
-    host: str = _help("Address to listen on (127.0.0.1: this machine only).", "127.0.0.1")
+    host: str = _help("Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network, set api_key).",
+                      "127.0.0.1")
     port: int = _help("Port to listen on (0: any free port).", 8000)
     served_model_name: Optional[str] = _help("The model id clients send (None: the checkpoint's or base's name).", None)
     max_batch_size: int = _help("Requests decoded together at most.", 8)
     slot_cache_mb: float = _help("Memory for compressed observations kept by content (least recently used go).", 256.0)
     max_conversations: int = _help("Conversations whose decoder KV cache is kept for their next request.", 16)
-    default_max_tokens: int = _help("New tokens when a request sets no max_tokens (bounded by the window).", 256)
+    default_max_tokens: Optional[int] = _help(
+        "New tokens when a request sets no max_tokens (None: what is left of the context window, as OpenAI does).",
+        None)
     torch_threads: Optional[int] = _help(
         "CPU threads for the model's tensor operations (None: torch's default, one per core). A tiny model's decoding "
         "steps are too small to split, and on a CPU server a second thread only adds synchronisation: use 1 there.",
         None)
+    chat_template: Optional[str] = _help(
+        "A Jinja chat template file used for requests that send tools (None: the tokenizer's when it renders tools, "
+        "else the shipped ChatML template with Hermes tool calls, icae/assets/tokenizer/chat_template.jinja).", None)
+    compress_user_min_tokens: Optional[int] = _help(
+        "User messages after the first with at least this many tokens are observations and compressed (text-based "
+        "agents send tool output as user messages); None: only compress_roles are. A request may set its own "
+        "(compress_user_min_tokens in its body).", 128)
+    max_prompt_tokens: int = _help(
+        "Tokens a request's messages may hold before compression (a larger one is refused before it is tokenised).",
+        131072)
+    max_request_mb: float = _help("Largest request body accepted, in MB (larger: HTTP 413).", 8.0)
+    api_key: Optional[str] = _help(
+        "Clients must send it as a Bearer token (HTTP 401 otherwise); None: the ICAE_API_KEY environment variable, "
+        "else no key.", None)
+    cors_origins: list[str] = _help("Browser origins allowed to call the server (CORS); empty: none.",
+                                    default_factory=list)
 
     def problems(self) -> list[str]:
-        out = _at_least(self, 1, "max_batch_size", "default_max_tokens") + _at_least(self, 0, "max_conversations")
-        out += _at_least(self, 0, "slot_cache_mb") + _at_least(self, 1, "torch_threads", optional=True)
+        out = _at_least(self, 1, "max_batch_size", "max_prompt_tokens") + _at_least(self, 0, "max_conversations")
+        out += _at_least(self, 1, "default_max_tokens", "torch_threads", optional=True)
+        out += _at_least(self, 0, "slot_cache_mb", "compress_user_min_tokens", optional=True)
+        if not self.max_request_mb > 0:
+            out.append(f"max_request_mb must be > 0, got {self.max_request_mb}")
         if not 0 <= self.port <= 65535:
             out.append(f"port must be in [0, 65535], got {self.port}")
+        if self.chat_template is not None and not os.path.isfile(self.chat_template):
+            out.append(f"chat_template: no such file: {self.chat_template}")
+        if self.api_key is not None and not self.api_key.strip():
+            out.append("api_key is empty: give a key, or leave it out")
         return out
 
 

@@ -1,13 +1,28 @@
 """Requests -> jobs: a chat request's messages and parameters rendered into the spans the engine decodes.
 
-A request's messages are rendered as the trajectory recipes render them (``icae.data.trajectories``): a message of a
-role in ``compress_roles`` with at least ``min_tokens_to_compress`` tokens becomes memory slots, everything else
-stays tokens, and the prompt ends with the assistant's header. This runs on the caller's thread (never the worker's),
-so a bad request is refused with a ``RequestError`` before it takes a place in the queue.
+Two renderings, both ending with the assistant's header:
+
+- **Without tools** (and with ``tool_choice: none``): as the trajectory recipes render a conversation
+  (``icae.data.trajectories.render_turns``, ChatML turns; the base's chat frame with ``layout: seed``), so a served
+  conversation looks like the ones the compressor was fine-tuned on.
+- **With tools**: through a chat template that renders tools (the tokenizer's when it does, else ``chat_template``,
+  else the shipped ChatML template with Hermes tool calls): the template is rendered once with a marker in place of
+  each message's content, and the text is cut at the markers, so each content is its own span.
+
+Which contents become memory slots (observations): those of ``compress_roles`` (default: tool) and user messages after
+the first with at least ``compress_user_min_tokens`` tokens (text-based agents send tool output as user messages;
+the first user message, the task, stays text), in both cases only with at least ``min_tokens_to_compress`` tokens and
+no more slots than tokens. This runs on the caller's thread (never the worker's), so a bad request is refused with a
+``RequestError`` before it takes a place in the queue.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -20,6 +35,11 @@ from icae.models.seed import chat_frame
 
 if TYPE_CHECKING:
     from icae.serve.engine import Job
+    from icae.serve.protocol import ChatRequest
+
+TOOLS_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "tokenizer" / "chat_template.jinja"
+MARK = "\ue000icae-content-{}\ue001"  # private-use characters: no message or template contains them
+MARKS = re.compile("\ue000icae-content-(\\d+)\ue001")
 
 
 class RequestError(UserError):
@@ -30,51 +50,213 @@ class RequestError(UserError):
         self.code, self.param = code, param
 
 
-class Renderer:
-    """Turns (messages, request parameters) into a ``Job`` for ``model``'s engine."""
+@dataclass
+class Prepared:
+    """A rendered request: the job for the engine, and how to read its reply."""
 
-    def __init__(self, model, config, default_max_tokens: int):
+    job: "Job"
+    tool_names: set[str] = field(default_factory=set)  # empty: the reply is text, never parsed for tool calls
+    prefix: str = ""  # text the server began the reply with (tool_choice required / named): part of what is parsed
+    parallel: bool = True
+
+
+def context_error(window: int, positions: int, limit: int, prompt_tokens: int) -> RequestError:
+    """OpenAI's wording and code, which litellm maps to ContextWindowExceededError (agents stop or summarise)."""
+    return RequestError(
+        f"This model's maximum context length is {window} tokens. However, you requested {positions + limit} tokens "
+        f"({positions} in the messages, {limit} in the completion). Please reduce the length of the messages or "
+        f"completion. (Counted in decoder positions: compressed observations count their memory slots; the messages "
+        f"are {prompt_tokens} tokens before compression.)", code="context_length_exceeded", param="messages")
+
+
+class Renderer:
+    """Turns a chat request into a ``Job`` for ``model``'s engine (see the module's docstring)."""
+
+    def __init__(self, model, config, default_max_tokens: Optional[int]):
         self.model, self.config, self.default_max_tokens = model, config, default_max_tokens
         self.tokenizer = model.tokenizer
         self.frame = chat_frame(self.tokenizer) if model.args.layout == "seed" else None
         self.stop_ids = set(turn_stop_ids(self.tokenizer)) | (set(model.seed_stop_ids()) if self.frame else set())
+        serve = config.serve
+        self.user_min_tokens, self.max_prompt_tokens = serve.compress_user_min_tokens, serve.max_prompt_tokens
+        own = getattr(self.tokenizer, "chat_template", None)
+        if serve.chat_template:
+            self.tools_template = Path(serve.chat_template).read_text(encoding="utf-8")
+        elif isinstance(own, str) and "tools" in own:
+            self.tools_template = own
+        else:
+            self.tools_template = TOOLS_TEMPLATE.read_text(encoding="utf-8")
+        # The most UTF-8 bytes one token stands for: a text of B bytes is at least B / this many tokens.
+        longest = max((len(self.tokenizer.convert_tokens_to_string([t]).encode()) for t in self.tokenizer.get_vocab()),
+                      default=1)
+        self.max_token_bytes = max(longest, 1)
+
+    # ------------------------------------------------------------------------------------------ entry points
+    def render(self, request: "ChatRequest") -> Prepared:
+        """Render and check an OpenAI request; a RequestError says what is wrong."""
+        messages = [m.as_dict() for m in request.messages]
+        self._check_size(messages)
+        user_min = (request.compress_user_min_tokens if "compress_user_min_tokens" in request.model_fields_set
+                    else self.user_min_tokens)
+        mode = request.tool_mode
+        tools = [t.model_dump(exclude_none=True) for t in request.tools] if mode != "none" else None
+        prefix = ""
+        if mode == "required":
+            prefix = '<tool_call>\n{"name": "'
+        elif mode == "named":
+            prefix = '<tool_call>\n{"name": "' + request.tool_choice.function.name + '", "arguments": '
+        spans, think = self._spans(messages, tools, user_min)
+        job = self._job(spans, think + self._encode(prefix), request.limit, request.temperature, request.top_p,
+                        request.stops, request.seed)
+        names = {t["function"]["name"] for t in tools} if tools else set()
+        return Prepared(job, names, prefix, request.parallel_tool_calls)
 
     def prepare(self, messages: list[dict], max_tokens: Optional[int], temperature: float, top_p: float,
                 stops: list[str], seed: Optional[int]) -> "Job":
-        """Render and check a request (on the caller's thread); a RequestError says what is wrong."""
-        from icae.serve.engine import Job  # engine imports this module
-
-        trajectory = from_messages(messages, "request")
-        for i, m in enumerate(trajectory["messages"]):
-            if not m["content"].strip() and m["role"] != "assistant":
-                raise RequestError(f"messages[{i}] ({m['role']}) has no content", param=f"messages[{i}].content")
-        args = self.model.args
-        seed_layout = args.layout == "seed"
-        turns = render_turns(self.tokenizer, trajectory, self.config.trajectories.compress_roles,
-                             args.fixed_mem_size if seed_layout else args.min_tokens_to_compress,
-                             self.model.memory_length, self.frame)
-        spans = [s for t in turns for s in t.spans(loss=False)]
-        header, think = self.assistant_header()
-        spans.append(Span(header))
-        prompt_tokens = sum(s.ids.numel() for s in spans)
-        positions = sum(self.model.memory_length(s.ids.numel()) if s.compress else s.ids.numel() for s in spans)
-        positions += len(think)
-        window = args.model_max_length
-        limit = max_tokens if max_tokens is not None else min(self.default_max_tokens, window - positions)
-        if positions + limit > window:
-            raise RequestError(
-                f"this request needs {positions} decoder positions for its prompt ({prompt_tokens} tokens before "
-                f"compression) plus max_tokens {limit}, more than the model's context window of {window} positions: "
-                "shorten the conversation or lower max_tokens", code="context_length_exceeded", param="messages")
-        params = SamplingParams(max_new_tokens=limit, do_sample=temperature > 0, temperature=temperature or 1.0,
-                                top_p=top_p, stop_token_ids=tuple(self.stop_ids))
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return Job(spans, [Span(think)] if think else [], params, stops, generator, lambda event: None,
-                   prompt_tokens, positions)
+        """A job for plain messages (no tools; the server's observation rule)."""
+        self._check_size(messages)
+        spans, think = self._spans(messages, None, self.user_min_tokens)
+        return self._job(spans, think, max_tokens, temperature, top_p, stops, seed)
 
     def assistant_header(self) -> tuple[list[int], list[int]]:
         """(tokens that open the assistant's turn, thinking-frame tokens fed after them and not kept in the cache)."""
         if self.frame is None:
-            return self.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"], []
+            return self._encode("<|im_start|>assistant\n"), []
         cut = len(self.frame.assistant_prefix) - self.frame.think
         return list(self.frame.assistant_prefix[:cut]), list(self.frame.assistant_prefix[cut:])
+
+    # ------------------------------------------------------------------------------------------ rendering
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def _check_size(self, messages: list[dict]) -> None:
+        """Refuse a prompt over max_prompt_tokens from its size alone, before any of it is tokenised: a token stands
+        for at most ``max_token_bytes`` bytes, so a content of B bytes is at least B / max_token_bytes tokens."""
+        size = 0
+        for m in messages:
+            content = m.get("content") or ""
+            size += len((content if isinstance(content, str) else "".join(p.get("text", "") for p in content)).encode())
+        at_least = math.ceil(size / self.max_token_bytes)
+        if at_least > self.max_prompt_tokens:
+            raise RequestError(
+                f"the messages' contents are {size} bytes, at least {at_least} tokens, more than this server's "
+                f"max_prompt_tokens ({self.max_prompt_tokens}): send a shorter conversation",
+                code="context_length_exceeded", param="messages")
+
+    def _observation(self, role: str, n_tokens: int, user_index: int, user_min: Optional[int]) -> bool:
+        """Whether a content of ``n_tokens`` tokens becomes memory slots (``user_index``: 0 for the first user message)."""
+        args = self.model.args
+        minimum = args.fixed_mem_size if args.layout == "seed" else args.min_tokens_to_compress
+        if role == "user":
+            if user_index == 0 or user_min is None or n_tokens < user_min:
+                return False
+        elif role not in self.config.trajectories.compress_roles or role == "assistant":
+            return False
+        return n_tokens >= max(minimum, 1) and self.model.memory_length(n_tokens) <= n_tokens
+
+    def _spans(self, messages: list[dict], tools: Optional[list[dict]], user_min: Optional[int]):
+        """(spans of the prompt, ending with the assistant header; tokens fed after them and not kept)."""
+        trajectory = from_messages(messages, "request")
+        for i, m in enumerate(trajectory["messages"]):
+            if not m["content"].strip() and m["role"] in ("system", "user"):
+                raise RequestError(f"messages[{i}] ({m['role']}) has no content", param=f"messages[{i}].content")
+        if tools is not None:
+            return self._template_spans(messages, tools, user_min)
+        args = self.model.args
+        turns = render_turns(self.tokenizer, trajectory, self.config.trajectories.compress_roles,
+                             args.fixed_mem_size if args.layout == "seed" else args.min_tokens_to_compress,
+                             self.model.memory_length, self.frame)
+        users = 0
+        for turn in turns:
+            if turn.role == "user":
+                turn.compress = self._observation("user", len(turn.content), users, user_min)
+                users += 1
+        spans = [s for t in turns for s in t.spans(loss=False)]
+        header, think = self.assistant_header()
+        return spans + [Span(header)], think
+
+    def _template_spans(self, messages: list[dict], tools: list[dict], user_min: Optional[int]):
+        """The tools rendering: the template's text cut at each message's content (see the module's docstring)."""
+        marked = []
+        for i, m in enumerate(messages):
+            m = dict(m)
+            text = m.get("content")
+            if isinstance(text, list):
+                text = "".join(p.get("text", "") for p in text)
+            m["content"] = MARK.format(i) if text else (text or "")
+            if m.get("tool_calls"):
+                m["tool_calls"] = [_with_object_arguments(c) for c in m["tool_calls"]]
+            marked.append(m)
+        try:
+            body = self.tokenizer.apply_chat_template(marked, tools=tools, tokenize=False,
+                                                      chat_template=self.tools_template)
+            full = self.tokenizer.apply_chat_template(marked, tools=tools, tokenize=False, add_generation_prompt=True,
+                                                      chat_template=self.tools_template)
+        except Exception as e:  # a template's own raise_exception (e.g. roles out of order) is the request's fault
+            raise RequestError(f"the chat template cannot render these messages: {e}", param="messages") from None
+        if not full.startswith(body):
+            raise RequestError("the chat template's generation prompt does not extend the conversation's rendering")
+        contents = {i: "".join(p.get("text", "") for p in m["content"]) if isinstance(m["content"], list)
+                    else m["content"] for i, m in enumerate(messages) if m.get("content")}
+        spans, at, users, seen = [], 0, 0, set()
+        for match in MARKS.finditer(body):
+            i = int(match.group(1))
+            if i in seen:
+                raise RequestError(f"the chat template renders messages[{i}]'s content twice; serve with a "
+                                   "chat_template that places each content once", param="messages")
+            seen.add(i)
+            if match.start() > at:
+                spans.append(Span(self._encode(body[at:match.start()])))
+            ids = self._encode(contents[i])
+            role = messages[i]["role"]
+            spans.append(Span(ids, compress=self._observation(role, len(ids), users, user_min)))
+            users += role == "user"
+            at = match.end()
+        if at < len(body):
+            spans.append(Span(self._encode(body[at:])))
+        header = self._encode(full[len(body):])
+        think: list[int] = []
+        if self.frame is not None and self.frame.think:
+            tail = list(self.frame.assistant_prefix[-self.frame.think:])
+            if header[-len(tail):] == tail:
+                header, think = header[:-len(tail)], tail
+        return spans + [Span(header)], think
+
+    # ------------------------------------------------------------------------------------------ the job
+    def _job(self, spans: list[Span], transient: list[int], max_tokens: Optional[int], temperature: float,
+             top_p: float, stops: list[str], seed: Optional[int]) -> "Job":
+        from icae.serve.engine import Job  # engine imports this module
+
+        prompt_tokens = sum(s.ids.numel() for s in spans)
+        if prompt_tokens > self.max_prompt_tokens:
+            raise RequestError(f"the messages are {prompt_tokens} tokens, more than this server's max_prompt_tokens "
+                               f"({self.max_prompt_tokens}): send a shorter conversation",
+                               code="context_length_exceeded", param="messages")
+        positions = sum(self.model.memory_length(s.ids.numel()) if s.compress else s.ids.numel() for s in spans)
+        positions += len(transient)
+        window = self.model.args.model_max_length
+        left = window - positions
+        limit = max_tokens if max_tokens is not None else min(self.default_max_tokens or left, left)
+        if limit < 1 or positions + limit > window:
+            raise context_error(window, positions, max(limit, 1) if max_tokens is None else limit, prompt_tokens)
+        params = SamplingParams(max_new_tokens=limit, do_sample=temperature > 0, temperature=temperature or 1.0,
+                                top_p=top_p, stop_token_ids=tuple(self.stop_ids))
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        return Job(spans, [Span(transient)] if transient else [], params, stops, generator, lambda event: None,
+                   prompt_tokens, positions)
+
+
+def _with_object_arguments(call: dict) -> dict:
+    """A history tool call with its JSON-string arguments as an object, as chat templates expect (they write
+    ``arguments | tojson``); arguments that are not a JSON object stay the string they are."""
+    call = dict(call)
+    fn = dict(call.get("function") or {})
+    if isinstance(fn.get("arguments"), str):
+        try:
+            parsed = json.loads(fn["arguments"])
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            fn["arguments"] = parsed
+    call["function"] = fn
+    return call

@@ -165,7 +165,7 @@ def test_sampling_with_a_seed_is_reproducible(server):
     ({"model": "tiny", "messages": [{"role": "user", "content": "   "}]}, 400, "has no content"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": 9}, 400, "temperature"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x " * 1500}], "max_tokens": 1000}, 400,
-     "context window of 2048"),
+     "maximum context length is 2048 tokens"),
 ])
 def test_bad_requests_get_openai_style_errors(server, body, status, needle):
     r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
