@@ -1,0 +1,142 @@
+"""The tool-output generator: its records are what really running their commands prints, deterministic for a seed,
+and its splits read disjoint trees."""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from icae.data.corpus import base_corpus_files, stdlib_dir
+from icae.data.tool_kinds import KINDS, swe_window
+from icae.data.tool_outputs import (KIND_WEIGHTS, TIME_PATTERN, cap, command_env, draw_kind, generate, record_rng,
+                                    split_trees)
+from icae.scripts import entry
+from icae.scripts.write_tool_outputs import main
+
+
+def masked(text: str) -> str:
+    return TIME_PATTERN.sub("<time>", text)
+
+
+def test_splits_read_disjoint_trees_and_train_reads_only_the_training_corpus():
+    def files(split):
+        return {(t.root / f).resolve() for t in split_trees(split) for f in t.files}
+
+    train, heldout = files("train"), files("heldout")
+    assert train and heldout and not train & heldout
+    wide = {p.resolve() for p in base_corpus_files("wide")}
+    assert train <= wide
+    assert not heldout & wide
+    stdlib = stdlib_dir().resolve()
+    assert all(p.name[0] >= "n" for p in heldout if p.parent == stdlib)  # held-out stdlib: modules n-z only
+    names = {t.name.split("/")[0] for t in split_trees("heldout") if t.package}
+    assert names == {"yaml", "tqdm", "nltk"}
+
+
+def test_swe_window_matches_swe_agents_arithmetic():
+    lines = [f"l{i}" for i in range(1, 11)]
+    # line 6, window 4: SWE-agent prints lines max(6 + 2, 2) - 4 + 1 .. 8, 6 - 2 = 4 above, 10 - 6 - 2 = 2 below
+    assert swe_window(Path("/r/a.py"), lines, 6, 4) == (
+        "[File: /r/a.py (10 lines total)]\n(4 more lines above)\n5:l5\n6:l6\n7:l7\n8:l8\n(2 more lines below)\n")
+    # at the top nothing is above (and no "(0 more lines above)" line); at the end nothing below
+    assert swe_window(Path("a.py"), lines, 1, 4) == "[File: a.py (10 lines total)]\n1:l1\n2:l2\n3:l3\n4:l4\n(6 more lines below)\n"
+    assert swe_window(Path("a.py"), lines, 10, 4).endswith("7:l7\n8:l8\n9:l9\n10:l10\n")
+    assert swe_window(Path("a.py"), lines[:3], 2, 100) == "[File: a.py (3 lines total)]\n1:l1\n2:l2\n3:l3\n"
+
+
+def test_cap_cuts_at_a_line_break():
+    assert cap("ab\ncd\nef\n", 100) == ("ab\ncd\nef\n", False)
+    assert cap("ab\ncd\nef\n", 7) == ("ab\ncd\n", True)
+    assert cap("abcdefgh", 5) == ("abcde", True)
+
+
+def test_every_kind_is_drawn_in_a_default_mix():
+    assert set(KIND_WEIGHTS) == set(KINDS)
+    for split in ("train", "heldout"):
+        assert {draw_kind(record_rng(split, 0, i)) for i in range(300)} == set(KINDS)
+
+
+def _check_open(record):
+    """An ``open`` record against the file, read independently: header, counts above/below, numbered lines."""
+    rel, line = shlex.split(record["command"])[1:]
+    source = (Path(record["cwd"]) / rel).read_text(encoding="utf-8", errors="replace").splitlines()
+    out = record["text"].splitlines()
+    assert out[0] == f"[File: {(Path(record['cwd']) / rel).resolve()} ({len(source)} lines total)]"
+    numbered = [s for s in out[1:] if re.match(r"\d+:", s)]
+    first = int(numbered[0].split(":")[0])
+    assert numbered == [f"{first + k}:{source[first + k - 1]}" for k in range(len(numbered))]
+    assert first <= int(line) <= first + len(numbered) - 1 or len(source) == 0
+    above = [s for s in out if s.endswith("more lines above)")]
+    assert above == ([f"({first - 1} more lines above)"] if first > 1 else [])
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_each_kind_reruns_to_the_same_text(split, tmp_path):
+    """Every record's text is what its command prints when run again in its cwd (pytest's duration masked)."""
+    env = command_env(tmp_path / "home")
+    seen = set()
+    for kind in KINDS:
+        (record,) = generate(split, 1, seed=3, work_dir=tmp_path / "work", kinds=(kind,), keep_work=True,
+                             max_chars=4000)
+        assert record["kind"] == kind and record["text"].strip()
+        seen.add(record["kind"])
+        if kind == "open":
+            _check_open(record)
+            continue
+        argv = shlex.split(record["command"])
+        rerun = subprocess.run(argv, cwd=record["cwd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=60).stdout.decode()
+        if record["truncated"]:
+            assert len(rerun) > len(record["text"]) and rerun.startswith(record["text"])
+        else:
+            assert masked(rerun) == masked(record["text"]), (kind, record["command"])
+        if kind == "pytest":
+            assert re.search(r"\d+ failed", record["text"]) or "error" in record["text"].lower()
+        if kind == "traceback":
+            assert "Traceback (most recent call last)" in record["text"] or "error:" in record["text"]
+    assert seen == set(KINDS)
+
+
+def test_same_seed_writes_the_same_file_and_another_seed_differs(tmp_path):
+    work = tmp_path / "work"
+    kinds = ["ls", "git", "pytest", "traceback", "grep", "json", "py_compile"]
+
+    def write(name, seed):
+        out = tmp_path / name
+        main(["--split", "train", "--out", str(out), "--seed", str(seed), "--count", "7", "--kinds", *kinds,
+              "--work-dir", str(work), "--max-chars", "3000"])
+        return out.read_text()
+
+    a, b, c = write("a.jsonl", 0), write("b.jsonl", 0), write("c.jsonl", 1)
+    assert masked(a) == masked(b)
+    assert masked(a) != masked(c)
+    rows = [json.loads(line) for line in a.splitlines()]
+    assert len(rows) == 7 and all(len(r["text"]) <= 3000 for r in rows)
+    assert all(set(r) == {"text", "kind", "command", "cwd", "truncated"} for r in rows)
+
+
+def test_bad_arguments_are_one_message_and_exit_2(tmp_path, capsys):
+    existing = tmp_path / "out.jsonl"
+    existing.write_text("keep me\n")
+    with pytest.raises(SystemExit) as e:
+        entry(main, ["--split", "train", "--out", str(existing), "--count", "0", "--max-chars", "5"], prog="w")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--count" in err and "--max-chars" in err and "--overwrite" in err
+    assert existing.read_text() == "keep me\n"
+    with pytest.raises(SystemExit) as e:
+        entry(main, ["--split", "test", "--out", str(tmp_path / "x.jsonl")], prog="w")
+    assert e.value.code == 2 and "invalid choice: 'test'" in capsys.readouterr().err
+
+
+def test_the_entry_point_runs_as_a_module(tmp_path):
+    out = tmp_path / "h.jsonl"
+    run = subprocess.run([sys.executable, "-m", "icae.scripts.write_tool_outputs", "--split", "heldout", "--out",
+                          str(out), "--count", "2", "--kinds", "grep", "find", "--work-dir", str(tmp_path / "w")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert len(out.read_text().splitlines()) == 2
