@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from icae.config import Config, ConfigError, ModelArguments
-from icae.models import checkpoint, layouts
+from icae.models import checkpoint, decoding, kv, layouts
 from icae.models.loading import load_base_model
 from icae.models.restore import restore_weights
 from icae.models.seed import ChatFrame, chat_frame
@@ -368,20 +368,17 @@ class CompressorBase(nn.Module, abc.ABC):
         return decode(self, inputs, SamplingParams.of(**sampling), generator), counts
 
     @torch.no_grad()
-    def generate_incremental(self, state: DecoderState | None, spans: Sequence[Span], cache: dict | None = None,
-                             generator: torch.Generator | None = None, transient: Sequence[Span] = (),
-                             **sampling) -> tuple[list[int], DecoderState, dict]:
-        """One row's history kept as a KV cache across calls, as a deployed agent does: prefill only ``spans`` (what
-        happened since the last call), continue, and return the new ids with the state *without* them (the next call
-        brings the turn as it should stay in the history: the gold one, or the generated one).
+    def prefill_incremental(self, state: DecoderState | None, spans: Sequence[Span], cache: dict | None = None,
+                            transient: Sequence[Span] = ()) -> tuple[decoding.Prefilled, DecoderState, dict]:
+        """Extend one row's kept history by ``spans`` (then ``transient``) in one prefill: the incremental-state path
+        of :meth:`generate_incremental` and of the server, each row with its own start (``state.length`` decoder
+        positions, ``state.virtual`` uncompressed ones).
 
-        ``transient`` spans are read after ``spans`` for this generation only and cropped with the generated tokens
-        (a think block that the history does not keep). ``state`` None starts a history. Returns (new ids, state,
-        compression counts).
+        Returns the prefilled group (one row: its next-token logits, and a cache holding the history, ``spans``
+        and ``transient``), the new state (a copy of the history and ``spans`` only: what the next call extends),
+        and the compression counts of :meth:`compress_spans`. ``state`` is not modified.
         """
-        from transformers import DynamicCache
-
-        state = state or DecoderState(DynamicCache(config=self.base_config))
+        state = state or DecoderState(kv.new_cache())
         rows = [*spans, *transient]
         memories, counts = self.compress_spans([rows], cache)
         inputs = layouts.span_inputs(self, [rows], memories, start=(state.length, state.virtual))
@@ -389,13 +386,27 @@ class CompressorBase(nn.Module, abc.ABC):
         total = inputs["inputs_embeds"].shape[1]
         new = total - sum(span.ids.numel() for span in transient)  # token spans only: transient is never compressed
         inputs["attention_mask"] = torch.ones(1, state.length + total, dtype=torch.long, device=self.device)
-        ids = decode(self, inputs, SamplingParams.of(**sampling), generator, cache=state.cache)[0]
-        state.length += new
-        state.virtual += sum(span.ids.numel() for span in spans)
-        fed = state.cache.get_seq_length() - state.length  # transient and generated tokens that went into the cache
-        if fed:
-            state.cache.crop(-fed)  # a negative count removes that many of the latest positions
-        return ids, state, counts
+        history = kv.from_tensors(kv.tensors(state.cache)) if state.length else kv.new_cache()  # state's own stays
+        group = decoding.prefill(self, inputs, history)
+        kept = kv.from_tensors(kv.row_prefix(kv.tensors(group.cache), 0, 0, state.length + new))
+        return group, DecoderState(kept, state.length + new, state.virtual + sum(s.ids.numel() for s in spans)), counts
+
+    @torch.no_grad()
+    def generate_incremental(self, state: DecoderState | None, spans: Sequence[Span], cache: dict | None = None,
+                             generator: torch.Generator | None = None, transient: Sequence[Span] = (),
+                             **sampling) -> tuple[list[int], DecoderState, dict]:
+        """One row's history kept as a KV cache across calls, as a deployed agent does: prefill only ``spans`` (what
+        happened since the last call), continue, and return the new ids with the state *without* them (the next call
+        brings the turn as it should stay in the history: the gold one, or the generated one).
+
+        ``transient`` spans are read after ``spans`` for this generation only and left out of the state (a think
+        block that the history does not keep). ``state`` None starts a history. Returns (new ids, state,
+        compression counts).
+        """
+        group, state, counts = self.prefill_incremental(state, spans, cache, transient)
+        row = decoding.Row(SamplingParams.of(**sampling), generator)
+        decoding.run(self, group, [row])
+        return row.ids, state, counts
 
     # ----------------------------------------------------------------------------------------- generation
     @torch.no_grad()

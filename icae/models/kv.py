@@ -1,10 +1,10 @@
-"""Decoding several kept histories together: per-row KV caches stacked into one batch and split back.
+"""Decoder KV caches: the one constructor, and the tensor-level moves the running batch and the prefix cache make.
 
-Each row of a batch may continue a different conversation, with its own cached positions (``DecoderState``). To decode
-them in one batch, every row's cache is left-padded to the longest, the new positions of every row are left-padded
-to the longest, and an attention mask marks the real ones: ``[pad][row's cache][pad][row's new positions]``. Position
-ids stay each row's own, so every row computes what it would compute alone. Afterwards each row's cache is cut back
-out, without the padding and without the positions it must not keep (generated tokens, a transient think block).
+A cache is a transformers ``DynamicCache`` whose layers hold keys and values ``(rows, kv_heads, positions, head_dim)``.
+Every cache here is built by :func:`new_cache` with full (non-sliding) layers, whatever the base's config says: a
+sliding-window layer drops its oldest positions, which a kept history or a prefix cache still needs. Sliding-window
+attention stays exact: the base applies its window in the attention mask, counted in columns, and every row keeps its
+real positions contiguous (``icae.models.decoding``).
 """
 
 from __future__ import annotations
@@ -12,48 +12,46 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from icae.models.memory import DecoderState
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), each (rows, heads, positions, dim)
 
 
-def empty_state(config) -> DecoderState:
-    return DecoderState(DynamicCache(config=config))
+def new_cache() -> DynamicCache:
+    """An empty cache whose layers (full, never sliding) appear as the model writes them."""
+    return DynamicCache()
 
 
-def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers if getattr(layer, "keys", None) is not None
-            and layer.keys.numel()]
+def tensors(cache) -> Layers:
+    """The (keys, values) of every filled layer of ``cache``."""
+    return [(layer.keys, layer.values) for layer in cache.layers
+            if getattr(layer, "keys", None) is not None and layer.keys.numel()]
 
 
-def stack(states: list[DecoderState], config, width: int) -> tuple[DynamicCache, torch.Tensor]:
-    """One cache of ``len(states)`` rows, each row's positions left-padded to ``width``; and the ``(rows, width)`` mask
-    of the real positions."""
-    rows = len(states)
-    mask = torch.zeros(rows, width, dtype=torch.long)
-    cache = DynamicCache(config=config)
-    filled = [_layers(s.cache) for s in states]
-    template = next((f for f in filled if f), None)
-    for r, s in enumerate(states):
-        if s.length:
-            mask[r, width - s.length:] = 1
-    if template is None or width == 0:
-        return cache, mask
-    for i, (k0, v0) in enumerate(template):
-        keys = k0.new_zeros(rows, k0.shape[1], width, k0.shape[3])
-        values = v0.new_zeros(rows, v0.shape[1], width, v0.shape[3])
-        for r, layers in enumerate(filled):
-            if layers:
-                k, v = layers[i]
-                keys[r, :, width - k.shape[2]:] = k[0]
-                values[r, :, width - v.shape[2]:] = v[0]
-        cache.update(keys, values, i)
-    return cache, mask
+def from_tensors(layers: Layers) -> DynamicCache:
+    cache = new_cache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
 
 
-def split(cache: DynamicCache, row: int, keep: list[tuple[int, int]], config) -> DynamicCache:
-    """Row ``row`` of a batched cache as a one-row cache holding the positions ``[a, b)`` of each range in ``keep``."""
-    out = DynamicCache(config=config)
-    for i, (k, v) in enumerate(_layers(cache)):
-        index = torch.cat([torch.arange(a, b) for a, b in keep]).to(k.device) if keep else \
-            torch.zeros(0, dtype=torch.long, device=k.device)
-        out.update(k[row : row + 1, :, index].clone(), v[row : row + 1, :, index].clone(), i)
-    return out
+def length(cache) -> int:
+    return cache.get_seq_length() if cache is not None else 0
+
+
+def left_pad(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
+    """``t`` padded with zeros at the start of ``dim`` to ``width``."""
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def row_prefix(layers: Layers, row: int, start: int, n: int) -> Layers:
+    """Positions ``[start, start + n)`` of row ``row``, as one-row tensors (copies: the batch may be freed)."""
+    return [(k[row : row + 1, :, start : start + n].clone(), v[row : row + 1, :, start : start + n].clone())
+            for k, v in layers]
+
+
+def nbytes(layers: Layers) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)

@@ -1,11 +1,11 @@
-"""The serving engine: chat requests -> compressed histories -> batched decoding on one worker thread.
+"""The serving engine: chat requests -> compressed histories -> continuous batching on one worker thread.
 
-A request's messages are rendered as the trajectory recipes render them (``icae.data.trajectories``): a message of a
-role in ``compress_roles`` with at least ``min_tokens_to_compress`` tokens becomes memory slots, everything else
-stays tokens, and the prompt ends with the assistant's header. Compressed observations are cached by content
-(``SlotCache``); a conversation that extends an earlier one continues that one's decoder KV cache
-(``ConversationCache``), so each request prefills only what is new. Queued requests are decoded together, up to
-``max_batch_size`` at a time, each with its own sampling parameters and seed (``icae.models.kv`` stacks their caches).
+A request's messages are rendered into spans on the caller's thread (``icae.serve.render``). The worker keeps one
+running batch (``icae.models.decoding.Batch``, the decode loop the models use too): between two decoding steps,
+waiting requests are prefilled and join it, and rows that ended (stop token, stop string, length, a client gone)
+leave it, so a short request is never held behind a long one. Compressed observations are cached by content
+(``SlotCache``); the decoder keys/values of every served prompt go into a prefix tree (``PrefixCache``), so a request
+prefills only what no earlier request computed: the positions after its longest cached prefix.
 """
 
 from __future__ import annotations
@@ -19,17 +19,27 @@ from typing import Callable, Optional
 import torch
 
 from icae.data.trajectories import turn_stop_ids
-from icae.models import Span, kv, layouts
-from icae.models.decoding import SamplingParams, pick_tokens
+from icae.models import DecoderState, Span, kv
+from icae.models.decoding import Batch, Row, SamplingParams, TokenLogprob
 from icae.models.seed import chat_frame
-from icae.serve.caches import ConversationCache, SlotCache, signature
+from icae.serve.caches import PrefixCache, SlotCache, elements
 from icae.serve.metrics import Metrics
 from icae.serve.render import Renderer, RequestError  # noqa: F401  (RequestError: importable from here too)
 
 
 @dataclass
 class Job:
-    """One request on its way through the worker: its spans, how to sample, and where its tokens go."""
+    """One request on its way through the worker: its spans, how to sample, and where its tokens go.
+
+    ``emit`` is called on the worker thread with ``{"delta": str}`` as text becomes final (text that may still turn
+    into a stop string is held back), ``{"error": str}`` if the model fails, and None at the end (after ``finish``
+    and ``stats`` are set). With ``logprobs`` (None: off; k >= 0: the k most likely alternatives too), each delta
+    event also carries ``"logprobs"``: one entry per token taken since the previous event, in order,
+    ``{"id": int, "token": str, "logprob": float, "top": [{"id": int, "token": str, "logprob": float}, ...]}``
+    (``token``: the token decoded alone; logprobs of the model's distribution before temperature and top-p). The
+    tokens of the last event may reach past a stop string the text was cut at.
+    ``cancelled``: set by the app when the client is gone; the row leaves the batch at the next step.
+    """
 
     spans: list[Span]
     transient: list[Span]
@@ -39,25 +49,34 @@ class Job:
     emit: Callable[[Optional[dict]], None]  # a dict per event (tokens, then the end); called on the worker thread
     prompt_tokens: int
     positions: int  # decoder positions of the prompt (slots counted, not the tokens they replace)
+    logprobs: Optional[int] = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     ids: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0  # characters of text already emitted
-    finish: Optional[str] = None
+    finish: Optional[str] = None  # "stop", "length", or "cancelled"
     stats: dict = field(default_factory=dict)
+    pending: list[dict] = field(default_factory=list)  # logprobs of tokens not yet emitted
+    started: float = 0.0
 
 
 class Engine:
     def __init__(self, model, config, max_batch_size: int, slot_cache_mb: float, max_conversations: int,
-                 default_max_tokens: int):
+                 default_max_tokens: int, prefix_cache_mb: float = 256.0):
+        """``prefix_cache_mb``: memory for kept decoder keys/values (the prefix tree). ``max_conversations`` 0 turns
+        prefix reuse off (any other value: the tree's bound in MB decides what is kept)."""
         self.model, self.config = model.eval(), config
         self.tokenizer = model.tokenizer
         self.max_batch_size, self.default_max_tokens = max_batch_size, default_max_tokens
-        self.slots, self.conversations = SlotCache(slot_cache_mb), ConversationCache(max_conversations)
+        self.slots = SlotCache(slot_cache_mb)
+        self.prefixes = PrefixCache(prefix_cache_mb if max_conversations > 0 else 0.0)
+        self.conversations = self.prefixes  # /health counts its leaves as cached conversations
         self.metrics = Metrics()
         self.renderer = Renderer(model, config, default_max_tokens)
         self.frame = chat_frame(self.tokenizer) if model.args.layout == "seed" else None
         self.stop_ids = set(turn_stop_ids(self.tokenizer)) | (set(model.seed_stop_ids()) if self.frame else set())
+        self.batch = Batch(model)
+        self._jobs: dict[Row, Job] = {}
         self._queue: "queue.Queue[Job]" = queue.Queue()
         self._worker = threading.Thread(target=self._loop, name="icae-engine", daemon=True)
         self._worker.start()
@@ -78,134 +97,135 @@ class Engine:
     # ----------------------------------------------------------------------------------------- worker
     def _loop(self) -> None:
         while True:
-            jobs = [self._queue.get()]
-            while len(jobs) < self.max_batch_size:
-                try:
-                    jobs.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self.metrics.queued(-len(jobs))
-            for job in jobs:
-                if job.cancelled.is_set():
-                    self.metrics.cancelled()  # a client that left before its turn frees its slot
-            jobs = [j for j in jobs if not j.cancelled.is_set()]
-            if not jobs:
+            self._admit()
+            if not self.batch:
                 continue
-            self.metrics.batch(len(jobs))
             try:
                 with torch.no_grad():
-                    self._run(jobs)
-            except Exception as e:  # a failure of the model must not kill the worker: each waiting client is told
-                for job in jobs:
-                    if job.finish is None:
-                        job.emit({"error": f"{type(e).__name__}: {e}"})
+                    ended = self.batch.step()
+                self.metrics.step(len(self.batch) + len(ended))
+            except Exception as e:  # a failure of the model must not kill the worker: each running client is told
+                ended, self.batch = [], Batch(self.model)
+                for job in self._jobs.values():
+                    job.emit({"error": f"{type(e).__name__}: {e}"})
+                self._jobs.clear()
+            for row in ended:
+                self._end(row)
 
-    def _run(self, jobs: list[Job]) -> None:
-        model = self.model
-        started = time.perf_counter()
-        taken = [self._resume(job) for job in jobs]
-        states = [state or kv.empty_state(model.base_config) for _, state in taken]
-        new_spans = [job.spans[covered:] + job.transient for job, (covered, _) in zip(jobs, taken)]
-        cached = [{s.key for s in spans if s.compress and s.key in self.slots} for spans in new_spans]
-        fresh = [{s.key for s in spans if s.compress} - hit for spans, hit in zip(new_spans, cached)]
-        memories, _ = model.compress_spans(new_spans, self.slots)
-        rows = [layouts.span_inputs(model, [spans], memories, start=(state.length, state.virtual))
-                for spans, state in zip(new_spans, states)]
-        new = [r["inputs_embeds"].shape[1] for r in rows]
-        width_old, width_new = max(s.length for s in states), max(new)
-        cache, old_mask = kv.stack(states, model.base_config, width_old)
-        embeds = rows[0]["inputs_embeds"].new_zeros(len(jobs), width_new, model.hidden_size)
-        positions = torch.zeros(len(jobs), width_new, dtype=torch.long)
-        new_mask = torch.zeros(len(jobs), width_new, dtype=torch.long)
-        for i, r in enumerate(rows):
-            embeds[i, width_new - new[i]:] = r["inputs_embeds"][0]
-            positions[i, width_new - new[i]:] = r["position_ids"][0].cpu()
-            new_mask[i, width_new - new[i]:] = 1
-        device = model.device
-        mask = torch.cat([old_mask, new_mask], dim=1).to(device)
-        self._decode(jobs, cache, embeds, mask, positions.to(device))
-        for i, (job, state) in enumerate(zip(jobs, states)):
-            kept = new[i] - sum(s.ids.numel() for s in job.transient)
-            keep = [(width_old - state.length, width_old), (width_old + width_new - new[i],
-                                                             width_old + width_new - new[i] + kept)]
-            state.cache = kv.split(cache, i, [k for k in keep if k[1] > k[0]], model.base_config)
-            state.length += kept
-            state.virtual += sum(s.ids.numel() for s in job.spans[taken[i][0]:])
-            self.conversations.put(signature(job.spans), state)
-            job.stats = {"decoder_positions": job.positions, "prefilled_positions": new[i],
-                         "reused_positions": state.length - kept, "tokens_saved": job.prompt_tokens - job.positions,
-                         "compressed_observations": len(fresh[i]), "slot_cache_hits": len(cached[i]),
-                         "seconds": time.perf_counter() - started}
-            self.metrics.served(job)
-            job.emit(None)
+    def _admit(self) -> None:
+        """Take waiting requests into the running batch, up to ``max_batch_size`` rows; wait for one when idle."""
+        jobs = [] if self.batch else [self._queue.get()]
+        while len(self.batch) + len(jobs) < self.max_batch_size:
+            try:
+                jobs.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if not jobs:
+            return
+        self.metrics.queued(-len(jobs))
+        admitted = 0
+        for job in jobs:
+            if job.cancelled.is_set():
+                self.metrics.cancelled()  # a client that left before its turn frees its place
+                continue
+            try:
+                with torch.no_grad():
+                    group, row = self._prefill(job)
+                ended = self.batch.join(group, [row])
+            except Exception as e:  # this request fails alone
+                job.emit({"error": f"{type(e).__name__}: {e}"})
+                continue
+            admitted += 1
+            self._jobs[row] = job
+            for r in ended:
+                self._end(r)
+        if admitted:
+            self.metrics.batch(admitted)
 
-    def _resume(self, job: Job):
-        """(spans already in the cache, state) for ``job``. The same conversation asked again (a retry, another sample)
-        covers every span: its last one (the assistant header) is cropped and fed again, to have logits to start from."""
-        covered, state = self.conversations.take(signature(job.spans))
-        if state is not None and covered == len(job.spans):
-            last = job.spans[-1].ids.numel()
-            state.cache.crop(-last)
-            state.length, state.virtual, covered = state.length - last, state.virtual - last, covered - 1
-        return covered, state
+    def _prefill(self, job: Job):
+        """Prefill ``job`` after its longest cached prefix, keep its prompt's keys/values in the prefix tree, and
+        return (the prefilled group, the row that joins the batch)."""
+        model, job.started = self.model, time.perf_counter()
+        items = elements(job.spans, model.memory_length)
+        hit = self.prefixes.match(items, len(items) - 1)  # at least one position to prefill: the logits come from it
+        rest = _spans_after(job.spans, hit.elements)
+        keys = {s.key for s in rest + job.transient if s.compress}
+        cached = {k for k in keys if k in self.slots}
+        state = DecoderState(kv.from_tensors(hit.layers), hit.length, hit.virtual) if hit.length else None
+        group, state, _ = model.prefill_incremental(state, rest, self.slots, job.transient)
+        self.prefixes.insert(items, kv.tensors(state.cache))
+        prefilled = int(group.mask.sum()) - hit.length
+        job.stats = {"decoder_positions": job.positions, "prefilled_positions": prefilled,
+                     "reused_positions": hit.length, "tokens_saved": job.prompt_tokens - job.positions,
+                     "compressed_observations": len(keys - cached), "slot_cache_hits": len(cached),
+                     "prefix_cache_hit": hit.length > 0}
+        row = Row(job.params, job.generator, lambda token, logprob: self._advance(job, token, logprob), job.logprobs)
+        return group, row
 
-    def _decode(self, jobs: list[Job], cache, embeds, mask, positions) -> None:
-        """Greedy or sampled decoding of the batch, each row with its own parameters; tokens go out as they come."""
-        model = self.model
-        done = [False] * len(jobs)
-        next_pos = positions[:, -1] + 1
-        with model.decoder_context():
-            step = model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
-                               use_cache=True, logits_to_keep=1)
-            for produced in range(1, max(j.params.max_new_tokens for j in jobs) + 1):
-                logits = step.logits[:, -1].float()
-                tokens = []
-                for i, job in enumerate(jobs):
-                    token = int(pick_tokens(logits[i : i + 1], job.params, job.generator)[0])
-                    tokens.append(token)
-                    if not done[i]:
-                        done[i] = self._advance(job, token, produced)
-                if all(done):
-                    break
-                mask = torch.cat([mask, mask.new_ones(len(jobs), 1)], dim=1)
-                step = model.model(inputs_embeds=model.embed(torch.tensor(tokens)[:, None]), attention_mask=mask,
-                                   position_ids=next_pos[:, None], cache=step.cache, use_cache=True)
-                next_pos = next_pos + 1
-        for job, finished in zip(jobs, done):
-            if not finished:
-                self._finish(job, "length")
-
-    def _advance(self, job: Job, token: int, produced: int) -> bool:
-        """Take one token for ``job``; True when the job is done (stop token, stop string, length, cancelled)."""
+    def _advance(self, job: Job, token: int, logprob: Optional[TokenLogprob]) -> bool:
+        """Take one token for ``job``; True when the job is done here (stop string, cancelled)."""
         if job.cancelled.is_set():
             job.finish = "cancelled"
-            self.metrics.cancelled()
-            return True
-        if token in job.params.stop_token_ids:
-            self._finish(job, "stop")
             return True
         job.ids.append(token)
+        if logprob is not None:
+            job.pending.append(self._logprob(logprob))
         job.text = self.tokenizer.decode(job.ids, skip_special_tokens=True)
         for stop in job.stops:
             at = job.text.find(stop, max(job.sent - len(stop), 0))
             if at >= 0:
                 job.text = job.text[:at]
-                self._finish(job, "stop")
+                job.finish = "stop"
                 return True
         hold = max((len(s) for s in job.stops), default=1) - 1  # text that may still become a stop string
         ready = len(job.text) - hold
         if job.text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
             ready = min(ready, len(job.text) - 1)
         if ready > job.sent:
-            job.emit({"delta": job.text[job.sent : ready]})
-            job.sent = ready
-        if produced >= job.params.max_new_tokens:
-            self._finish(job, "length")
-            return True
+            self._emit(job, job.text[job.sent : ready])
         return False
 
-    def _finish(self, job: Job, reason: str) -> None:
-        job.finish = reason
-        if len(job.text) > job.sent:
-            job.emit({"delta": job.text[job.sent:]})
-            job.sent = len(job.text)
+    def _logprob(self, lp: TokenLogprob) -> dict:
+        def token(i: int) -> str:
+            return self.tokenizer.decode([i])
+
+        return {"id": lp.token, "token": token(lp.token), "logprob": lp.logprob,
+                "top": [{"id": i, "token": token(i), "logprob": p} for i, p in lp.top]}
+
+    def _emit(self, job: Job, delta: str) -> None:
+        event = {"delta": delta}
+        if job.logprobs is not None:
+            event["logprobs"], job.pending = job.pending, []
+        job.emit(event)
+        job.sent += len(delta)
+
+    def _end(self, row: Row) -> None:
+        """A row left the batch: send the held text, the stats and the end."""
+        job = self._jobs.pop(row, None)
+        if job is None:
+            return
+        job.finish = job.finish or row.finish
+        if job.finish == "cancelled":
+            self.metrics.cancelled()
+        elif len(job.text) > job.sent or job.pending:
+            self._emit(job, job.text[job.sent:])
+        job.stats["seconds"] = time.perf_counter() - job.started
+        self.metrics.served(job)
+        job.emit(None)
+
+
+def _spans_after(spans: list[Span], skip: int) -> list[Span]:
+    """``spans`` without their first ``skip`` elements (``icae.serve.caches.elements``): whole spans dropped, a
+    token span cut inside."""
+    out = []
+    for span in spans:
+        n = 1 if span.compress else span.ids.numel()
+        if skip >= n:
+            skip -= n
+        elif skip and not span.compress:
+            out.append(Span(span.ids[skip:]))
+            skip = 0
+        else:
+            out.append(span)
+            skip = 0
+    return out

@@ -13,7 +13,9 @@ class Metrics:
         self.counters = {"requests_total": 0, "request_errors_total": 0, "prompt_tokens_total": 0,
                          "completion_tokens_total": 0, "decoder_positions_total": 0, "prefilled_positions_total": 0,
                          "tokens_saved_total": 0, "slot_cache_hits_total": 0, "observations_compressed_total": 0,
-                         "batches_total": 0, "batched_requests_total": 0, "cancelled_total": 0}
+                         "batches_total": 0, "batched_requests_total": 0, "cancelled_total": 0,
+                         "prefix_cache_hits_total": 0, "reused_positions_total": 0, "decode_steps_total": 0,
+                         "decode_rows_total": 0}
         self.queue_depth = 0
         self.latency = [0] * len(BUCKETS)
         self.latency_sum, self.latency_count = 0.0, 0
@@ -26,6 +28,12 @@ class Metrics:
         with self._lock:
             self.counters["batches_total"] += 1
             self.counters["batched_requests_total"] += size
+
+    def step(self, rows: int) -> None:
+        """One decoding step of the running batch, ``rows`` rows in it (rows / steps: the mean batch size)."""
+        with self._lock:
+            self.counters["decode_steps_total"] += 1
+            self.counters["decode_rows_total"] += rows
 
     def cancelled(self) -> None:
         with self._lock:
@@ -46,6 +54,8 @@ class Metrics:
             c["tokens_saved_total"] += s["tokens_saved"]
             c["slot_cache_hits_total"] += s["slot_cache_hits"]
             c["observations_compressed_total"] += s["compressed_observations"]
+            c["prefix_cache_hits_total"] += int(s.get("prefix_cache_hit", False))
+            c["reused_positions_total"] += s.get("reused_positions", 0)
 
     def observe_latency(self, seconds: float) -> None:
         with self._lock:
