@@ -84,8 +84,7 @@ class CompressorBase(nn.Module, abc.ABC):
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """Load the trained tensors of a checkpoint directory, refusing a base model other than its own."""
-        checkpoint.check_base(checkpoint.read_meta(directory), self, str(directory))
-        self.load_trainable_state_dict(checkpoint.load_trained_tensors(directory))
+        self.load_trainable_state_dict(checkpoint.verified_state(self, directory))
 
     def save_pretrained(self, save_directory: str | Path, config: Config | None = None) -> Path:
         """Write the trained tensors, the resolved config and the metadata (each file atomically)."""

@@ -218,10 +218,10 @@ class ICAE(CompressorBase):
         own = self.trainable_state_dict()
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         problems = []
-        if any(k.startswith(DECODER_PREFIX) for k in missing + unexpected):
-            problems.append("the checkpoint was trained with freeze_decoder="
-                            f"{not any(k.startswith(DECODER_PREFIX) for k in state)}: set it so (a decoder adapter "
-                            "is trained only when freeze_decoder is false)")
+        trained_decoder = any(k.startswith(DECODER_PREFIX) for k in state)
+        if trained_decoder != self.has_decoder_adapter:  # otherwise a decoder tensor is missing: named below
+            problems.append(f"the checkpoint was trained with freeze_decoder={not trained_decoder}: set it so (a "
+                            "decoder adapter is trained only when freeze_decoder is false)")
             missing = [k for k in missing if not k.startswith(DECODER_PREFIX)]
             unexpected = [k for k in unexpected if not k.startswith(DECODER_PREFIX)]
         if missing:

@@ -23,6 +23,7 @@ from icae.config import Config, ConfigError, load_config
 from icae.models.checkpoint import CONFIG_NAME, check_same_meaning
 from icae.models.memory import CompressorOutput
 from icae.training.evaluation import evaluate_pretraining
+from icae.utils.io import disk_full, is_disk_full
 
 STAGING = ".staging"
 
@@ -132,6 +133,11 @@ class ICAETrainer(Trainer):
         self._staging = True
         try:
             super()._save_checkpoint(model, trial)  # every rank writes its part under run_dir/.staging/checkpoint-N
+        except Exception as e:  # torch.save and safetensors word a full disk in their own ways
+            if is_disk_full(e):
+                shutil.rmtree(os.path.join(run_dir, STAGING, name), ignore_errors=True)
+                raise disk_full(os.path.join(run_dir, name), e) from None
+            raise
         finally:
             self._staging = False
         self.accelerator.wait_for_everyone()

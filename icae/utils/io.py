@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,6 +11,32 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from icae.errors import UserError
+
+
+# What a full disk or a file-size limit (ulimit -f) looks like from each writer: Python's OSError, safetensors' Rust
+# error text, and torch.save's stream writer (which loses the errno: "unexpected pos", "iostream error").
+DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+DISK_MESSAGES = ("os error 28", "os error 27", "os error 122", "no space left", "file too large", "disk quota",
+                 "unexpected pos", "iostream error", "failed writing")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or an exception it wraps) is a write that ran out of disk space or hit a file-size limit."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+            return True
+        if isinstance(error, (OSError, RuntimeError)) or type(error).__name__ == "SafetensorError":
+            if any(m in str(error).lower() for m in DISK_MESSAGES):
+                return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def disk_full(path: str | Path, error: BaseException) -> UserError:
+    return UserError(f"cannot write {path}: the disk is full or a file-size limit (ulimit -f) was reached "
+                     f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}); nothing "
+                     "earlier was replaced: free some space or raise the limit, and run again")
 
 
 def _umask() -> int:
@@ -32,12 +59,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e} (choose a writable directory)") from None
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
+    mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)
     try:
         yield Path(tmp)
+        os.chmod(tmp, mode)  # a writer that recreates the file (safetensors does) leaves it owner-only
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full(path, e) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
