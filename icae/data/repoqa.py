@@ -65,20 +65,43 @@ def check_repoqa(data, source: str) -> None:
             if not isinstance(repo, dict):
                 problems.append(f"{where}: expected a repo object")
                 continue
-            where = f"{language}[{i}] ({repo.get('repo', '?')})"
+            where = f"{language}[{i}] ({str(repo.get('repo', '?'))[:60]})"
             missing = [k for k in REPO_KEYS if k not in repo]
             if missing:
                 problems.append(f"{where}: missing keys {missing}")
                 continue
+            content, dependency = repo["content"], repo["dependency"]
+            if not isinstance(content, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                        for k, v in content.items()):
+                problems.append(f"{where}: 'content' must map file paths to source text")
+                continue
+            if not isinstance(dependency, dict) or not all(isinstance(v, list) and all(isinstance(d, str) for d in v)
+                                                           for v in dependency.values()):
+                problems.append(f"{where}: 'dependency' must map file paths to lists of paths")
+            if not isinstance(repo["needles"], list):
+                problems.append(f"{where}: 'needles' must be a list of functions, got {type(repo['needles']).__name__}")
+                continue
             for j, needle in enumerate(repo["needles"]):
+                if not isinstance(needle, dict):
+                    problems.append(f"{where} needle {j}: expected a function object, got {type(needle).__name__}")
+                    continue
                 absent = [k for k in NEEDLE_KEYS if k not in needle]
                 if absent:
                     problems.append(f"{where} needle {j}: missing keys {absent}")
-                elif needle["path"] not in repo["content"]:
+                    continue
+                types_ok = all(isinstance(needle[k], str) for k in ("name", "path", "description")) and all(
+                    isinstance(needle[k], int) and not isinstance(needle[k], bool) for k in ("start_byte", "end_byte"))
+                if not types_ok:
+                    problems.append(f"{where} needle {j}: name, path and description must be texts, start_byte and "
+                                    f"end_byte integers (got start_byte {needle['start_byte']!r:.20}, end_byte "
+                                    f"{needle['end_byte']!r:.20})")
+                elif needle["path"] not in content:
                     problems.append(f"{where} needle {needle['name']!r}: path {needle['path']!r} not in content")
-                elif not 0 <= needle["start_byte"] < needle["end_byte"] <= len(repo["content"][needle["path"]]
-                                                                               .encode("utf-8")):
+                elif not 0 <= needle["start_byte"] < needle["end_byte"] <= len(content[needle["path"]].encode("utf-8")):
                     problems.append(f"{where} needle {needle['name']!r}: byte span outside its file")
+    if not problems and not any(isinstance(repos, list) and any(r.get("needles") for r in repos)
+                                for repos in data.values()):
+        problems.append("no repo has a needle: nothing to ask (each repo's 'needles' lists the functions to retrieve)")
     if problems:
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise SourceError(f"{source}: {len(problems)} problem(s) in RepoQA data:\n  - "
@@ -232,5 +255,8 @@ def load_repoqa_task(config, tokenizer) -> Split[NeedleTask]:
         seed_end = [tokenizer.eos_token_id] if config.model.model_type == "icae" else list(chat_frame(tokenizer).suffix)
     tasks, skipped = build_tasks(tokenizer, data, config.repoqa.code_context_size, config.repoqa.needle_position_ratios,
                                  seed_end)
+    if not tasks:
+        raise SourceError(f"{config.data.dataset_repo}: none of the {skipped} needles fits in code_context_size="
+                          f"{config.repoqa.code_context_size} tokens: raise code_context_size")
     train, test = split_tasks(tasks, config.data.test_fraction, config.seed)
     return Split(train, test if config.data.test_fraction > 0 else list(tasks), {"skipped_needles": skipped})

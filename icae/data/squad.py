@@ -33,24 +33,56 @@ def read_squad_json(path: str | Path) -> list[dict]:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise SourceError(f"{path}: not a readable SQuAD JSON file ({e})") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SourceError(f"{path}: not a readable SQuAD JSON file ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise SourceError(f"{path}: expected SQuAD format {{'version', 'data': [articles]}}")
-    records = []
-    for article in data["data"]:
-        for paragraph in article.get("paragraphs", []):
-            for qa in paragraph.get("qas", []):
-                answers = [a["text"] for a in qa.get("answers", [])]
-                records.append({
-                    "id": str(qa["id"]),
-                    "title": article.get("title", ""),
-                    "context": paragraph["context"],
-                    "question": qa["question"],
-                    "answers": answers,
-                    "is_impossible": bool(qa.get("is_impossible", not answers)),
-                })
+    records, problems = [], []
+    for i, article in enumerate(data["data"]):
+        where = f"data[{i}]"
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs", []), list):
+            problems.append(f"{where}: expected an article {{'title', 'paragraphs': [...]}}, got "
+                            f"{type(article).__name__}")
+            continue
+        for j, paragraph in enumerate(article.get("paragraphs", [])):
+            here = f"{where}.paragraphs[{j}]"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str) \
+                    or not isinstance(paragraph.get("qas", []), list):
+                problems.append(f"{here}: expected {{'context': text, 'qas': [...]}}")
+                continue
+            for k, qa in enumerate(paragraph.get("qas", [])):
+                record, problem = _squad_record(qa, article, paragraph["context"], f"{here}.qas[{k}]")
+                if problem:
+                    problems.append(problem)
+                else:
+                    records.append(record)
+    if problems:
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise SourceError(f"{path}: {len(problems)} record(s) not in SQuAD format (each question needs an 'id', a "
+                          "'question' text and 'answers': [{'text': ..., 'answer_start': ...}]); fix or remove them:"
+                          "\n  - " + "\n  - ".join(problems[:20]) + more)
     return records
+
+
+def _squad_record(qa, article: dict, context: str, where: str) -> tuple[dict | None, str | None]:
+    """One flat record from a SQuAD question, or the problem that keeps it from being one."""
+    if not isinstance(qa, dict):
+        return None, f"{where}: expected a question object, got {type(qa).__name__}"
+    missing = [k for k in ("id", "question") if k not in qa]
+    if missing:
+        return None, f"{where}: missing {missing}"
+    if not isinstance(qa["id"], (str, int)) or isinstance(qa["id"], bool) or not isinstance(qa["question"], str):
+        return None, f"{where} (id {str(qa['id'])[:40]!r}): 'id' must be a string and 'question' a text"
+    answers = qa.get("answers", [])
+    if not isinstance(answers, list) or not all(isinstance(a, dict) and isinstance(a.get("text"), str)
+                                                for a in answers):
+        return None, (f"{where} (id {qa['id']!r}): 'answers' must be a list of {{'text': ..., 'answer_start': ...}} "
+                      f"objects, got {str(answers)[:60]}")
+    texts = [a["text"] for a in answers]
+    title = article.get("title", "")
+    return {"id": str(qa["id"]), "title": title if isinstance(title, str) else str(title), "context": context,
+            "question": qa["question"], "answers": texts,
+            "is_impossible": bool(qa.get("is_impossible", not texts))}, None
 
 
 def load_squad(source: str, split: str = "train") -> list[dict]:

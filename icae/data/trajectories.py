@@ -113,8 +113,7 @@ def from_swe_agent(traj: dict, record_id: str) -> dict:
             content = "\n".join(x for x in (content, _tool_calls(item)) if x) or _text(item.get("action"))
         elif role == "tool" or (acted and item.get("message_type") == "observation"):
             role = "tool"
-        elif role != "system":
-            role = "user"
+        # Any other role stays as written: "user" and "system" are roles, anything else is named as unknown.
         out.append({"role": role, "content": content})
     return {"id": record_id, "messages": out}
 
