@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo roundtrip peers bench-peers clean
+.PHONY: setup test test-slow demo roundtrip peers bench-peers llamacpp test-llamacpp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,23 @@ peers: $(STAMP)
 bench-peers: peers
 	$(PY) -m icae.scripts.write_corpus --out outputs/demo/stdlib_n_z.jsonl
 	$(PY) -m icae.scripts.bench_peers --config_path icae/configs/bench_peers_tiny.yaml
+
+# The llama.cpp backend's environment (.engines/llamacpp): this project, and llama-cpp-python built from source with
+# the machine's cmake and gcc (PyPI has no wheel of it). The build took 20 min on one core of this 2-core machine
+# under load (CMAKE_BUILD_PARALLEL_LEVEL=1; raise it where cores are free). docs/engines.md.
+LLAMACPP := .engines/llamacpp
+$(LLAMACPP)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LLAMACPP)
+	$(LLAMACPP)/bin/python -m pip install --upgrade pip
+	$(LLAMACPP)/bin/python -m pip install torch==2.13.0
+	$(LLAMACPP)/bin/python -m pip install -e '.[dev,engines]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-1} $(LLAMACPP)/bin/python -m pip install llama-cpp-python==0.3.36
+	touch $@
+
+llamacpp: $(LLAMACPP)/.installed
+
+test-llamacpp: llamacpp
+	$(LLAMACPP)/bin/python -m pytest -q tests/engines
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,6 +2,7 @@
 
     python -m icae.scripts.export --format seed CHECKPOINT OUT.safetensors [--dtype bfloat16|float32] [--overwrite]
     icae export --format seed CHECKPOINT OUT.safetensors
+    icae export --format gguf CHECKPOINT OUTDIR [--types f32,f16,q8_0,q4_k] [--overwrite]
 
 ``seed``: the original ICAE-for-SWE-agents tool's ``model.safetensors`` (its ``restore_from`` loads it): the encoder
 as ``icae.base_model.model.*`` (LoRA ``lora_A/B.default`` in float32, base weights with the embedding table resized
@@ -27,12 +28,21 @@ from icae.scripts import entry
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="icae export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--format", choices=["seed"], required=True, help="seed: the original tool's file")
+    parser.add_argument("--format", choices=["seed", "gguf"], required=True,
+                        help="seed: the original tool's file; gguf: a directory for llama.cpp")
     parser.add_argument("checkpoint", help="a checkpoint directory of this project")
-    parser.add_argument("out", help="the .safetensors file to write")
+    parser.add_argument("out", help="the .safetensors file to write (seed), or the directory (gguf)")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--types", default="f32,f16,q8_0,q4_k", help="gguf: base weight types, comma-separated")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
+    if args.format == "gguf":
+        from icae.engines.gguf_export import export_gguf
+
+        out = export_gguf(args.checkpoint, args.out, tuple(t.strip() for t in args.types.split(",") if t.strip()),
+                          args.overwrite)
+        print(f"wrote {out} (format gguf); serve it with ICAE.from_pretrained({str(out)!r}, backend='llamacpp')")
+        return out
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UserError(f"OUT must be a .safetensors file (the original's restore_from reads one), got {out}")

@@ -1,0 +1,414 @@
+"""ICAE on llama.cpp: the encoder and decoder passes of a GGUF export (:mod:`icae.engines.gguf_export`).
+
+``LlamaCppICAE`` has the interface of :class:`icae.models.ICAE` for inference (``compress``, ``generate``,
+``reconstruct``, ``generate_spans`` with a kept cache per conversation) and computes what it computes:
+
+- encoder: per segment ``[tokens; k memory tokens]`` with the encoder adapter on and the segment's position ids; the
+  final-norm hidden states at the memory rows are the slots (Hugging Face's ``last_hidden_state``). The segments of a
+  call run together, one llama.cpp sequence each.
+- decoder: ``[slots; special token?; prompt]`` (or the seed layout's chat frame) with the decoder adapter on (or none
+  when the decoder is the frozen base), positions as :func:`icae.models.layouts.decoder_inputs` gives them, then one
+  token per step for every unfinished row at once; greedy or llama.cpp's samplers.
+
+Every input is an embedding (see the manifest's note on positions); token ids are looked up in the GGUF's own table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from icae.engines.llamacpp_runtime import LlamaRuntime, RuntimeOptions
+from icae.engines.manifest import EMBEDDINGS_NAME, TOKENIZER_DIR, Manifest
+from icae.errors import UserError
+from icae.models import segments
+from icae.models.decoding import SamplingParams
+from icae.models.memory import Memory, Span, as_id_list, check_nonempty
+from icae.models.segments import memory_position_ids, segment_lengths
+
+ENCODER, DECODER = "encoder", "decoder"
+
+
+class TokenTable:
+    """Rows of the GGUF's ``token_embd`` as float32, dequantized as llama.cpp's own lookup would."""
+
+    def __init__(self, gguf_path: Path):
+        import gguf
+
+        reader = gguf.GGUFReader(str(gguf_path))
+        tensor = next(t for t in reader.tensors if t.name == "token_embd.weight")
+        self.qtype, self.data = tensor.tensor_type, tensor.data  # (vocab, row bytes or hidden), memory-mapped
+        self._gguf = gguf
+        self._dense = None
+        if self.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            self._dense = np.asarray(self.data, dtype=np.float32)
+
+    def __call__(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if self._dense is not None:
+            return self._dense[ids]
+        return self._gguf.quants.dequantize(np.asarray(self.data[ids]), self.qtype).astype(np.float32)
+
+
+class LlamaCppICAE:
+    """An exported ICAE served by llama.cpp (see the module docstring)."""
+
+    model_type = "icae"
+    backend = "llamacpp"
+
+    def __init__(self, directory: str | Path, weights: str = "f32", options: RuntimeOptions | None = None):
+        from safetensors.numpy import load_file
+
+        from icae.config import load_config
+        from icae.models.checkpoint import CONFIG_NAME
+        from icae.models.loading import load_tokenizer
+
+        self.directory = Path(directory)
+        self.manifest = m = Manifest.load(self.directory)
+        self.args = load_config(self.directory / CONFIG_NAME).model
+        self.tokenizer = load_tokenizer(str(self.directory / TOKENIZER_DIR))
+        tables = load_file(str(self.directory / EMBEDDINGS_NAME))
+        self.memory_embeddings = tables["memory_embeddings"]  # (k, hidden)
+        self.special_embeddings = tables["special_embeddings"]  # (3, hidden): AE, LM, FT
+        path = m.weight_file(self.directory, weights)
+        adapters = {ENCODER: self.directory / m.encoder_lora}
+        if m.decoder_lora:
+            adapters[DECODER] = self.directory / m.decoder_lora
+        options = options or RuntimeOptions(n_ctx=max(8192, self.args.model_max_length), kv_f32=weights == "f32")
+        self.runtime = LlamaRuntime(path, adapters, options)
+        self.embed_ids = TokenTable(path)
+        self.weights = weights
+        self.vocab_size = m.vocab_size
+        self._frame = None
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, weights: str = "f32", **options) -> "LlamaCppICAE":
+        return cls(directory, weights, RuntimeOptions(**options) if options else None)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    # ----------------------------------------------------------------------------------------- inputs
+    @property
+    def chat_frame(self):
+        if self._frame is None:
+            from icae.models.seed import chat_frame
+
+            self._frame = chat_frame(self.tokenizer)
+        return self._frame
+
+    def uses_position_identifiers(self) -> bool:
+        a = self.args
+        return a.use_position_identifiers and a.do_compress and a.layout == "native"
+
+    def tokenize(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        enc = self.tokenizer(list(texts), add_special_tokens=False)
+        return [torch.tensor(x, dtype=torch.long) for x in enc["input_ids"]]
+
+    def _rows(self, x, mask=None, name="input") -> list[torch.Tensor]:
+        if isinstance(x, str):
+            return self.tokenize([x])
+        if isinstance(x, (list, tuple)) and x and all(isinstance(t, str) for t in x):
+            return self.tokenize(x)
+        return as_id_list(x, mask, name, vocab_size=self.vocab_size)
+
+    def memory_length(self, num_tokens: int) -> int:
+        return segments.memory_length(self.args, num_tokens)
+
+    # ----------------------------------------------------------------------------------------- encoder
+    def segment_plan(self, row: torch.Tensor, rate: int, framed: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One context -> its segments' token ids and the position ids of ``[tokens; k memory tokens]``, as
+        :meth:`icae.models.ICAE._segment` cuts them."""
+        from icae.models.seed import seed_memory_positions, seed_segments
+
+        k, identifiers = self.args.fixed_mem_size, self.args.use_position_identifiers
+        out = []
+        if self.args.layout == "seed":
+            ids = np.asarray(self.chat_frame.wrap(row.tolist()) if framed else row.tolist(), dtype=np.int64)
+            for a, b in seed_segments(len(ids), k, rate):
+                n = b - a
+                pos = (np.concatenate([np.arange(1, n + 1), seed_memory_positions(n, k).numpy()]) if identifiers
+                       else np.arange(n + k))
+                out.append((ids[a:b], pos))
+            return out
+        ids, start = row.numpy(), 0
+        for n in segment_lengths(len(ids), k, rate):
+            if identifiers:
+                pos = np.concatenate([np.arange(start + 1, start + n + 1),
+                                      memory_position_ids(start + 1, start + n, k).numpy()])
+            else:
+                pos = np.arange(n + k)
+            out.append((ids[start:start + n], pos))
+            start += n
+        return out
+
+    def encode_segments(self, plan: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Slots ``(k, hidden)`` of each segment; up to ``n_seq_max`` segments per llama.cpp pass."""
+        k, rt = self.args.fixed_mem_size, self.runtime
+        rt.use(ENCODER, embeddings=True)
+        lanes = rt.borrow(max(1, min(len(plan), rt.free_sequences)))
+        slots = []
+        try:
+            for g in range(0, len(plan), len(lanes)):
+                parts = plan[g:g + len(lanes)]
+                embeds = np.concatenate([np.concatenate([self.embed_ids(ids), self.memory_embeddings])
+                                         for ids, _ in parts])
+                index = np.concatenate([np.arange(len(ids) + k) for ids, _ in parts])
+                positions = np.concatenate([pos for _, pos in parts])
+                seqs = np.concatenate([np.full(len(ids) + k, lanes[s]) for s, (ids, _) in enumerate(parts)])
+                outputs = np.concatenate([np.r_[np.zeros(len(ids), bool), np.ones(k, bool)] for ids, _ in parts])
+                try:
+                    hidden = rt.decode(embeds, index, positions, seqs, outputs)  # (len(parts) * k, hidden)
+                finally:
+                    for lane in lanes:
+                        rt.forget(lane)
+                slots.extend(hidden.reshape(len(parts), k, -1))
+        finally:
+            rt.give_back(lanes)
+        return slots
+
+    def compress(self, contexts, attention_mask: torch.Tensor | None = None,
+                 compression_rate: int | None = None) -> Memory:
+        rows = self._rows(contexts, attention_mask, "contexts")
+        check_nonempty(rows, "contexts")
+        return self.compress_ids(rows, compression_rate)
+
+    def compress_ids(self, rows: list[torch.Tensor], compression_rate: int | None = None, framed: bool = True) -> Memory:
+        """As :meth:`icae.models.ICAE.compress_ids`: contexts too short to compress keep their token embeddings."""
+        rate, k = compression_rate or self.args.mean_compression_rate, self.args.fixed_mem_size
+        plan, owners = [], []
+        for i, row in enumerate(rows):
+            if segments.compresses(self.args, row.numel()):
+                for seg in self.segment_plan(row, rate, framed):
+                    plan.append(seg)
+                    owners.append(i)
+        slots = self.encode_segments(plan) if plan else []
+        per_slots, per_pos = [[] for _ in rows], [[] for _ in rows]
+        for s, owner in enumerate(owners):
+            per_slots[owner].append(torch.from_numpy(slots[s]))
+            per_pos[owner].append(torch.from_numpy(np.asarray(plan[s][1][-k:], dtype=np.int64)))
+        for i, row in enumerate(rows):
+            if not per_slots[i]:  # kept as tokens: their embeddings at positions 1..L
+                per_slots[i] = [torch.from_numpy(self.embed_ids(row.numpy()))]
+                per_pos[i] = [torch.arange(1, row.numel() + 1)]
+        return Memory.from_list([torch.cat(x) for x in per_slots], [torch.cat(p) for p in per_pos],
+                                [r.numel() for r in rows])
+
+    def compress_for_spans(self, rows: list[torch.Tensor]) -> Memory:
+        return self.compress_ids(rows, framed=False)
+
+    # ----------------------------------------------------------------------------------------- decoder
+    def special_embedding(self, mode: str) -> np.ndarray | None:
+        if mode == "lm" and not self.args.add_special_token_for_lm:
+            return None
+        return self.special_embeddings[self.manifest.special_names.index(mode)][None]
+
+    def decoder_row(self, memory: Memory, i: int, mode: str, prompt: torch.Tensor,
+                    prefix: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings ``(n, hidden)`` and position ids ``(n,)`` of one row, as
+        :func:`icae.models.layouts.decoder_inputs` builds it (no targets: generation)."""
+        slots, slot_pos = (x.cpu() for x in memory.sample(i))
+        slots = slots.float().numpy()
+        if self.args.layout == "seed":
+            frame, p = self.chat_frame, prompt.tolist()
+            before = [*frame.user_prefix, *([] if prefix is None else prefix.tolist())]
+            inside, outside = ([], p) if mode == "lm" else (p, [])
+            after = [*inside, *frame.suffix, *frame.assistant_prefix, *outside]
+            embeds = np.concatenate([self.embed_ids(before), slots, self.embed_ids(after)])
+            return embeds, np.arange(len(embeds))
+        special = self.special_embedding(mode)
+        parts = [slots] + ([special] if special is not None else []) + [self.embed_ids(prompt.numpy())]
+        embeds = np.concatenate(parts)
+        n_after = len(embeds) - len(slots)
+        if self.uses_position_identifiers():
+            start = 0 if mode == "ae" else int(memory.context_lengths[i]) + 1
+            return embeds, np.concatenate([slot_pos.numpy(), np.arange(start, start + n_after)])
+        return embeds, np.arange(len(embeds))
+
+    def generate(self, memory: Memory, prompt_ids=None, mode: "str | Sequence[str]" = "ft", prompt_attention_mask=None,
+                 generator: torch.Generator | None = None, prefix_ids=None, seed: int | None = None,
+                 **sampling) -> list[list[int]]:
+        """New ids per row (the stop token excluded), as :meth:`icae.models.ICAE.generate`."""
+        batch = len(memory)
+        modes = [mode] * batch if isinstance(mode, str) else list(mode)
+        empty = torch.zeros(0, dtype=torch.long)
+        prompts = self._rows(prompt_ids, prompt_attention_mask, "prompt_ids") if prompt_ids is not None else [empty] * batch
+        prefixes = self._rows(prefix_ids, None, "prefix_ids") if prefix_ids is not None else [None] * batch
+        if self.args.layout == "seed" and "stop_token_ids" not in sampling:
+            end = [t for t in self.chat_frame.suffix if t in self.tokenizer.all_special_ids][:1]
+            sampling["stop_token_ids"] = sorted({self.tokenizer.eos_token_id, *end})
+        params = SamplingParams.of(**sampling)
+        rows = [self.decoder_row(memory, i, modes[i], prompts[i], prefixes[i]) for i in range(batch)]
+        if seed is None and generator is not None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        return self.decode_rows(rows, params, seed or 0)
+
+    def decode_rows(self, rows: list[tuple[np.ndarray, np.ndarray]], params: SamplingParams, seed: int = 0,
+                    seqs: list[int] | None = None, starts: list[int] | None = None,
+                    keep: list[int] | None = None) -> list[list[int]]:
+        """Prefill each row ``(embeds (n, hidden), positions (n,))`` into sequence ``seqs[r]`` after its
+        ``starts[r]`` cached inputs, then decode one token per unfinished row per llama.cpp pass. Afterwards each
+        sequence keeps its first ``keep[r]`` inputs (default ``starts``: nothing new; generated tokens never stay).
+        Without ``seqs``, free sequences are borrowed for the call, as many rows at once as there are."""
+        rt, n = self.runtime, len(rows)
+        if seqs is None:
+            lanes = rt.borrow(max(1, min(n, rt.free_sequences)))
+            try:
+                return [ids for a in range(0, n, len(lanes))
+                        for ids in self.decode_rows(rows[a:a + len(lanes)], params, seed + a, lanes[:len(rows[a:a + len(lanes)])])]
+            finally:
+                rt.give_back(lanes)
+        starts = [0] * n if starts is None else starts
+        keep = starts if keep is None else keep
+        stops = set(params.stop_token_ids) if params.stop_token_ids is not None else {self.tokenizer.eos_token_id}
+        out: list[list[int]] = [[] for _ in rows]
+        lengths = [starts[r] + len(rows[r][0]) for r in range(n)]
+        allowed = min(params.max_new_tokens, self.args.model_max_length - max(lengths) + 1)
+        rt.use(DECODER if DECODER in rt.adapters else None, embeddings=False)
+        chains = [rt.sampler(params.temperature, params.top_k, params.top_p, seed + r) for r in range(n)] \
+            if params.do_sample else None
+        try:
+            logits = rt.decode(np.concatenate([e for e, _ in rows]),
+                               np.concatenate([np.arange(starts[r], lengths[r]) for r in range(n)]),
+                               np.concatenate([p for _, p in rows]),
+                               np.concatenate([np.full(len(e), seqs[r]) for r, (e, _) in enumerate(rows)]),
+                               np.concatenate([np.arange(len(e)) == len(e) - 1 for e, _ in rows]))
+            live, index = list(range(n)), list(lengths)
+            next_pos = [int(p[-1]) + 1 for _, p in rows]
+            for produced in range(1, allowed + 1):
+                tokens = {}
+                for j, r in enumerate(live):
+                    t = rt.sample(chains[r], logits[j]) if chains else int(np.argmax(logits[j]))
+                    if t not in stops:
+                        out[r].append(t)
+                        tokens[r] = t
+                live = [r for r in live if r in tokens]
+                if not live or produced == allowed:
+                    break  # no pass for a token that will not be used
+                logits = rt.decode(self.embed_ids([tokens[r] for r in live]), np.array([index[r] for r in live]),
+                                   np.array([next_pos[r] for r in live]), np.array([seqs[r] for r in live]),
+                                   np.ones(len(live), bool))
+                for r in live:
+                    index[r] += 1
+                    next_pos[r] += 1
+        finally:
+            for r in range(n):
+                rt.forget(seqs[r], keep[r])
+            for chain in chains or []:
+                rt.free_sampler(chain)
+        return out
+
+    # ----------------------------------------------------------------------------------------- interleaved rows
+    def compress_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None) -> tuple[dict, dict]:
+        """As :meth:`icae.models.CompressorBase.compress_spans`: every distinct compressed span once, ``cache`` by
+        content hash."""
+        memories, todo, hits = {}, {}, 0
+        for row in rows:
+            for span in row:
+                if not span.compress:
+                    continue
+                if span.key in memories or span.key in todo:
+                    hits += 1
+                elif cache is not None and span.key in cache:
+                    memories[span.key] = cache[span.key]
+                    hits += 1
+                else:
+                    todo[span.key] = span.ids
+        if todo:
+            ids = list(todo.values())
+            check_nonempty(ids, "compressed spans")
+            memory = self.compress_for_spans(ids)
+            for j, key in enumerate(todo):
+                slots, pos = memory.sample(j)
+                memories[key] = (slots, pos, ids[j].numel())
+                if cache is not None:
+                    cache[key] = memories[key]
+        return memories, {"compressed": len(todo), "cache_hits": hits}
+
+    def span_row(self, row: Sequence[Span], memories: dict, start: tuple[int, int] = (0, 0)):
+        """Embeddings and positions of one interleaved row after ``start`` = (decoder, uncompressed) positions, as
+        :func:`icae.models.layouts.span_inputs`; returns (embeds, positions, uncompressed length of the row)."""
+        identifiers = self.uses_position_identifiers()
+        parts, pos = [], []
+        actual, virtual = start
+        for span in row:
+            if span.compress:
+                slots, slot_pos, length = memories[span.key]
+                n = slots.shape[0]
+                parts.append(slots.float().cpu().numpy())
+                pos.append(slot_pos.cpu().numpy() + virtual - 1 if identifiers else np.arange(actual, actual + n))
+                virtual += length
+            else:
+                n = span.ids.numel()
+                parts.append(self.embed_ids(span.ids.numpy()))
+                first = virtual if identifiers else actual
+                pos.append(np.arange(first, first + n))
+                virtual += n
+            actual += n
+        if actual == start[0]:
+            raise ValueError("no span has any token")
+        if actual > self.args.model_max_length:
+            raise ValueError(f"decoder input of {actual} positions exceeds model_max_length="
+                             f"{self.args.model_max_length} (cut the history: max_history_tokens)")
+        return np.concatenate(parts), np.concatenate(pos), virtual - start[1]
+
+    def generate_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None,
+                       generator: torch.Generator | None = None, seed: int = 0, **sampling) -> tuple[list, dict]:
+        memories, counts = self.compress_spans(rows, cache)
+        built = [self.span_row(row, memories)[:2] for row in rows]
+        if generator is not None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        return self.decode_rows(built, SamplingParams.of(**sampling), seed), counts
+
+    def generate_incremental(self, state: "LlamaCppState | None", spans: Sequence[Span], cache: dict | None = None,
+                             generator: torch.Generator | None = None, transient: Sequence[Span] = (),
+                             seed: int = 0, **sampling) -> tuple[list[int], "LlamaCppState", dict]:
+        """As :meth:`icae.models.CompressorBase.generate_incremental`: extend a kept history (a llama.cpp sequence)
+        by ``spans`` (then ``transient``, for this call only), generate, and return the new ids with the new state.
+        ``state`` stays valid: the new one shares its cached cells (``llama_memory_seq_cp``)."""
+        rt = self.runtime
+        memories, counts = self.compress_spans([[*spans, *transient]], cache)
+        length, virtual = (state.length, state.virtual) if state else (0, 0)
+        embeds, positions, _ = self.span_row([*spans, *transient], memories, (length, virtual))
+        new = len(embeds) - sum(s.ids.numel() for s in transient)
+        lane = rt.borrow(1)[0]
+        fresh = LlamaCppState(self, lane, length + new, virtual + sum(s.ids.numel() for s in spans))
+        if state is not None and length:
+            rt.copy(state.lane, lane, length)
+        if generator is not None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        ids = self.decode_rows([(embeds, positions)], SamplingParams.of(**sampling), seed, [lane], [length],
+                               [fresh.length])[0]
+        return ids, fresh, counts
+
+    def reconstruct(self, contexts, **sampling) -> list[str]:
+        rows = self._rows(contexts, None, "contexts")
+        sampling.setdefault("max_new_tokens", max(r.numel() for r in rows) + 8)
+        ids = self.generate(self.compress(rows), mode="ae", **sampling)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+
+class LlamaCppState:
+    """A kept decoder history: a llama.cpp sequence holding ``length`` inputs, whose uncompressed length is
+    ``virtual``. Its sequence is freed when the state is released or garbage-collected."""
+
+    def __init__(self, model: LlamaCppICAE, lane: int, length: int, virtual: int):
+        import weakref
+
+        self.lane, self.length, self.virtual = lane, length, virtual
+        self._release = weakref.finalize(self, model.runtime.give_back, [lane])
+
+    def release(self) -> None:
+        self._release()
+
+
+def load(directory: str | Path, weights: str = "f32", **options) -> LlamaCppICAE:
+    """``ICAE.from_pretrained(directory, backend="llamacpp")``: a GGUF export directory (``icae export --format
+    gguf``) served by llama.cpp."""
+    return LlamaCppICAE.from_pretrained(directory, weights, **options)
+
+
+__all__ = ["LlamaCppICAE", "LlamaCppState", "TokenTable", "load"]
