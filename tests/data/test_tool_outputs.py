@@ -5,7 +5,6 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -74,16 +73,13 @@ def _check_open(record):
     assert above == ([f"({first - 1} more lines above)"] if first > 1 else [])
 
 
-@pytest.mark.parametrize("split", ["train", "heldout"])
-def test_each_kind_reruns_to_the_same_text(split, tmp_path):
+def _check_reruns(split, kinds, tmp_path):
     """Every record's text is what its command prints when run again in its cwd (pytest's duration masked)."""
     env = command_env(tmp_path / "home")
-    seen = set()
-    for kind in KINDS:
+    for kind in kinds:
         (record,) = generate(split, 1, seed=3, work_dir=tmp_path / "work", kinds=(kind,), keep_work=True,
                              max_chars=4000)
         assert record["kind"] == kind and record["text"].strip()
-        seen.add(record["kind"])
         if kind == "open":
             _check_open(record)
             continue
@@ -98,16 +94,28 @@ def test_each_kind_reruns_to_the_same_text(split, tmp_path):
             assert re.search(r"\d+ failed", record["text"]) or "error" in record["text"].lower()
         if kind == "traceback":
             assert "Traceback (most recent call last)" in record["text"] or "error:" in record["text"]
-    assert seen == set(KINDS)
+
+
+def test_each_kind_reruns_to_the_same_text(tmp_path):
+    _check_reruns("train", tuple(KINDS), tmp_path)
+
+
+def test_held_out_commands_rerun_to_the_same_text(tmp_path):
+    _check_reruns("heldout", ("grep", "files", "ls", "git", "open"), tmp_path)
+
+
+@pytest.mark.slow
+def test_each_held_out_kind_reruns_to_the_same_text(tmp_path):
+    _check_reruns("heldout", tuple(KINDS), tmp_path)
 
 
 def test_same_seed_writes_the_same_file_and_another_seed_differs(tmp_path):
     work = tmp_path / "work"
-    kinds = ["ls", "git", "pytest", "traceback", "grep", "json", "py_compile"]
+    kinds = ["ls", "git", "traceback", "grep", "json", "py_compile"]
 
     def write(name, seed):
         out = tmp_path / name
-        main(["--split", "train", "--out", str(out), "--seed", str(seed), "--count", "7", "--kinds", *kinds,
+        main(["--split", "train", "--out", str(out), "--seed", str(seed), "--count", "5", "--kinds", *kinds,
               "--work-dir", str(work), "--max-chars", "3000"])
         return out.read_text()
 
@@ -115,7 +123,7 @@ def test_same_seed_writes_the_same_file_and_another_seed_differs(tmp_path):
     assert masked(a) == masked(b)
     assert masked(a) != masked(c)
     rows = [json.loads(line) for line in a.splitlines()]
-    assert len(rows) == 7 and all(len(r["text"]) <= 3000 for r in rows)
+    assert len(rows) == 5 and all(len(r["text"]) <= 3000 for r in rows)
     assert all(set(r) == {"text", "kind", "command", "cwd", "truncated"} for r in rows)
 
 
@@ -131,12 +139,3 @@ def test_bad_arguments_are_one_message_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         entry(main, ["--split", "test", "--out", str(tmp_path / "x.jsonl")], prog="w")
     assert e.value.code == 2 and "invalid choice: 'test'" in capsys.readouterr().err
-
-
-def test_the_entry_point_runs_as_a_module(tmp_path):
-    out = tmp_path / "h.jsonl"
-    run = subprocess.run([sys.executable, "-m", "icae.scripts.write_tool_outputs", "--split", "heldout", "--out",
-                          str(out), "--count", "2", "--kinds", "grep", "find", "--work-dir", str(tmp_path / "w")],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    assert len(out.read_text().splitlines()) == 2
