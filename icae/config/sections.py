@@ -216,9 +216,45 @@ class PretrainArguments(Section):
         " lm_ratio is then ignored.", None
     )
     eval_ae_num_samples: int = _help("Held-out samples reconstructed for AE BLEU/EM during pretraining.", 16)
+    extra_dataset_repos: list[str] = _help(
+        "More training sources (local files/directories or hub ids) whose documents join dataset_repo's, e.g. the "
+        "generated tool outputs of `python -m icae.scripts.write_tool_outputs`.", default_factory=list
+    )
+    segment_sample_ratio: float = _help(
+        "Share of the training samples that are one-segment windows (fixed_mem_size * mean_compression_rate tokens) "
+        "of the same documents, added beside the context_length samples so that long-context training keeps reading "
+        "single segments too.", 0.0
+    )
+    curriculum_lengths: list[int] = _help(
+        "Multi-segment curriculum (python -m icae.scripts.build_compressor): the context_length of each stage, in "
+        "order; each stage starts from the previous stage's weights. Empty: one stage at context_length.",
+        default_factory=list,
+    )
+    curriculum_steps: list[int] = _help("Training steps of each curriculum stage (one per curriculum_lengths).",
+                                        default_factory=list)
+    curriculum_mix_from: int = _help(
+        "First curriculum stage whose training text adds extra_dataset_repos and segment samples (earlier stages read "
+        "dataset_repo alone).", 0
+    )
+    curriculum_batch_sizes: list[int] = _help(
+        "per_device_train_batch_size of each curriculum stage (empty: the config's for every stage).",
+        default_factory=list,
+    )
 
     def problems(self) -> list[str]:
         out = _at_least(self, 1, "context_length", "token_num", optional=True)
+        if not 0.0 <= self.segment_sample_ratio < 1.0:
+            out.append(f"segment_sample_ratio must be in [0, 1), got {self.segment_sample_ratio}")
+        lengths, steps, sizes = self.curriculum_lengths, self.curriculum_steps, self.curriculum_batch_sizes
+        if len(steps) != len(lengths) or (sizes and len(sizes) != len(lengths)):
+            out.append(f"curriculum_steps ({len(steps)}) and curriculum_batch_sizes ({len(sizes)}, or none) must give "
+                       f"one value per curriculum_lengths entry ({len(lengths)})")
+        for name, values in (("curriculum_lengths", lengths), ("curriculum_steps", steps),
+                             ("curriculum_batch_sizes", sizes)):
+            if any(not isinstance(v, int) or v < 1 for v in values):
+                out.append(f"{name} must hold integers >= 1, got {values}")
+        if any(b <= a for a, b in zip(lengths, lengths[1:])):
+            out.append(f"curriculum_lengths must increase stage by stage, got {lengths}")
         out += _at_least(self, 0, "continuation_length", optional=True)
         out += _at_least(self, 0, "min_len", "eval_size", "leave_tokens_for_lm", "eval_ae_num_samples")
         out += _at_least(self, 1, "min_tokens_for_lm")

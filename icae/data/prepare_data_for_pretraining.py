@@ -106,6 +106,23 @@ def windows(config: Config, tokenizer, source: str, count: int, context: int, co
     return [{"sample_id": i, "input_ids": c, "continuation_ids": k} for i, (c, k) in enumerate(samples[:count])]
 
 
+def segment_samples(config: Config, docs, n_long: int) -> list[tuple[list[int], list[int]]]:
+    """One-segment windows (``fixed_mem_size * mean_compression_rate`` tokens) re-cut from the training documents
+    ``docs``, as many as make them ``segment_sample_ratio`` of the training samples; none when the samples are one
+    segment long already."""
+    ratio, model = config.pretrain.segment_sample_ratio, config.model
+    segment = model.fixed_mem_size * model.mean_compression_rate
+    context, continuation = sample_lengths(config)
+    if ratio <= 0 or context <= segment or n_long == 0:
+        return []
+    pool = []
+    for doc in docs:
+        ids = [t for c, k in doc for t in c + k]  # the document's tokens again (its windows cover it in order)
+        pool.extend(cut_document(ids, segment, continuation, segment))
+    random.Random(config.seed + 1).shuffle(pool)
+    return pool[: round(n_long * ratio / (1.0 - ratio))]
+
+
 def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tuple[list[dict], list[dict], dict]:
     """Read, tokenise, cut and split. Returns (train samples, eval samples, info).
 
@@ -116,19 +133,28 @@ def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tupl
     context, continuation = sample_lengths(config)
     seed = config.seed
     docs, total = _documents(config, tokenizer, data.dataset_repo, show_progress, pre.token_num, pre.long_text_cache)
+    for extra in pre.extra_dataset_repos:  # more training text (tool outputs): every document joins the pool
+        more, tokens = _documents(config, tokenizer, extra, show_progress, None)
+        docs, total = docs + more, total + tokens
     rng = random.Random(seed)
     rng.shuffle(docs)
     if data.eval_dataset_repo:
         held_docs, _ = _documents(config, tokenizer, data.eval_dataset_repo, show_progress, None)
+        train_docs = docs
         train = [s for doc in docs for s in doc]
         held = [s for doc in held_docs for s in doc]
         random.Random(seed).shuffle(held)  # windows from every held-out document, not the first few documents
     else:
-        train, held = [], []
+        train, held, train_docs = [], [], []
         for doc in docs:
-            target = held if len(held) < pre.eval_size else train
-            target.extend(doc)
+            if len(held) < pre.eval_size:
+                held.extend(doc)
+            else:
+                train.extend(doc)
+                train_docs.append(doc)
     held = held[: pre.eval_size] if pre.eval_size else []
+    short = segment_samples(config, train_docs, len(train))
+    train = train + short
     if not train:
         raise SourceError(f"all {len(held)} samples of {data.dataset_repo} went to the held-out split (it takes whole "
                           f"documents until eval_size={pre.eval_size} samples, and this source has too few documents): "
@@ -144,6 +170,8 @@ def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tupl
         "tokens": total,
         "context_length": context,
         "continuation_length": continuation,
+        "extra_sources": list(pre.extra_dataset_repos),
+        "segment_samples": len(short),
         "train_samples": len(train),
         "eval_samples": len(held),
         "seed": seed,

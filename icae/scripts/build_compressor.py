@@ -18,92 +18,123 @@ resumes) -> copy the final checkpoint into the asset directory with its training
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
-from icae.config import load_config
+from icae.config import ConfigError, load_config
 from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpus
 from icae.data.prepare_data_for_pretraining import prepare
 from icae.models.loading import ASSETS
 from icae.scripts import entry, pretrain
+from icae.training import curriculum
 from icae.training.trainer import resolve_resume
-from icae.utils.io import atomic_write_json, atomic_write_text, temp_dir
-from icae.utils.plotting import pyplot, save_png
+from icae.training.record import TrainingClock, write_record
+from icae.utils.io import atomic_write_json, temp_dir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+STAGE_LOG = "stage_log.json"
 
 
-class TrainingClock(TrainerCallback):
-    """Adds ``train_seconds`` to every log entry: the wall-clock of training so far, summed over the legs of a resumed
-    build (a resumed leg starts from the last value its checkpoint's log holds)."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.offset = max((h.get("train_seconds", 0.0) for h in state.log_history), default=0.0)
-        self.started = time.perf_counter()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.log_history:  # the entry this event just appended (``logs`` is a copy of it)
-            state.log_history[-1]["train_seconds"] = round(self.offset + time.perf_counter() - self.started, 1)
-
-
-def write_record(out: Path, config, rate: int, seconds: float, log_history: list[dict], command: str) -> None:
-    evals = [h for h in log_history if "eval_ae_bleu1" in h]
-    last = evals[-1] if evals else {}
-    atomic_write_json(out / "training_log.json", {"command": command, "rate": rate, "train_seconds": round(seconds, 1),
-                                                  "config": config.to_dict(), "log_history": log_history})
-    rows = "\n".join(f"| {h['step']} | {h['eval_ae_loss']:.3f} | {h['eval_ae_token_accuracy']:.3f} | "
-                     f"{h['eval_ae_bleu1']:.3f} | {h['eval_ae_exact_match']:.3f} |" for h in evals)
-    atomic_write_text(out / "TRAINING.md", (
-        f"# Training record: tiny-icae-{rate}x\n\nRebuild: `{command}` (Python 3.11's standard library is the corpus).\n\n"
-        f"- base: `{config.model.model_name_or_path}` (frozen), LoRA r={config.model.lora_r} on "
-        f"{', '.join(config.model.lora_target_modules)} for the encoder and the decoder adapter\n"
-        f"- {config.model.fixed_mem_size} slots per segment of {config.model.fixed_mem_size * rate} tokens ({rate}x), "
-        f"position identifiers {'on' if config.model.use_position_identifiers else 'off'}, "
-        f"lambda {config.pretrain.lm_lambda} (AE + LM)\n"
-        f"- {config.training.steps} steps of {config.training.per_device_train_batch_size} samples, lr "
-        f"{config.training.get('learning_rate')} cosine; {seconds / 3600:.2f} h of training on this machine\n"
-        f"- held-out: modules n-z of the standard library (never read by the base or the compressor)\n\n"
-        f"| step | held-out AE loss | token accuracy | BLEU-1 (greedy) | exact match |\n|---|---|---|---|---|\n{rows}\n\n"
-        f"Final: BLEU-1 {last.get('eval_ae_bleu1', float('nan')):.3f}, exact match "
-        f"{last.get('eval_ae_exact_match', float('nan')):.3f}. Curve: `loss.png`.\n"))
-    plt = pyplot()
-    if plt is not None and evals:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-        train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
-        ax1.plot(*zip(*train), label="training loss", alpha=0.6)
-        ax1.plot([h["step"] for h in evals], [h["eval_ae_loss"] for h in evals], marker="o", label="held-out AE loss")
-        ax1.set(xlabel="step", ylabel="cross-entropy", title="loss")
-        ax2.plot([h["step"] for h in evals], [h["eval_ae_bleu1"] for h in evals], marker="o", label="BLEU-1")
-        ax2.plot([h["step"] for h in evals], [h["eval_ae_exact_match"] for h in evals], marker="s", label="exact match")
-        ax2.plot([h["step"] for h in evals], [h["eval_ae_token_accuracy"] for h in evals], marker="^",
-                 label="token accuracy")
-        ax2.set(xlabel="step", ylim=(0, 1), title="held-out reconstruction")
-        for ax in (ax1, ax2):
-            ax.legend(fontsize=8)
-        fig.suptitle(f"tiny-icae-{rate}x")
-        save_png(fig, out / "loss.png", dpi=100)
+def train_stage(config, stage: curriculum.Stage) -> None:
+    """Prepare (once), train (resuming from the stage's latest checkpoint) and save one stage's final weights, with its
+    log history (each entry with ``train_seconds``, summed over the stage's legs) beside them."""
+    if not Path(config.pretrain.train_output_file).is_dir():
+        prepare(config)
+    trainer = pretrain.build_trainer(config)
+    clock = TrainingClock()
+    trainer.add_callback(clock)
+    trainer.train(resume_from_checkpoint=resolve_resume(config, trainer.args.output_dir))
+    staging = temp_dir(stage.directory, ".final.")
+    try:
+        trainer.save_model(str(staging))
+        seconds = clock.offset + time.perf_counter() - clock.started
+        atomic_write_json(staging / STAGE_LOG, {"stage": stage.index, "context_length": stage.context_length,
+                                                "train_seconds": round(seconds, 1),
+                                                "log_history": trainer.state.log_history})
+        staging.rename(stage.final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="icae build-compressor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, choices=[4, 8], required=True)
+    parser.add_argument("--config", default=None,
+                        help="the recipe (default icae/configs/compressor_tiny_<rate>x.yaml; the long-context "
+                             "curriculum: icae/configs/compressor_long_<rate>x.yaml)")
     parser.add_argument("--work", default="runs/build_compressor", help="corpora, prepared data and checkpoints")
     parser.add_argument("--out", default=None, help="the asset directory (default icae/assets/tiny-icae-<rate>x)")
     args, rest = parser.parse_known_args(argv)
     work = Path(args.work) / f"{args.rate}x"
     out = Path(args.out) if args.out else ASSETS / f"tiny-icae-{args.rate}x"
     corpus, held = Path(args.work) / "base_corpus.jsonl", Path(args.work) / "stdlib_n_z.jsonl"
-    config = load_config(CONFIGS / f"compressor_tiny_{args.rate}x.yaml", [
+    recipe = Path(args.config) if args.config else CONFIGS / f"compressor_tiny_{args.rate}x.yaml"
+    config = load_config(recipe, [
         f"dataset_repo={corpus}", f"eval_dataset_repo={held}", f"train_output_file={work / 'data' / 'train'}",
         f"eval_output_file={work / 'data' / 'eval'}", f"output_dir={work / 'run'}", *rest])
     if not corpus.is_file():
         write_corpus(corpus, base_corpus_files("wide"))
     if not held.is_file():
         write_stdlib_corpus(held, "n", "z")
+    extra = [str(Path(args.work) / s) if not Path(s).is_absolute() else s for s in config.pretrain.extra_dataset_repos]
+    config = config.replace(extra_dataset_repos=extra)  # relative sources live in the work directory
+    for source in extra:
+        if not Path(source).exists() and Path(source).name.startswith("tool_outputs"):
+            from icae.scripts import write_tool_outputs  # the generated training tool outputs, made once
+
+            write_tool_outputs.main(["--split", "train", "--out", source, "--seed", str(config.seed)])
+        elif not Path(source).exists():
+            raise ConfigError([f"extra_dataset_repos: {source} does not exist"], "build config")
+    stages = curriculum.plan(config, work) if config.pretrain.curriculum_lengths else None
+    if stages is None:  # one run, as the shipped single-segment compressors were built
+        return build_single(config, args, rest, out)
+    restore, history, seconds, legs = config.model.restore_from, [], 0.0, []
+    for stage in stages:
+        stage_cfg = curriculum.stage_config(config, stage, restore)
+        if stage.done:
+            print(f"stage {stage.index} ({stage.context_length} tokens): done, in {stage.final}")
+        else:
+            print(f"stage {stage.index}: {stage.max_steps} steps on contexts of {stage.context_length} tokens "
+                  f"({stage.context_length // (config.model.fixed_mem_size * config.model.mean_compression_rate)} "
+                  f"segments), from {restore}")
+            train_stage(stage_cfg, stage)
+        log = json.loads((stage.final / STAGE_LOG).read_text())
+        offset = sum(s.max_steps for s in stages[: stage.index])
+        history += [{**h, "step": h.get("step", 0) + offset, "stage": stage.index,
+                     "context_length": stage.context_length} for h in log["log_history"]]
+        seconds += log["train_seconds"]
+        legs.append({"stage": stage.index, "context_length": stage.context_length, "steps": stage.max_steps,
+                     "batch_size": stage.batch_size, "train_seconds": log["train_seconds"]})
+        restore = str(stage.final)
+    command = (f"python -m icae.scripts.build_compressor --rate {args.rate}" + (f" --config {args.config}" if
+               args.config else "") + (" " + " ".join(rest) if rest else ""))
+    return ship(Path(restore), out, lambda staging: write_record(staging, config, args.rate, seconds, history, command,
+                                                                 legs))
+
+
+def ship(final: Path, out: Path, record) -> Path:
+    """Copy trained weights into the asset directory with their record, swapping the directory in atomically."""
+    staging = temp_dir(out.parent, f".{out.name}.")
+    try:
+        for f in final.iterdir():
+            if f.is_file() and f.name != STAGE_LOG:
+                shutil.copy2(f, staging / f.name)
+        record(staging)
+        if out.exists():
+            print(f"replacing the existing {out}")
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"{out}: record in {out / 'TRAINING.md'}")
+    return out
+
+
+def build_single(config, args, rest, out: Path) -> Path:
+    """The single-run build (no curriculum): one pretraining run, resumed from its checkpoints."""
     if not Path(config.pretrain.train_output_file).is_dir():
         prepare(config)
     trainer = pretrain.build_trainer(config)
@@ -111,19 +142,14 @@ def main(argv: list[str] | None = None) -> Path:
     trainer.add_callback(clock)
     trainer.train(resume_from_checkpoint=resolve_resume(config, trainer.args.output_dir))
     seconds = clock.offset + time.perf_counter() - clock.started  # every leg of a resumed build
-    staging = temp_dir(out.parent, f".{out.name}.")
+    final = temp_dir(Path(config.training.output_dir), ".final.")
     try:
-        trainer.save_model(str(staging))
+        trainer.save_model(str(final))
         command = f"python -m icae.scripts.build_compressor --rate {args.rate}" + (" " + " ".join(rest) if rest else "")
-        write_record(staging, config, args.rate, seconds, trainer.state.log_history, command)
-        if out.exists():
-            print(f"replacing the existing {out}")
-            shutil.rmtree(out)
-        staging.rename(out)
+        return ship(final, out, lambda staging: write_record(staging, config, args.rate, seconds,
+                                                             trainer.state.log_history, command))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"{out}: {trainer.state.global_step} steps, {seconds / 3600:.2f} h; record in {out / 'TRAINING.md'}")
-    return out
+        shutil.rmtree(final, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""The training record of a shipped compressor: its wall-clock over resumed legs, TRAINING.md, the log and the curve."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from icae.utils.io import atomic_write_json, atomic_write_text
+from icae.utils.plotting import pyplot, save_png
+
+
+class TrainingClock(TrainerCallback):
+    """Adds ``train_seconds`` to every log entry: the wall-clock of training so far, summed over the legs of a resumed
+    build (a resumed leg starts from the last value its checkpoint's log holds)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.offset = max((h.get("train_seconds", 0.0) for h in state.log_history), default=0.0)
+        self.started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.log_history:  # the entry this event just appended (``logs`` is a copy of it)
+            state.log_history[-1]["train_seconds"] = round(self.offset + time.perf_counter() - self.started, 1)
+
+
+def write_record(out: Path, config, rate: int, seconds: float, log_history: list[dict], command: str,
+                 legs: list[dict] | None = None) -> None:
+    """TRAINING.md, training_log.json and loss.png of a build; ``legs``: the curriculum's stages, each with its
+    context length, steps, batch size and wall-clock (log entries then carry ``stage`` and ``context_length``)."""
+    evals = [h for h in log_history if "eval_ae_bleu1" in h]
+    last = evals[-1] if evals else {}
+    atomic_write_json(out / "training_log.json", {"command": command, "rate": rate, "train_seconds": round(seconds, 1),
+                                                  "legs": legs or [], "config": config.to_dict(),
+                                                  "log_history": log_history})
+    rows = "\n".join(f"| {h['step']} | {h.get('context_length', '')} | {h['eval_ae_loss']:.3f} | "
+                     f"{h['eval_ae_token_accuracy']:.3f} | {h['eval_ae_bleu1']:.3f} | {h['eval_ae_exact_match']:.3f} |"
+                     for h in evals)
+    stages = "".join(f"- stage {leg['stage']}: {leg['steps']} steps of {leg['batch_size']} contexts of "
+                     f"{leg['context_length']} tokens, {leg['train_seconds'] / 60:.1f} min\n" for leg in legs or [])
+    steps = sum(leg["steps"] for leg in legs) if legs else config.training.steps
+    atomic_write_text(out / "TRAINING.md", (
+        f"# Training record: tiny-icae-{rate}x\n\nRebuild: `{command}` (Python 3.11's standard library is the corpus).\n\n"
+        f"- base: `{config.model.model_name_or_path}` (frozen), LoRA r={config.model.lora_r} on "
+        f"{', '.join(config.model.lora_target_modules)} for the encoder and the decoder adapter\n"
+        f"- {config.model.fixed_mem_size} slots per segment of {config.model.fixed_mem_size * rate} tokens ({rate}x), "
+        f"position identifiers {'on' if config.model.use_position_identifiers else 'off'}, "
+        f"lambda {config.pretrain.lm_lambda} (AE + LM)\n"
+        f"- {steps} steps" + (f" in {len(legs)} curriculum stages (whole contexts of many segments, each decoded "
+                              "from all its slots)" if legs else f" of {config.training.per_device_train_batch_size} "
+                              "samples") + f", lr {config.training.get('learning_rate')} cosine (per stage); "
+        f"{seconds / 3600:.2f} h of training on this machine\n{stages}"
+        f"- held-out: modules n-z of the standard library (never read by the base or the compressor)\n\n"
+        f"| step | context tokens | held-out AE loss | token accuracy | BLEU-1 (greedy, whole context) | exact match |\n"
+        f"|---|---|---|---|---|---|\n{rows}\n\n"
+        f"Final: BLEU-1 {last.get('eval_ae_bleu1', float('nan')):.3f}, exact match "
+        f"{last.get('eval_ae_exact_match', float('nan')):.3f}. Curve: `loss.png`.\n"))
+    plt = pyplot()
+    if plt is not None and evals:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+        train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+        ax1.plot(*zip(*train), label="training loss", alpha=0.6)
+        ax1.plot([h["step"] for h in evals], [h["eval_ae_loss"] for h in evals], marker="o", label="held-out AE loss")
+        ax1.set(xlabel="step", ylabel="cross-entropy", title="loss")
+        ax2.plot([h["step"] for h in evals], [h["eval_ae_bleu1"] for h in evals], marker="o", label="BLEU-1")
+        ax2.plot([h["step"] for h in evals], [h["eval_ae_exact_match"] for h in evals], marker="s", label="exact match")
+        ax2.plot([h["step"] for h in evals], [h["eval_ae_token_accuracy"] for h in evals], marker="^",
+                 label="token accuracy")
+        ax2.set(xlabel="step", ylim=(0, 1), title="held-out reconstruction")
+        for ax in (ax1, ax2):
+            ax.legend(fontsize=8)
+        fig.suptitle(f"tiny-icae-{rate}x")
+        save_png(fig, out / "loss.png", dpi=100)

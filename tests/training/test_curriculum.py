@@ -1,0 +1,74 @@
+"""The multi-segment curriculum: its stages are what the config says, and each stage's data has its length."""
+
+import json
+
+import pytest
+
+from icae.config import ConfigError, load_config
+from icae.data.prepare_data_for_pretraining import build_samples
+from icae.models.loading import load_tokenizer
+from icae.training import curriculum
+from tests.data.test_prepare import config_for, corpus  # noqa: F401 - the corpus fixture
+
+
+def test_stages_follow_the_config(tmp_path):
+    cfg = load_config(None, {"curriculum_lengths": [64, 128, 256], "curriculum_steps": [30, 20, 10],
+                             "curriculum_batch_sizes": [8, 4, 2], "fixed_mem_size": 4, "mean_compression_rate": 4,
+                             "restore_from": None, "curriculum_mix_from": 1,
+                             "extra_dataset_repos": ["more.jsonl"], "segment_sample_ratio": 0.25})
+    stages = curriculum.plan(cfg, tmp_path)
+    assert [(s.index, s.context_length, s.max_steps, s.batch_size) for s in stages] == [
+        (0, 64, 30, 8), (1, 128, 20, 4), (2, 256, 10, 2)]
+    assert [s.directory.name for s in stages] == ["stage0-64", "stage1-128", "stage2-256"]
+    assert not any(s.done for s in stages)
+    first = curriculum.stage_config(cfg, stages[0], None)
+    second = curriculum.stage_config(cfg, stages[1], str(stages[0].final))
+    assert (first.pretrain.context_length, first.training.steps, first.training.per_device_train_batch_size) == (64, 30, 8)
+    assert (second.pretrain.context_length, second.training.steps) == (128, 20)
+    assert second.model.restore_from == str(tmp_path / "stage0-64" / "final")
+    assert second.training.output_dir == str(tmp_path / "stage1-128" / "run")
+    assert second.pretrain.train_output_file == str(tmp_path / "stage1-128" / "data" / "train")
+    # Stage 0 is before curriculum_mix_from: code alone; stage 1 reads the extra sources and segment windows.
+    assert (first.pretrain.extra_dataset_repos, first.pretrain.segment_sample_ratio) == ([], 0.0)
+    assert (second.pretrain.extra_dataset_repos, second.pretrain.segment_sample_ratio) == (["more.jsonl"], 0.25)
+    assert second.pretrain.curriculum_lengths == []  # a stage is an ordinary run
+
+
+def test_no_curriculum_is_one_stage_at_the_context_length(tmp_path):
+    cfg = load_config(None, {"context_length": 96, "max_steps": 7, "per_device_train_batch_size": 3})
+    assert [(s.context_length, s.max_steps, s.batch_size) for s in curriculum.plan(cfg, tmp_path)] == [(96, 7, 3)]
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"curriculum_lengths": [64, 128], "curriculum_steps": [10]}, "one value per curriculum_lengths"),
+    ({"curriculum_lengths": [128, 64], "curriculum_steps": [1, 1]}, "must increase"),
+    ({"curriculum_lengths": [64, 0], "curriculum_steps": [1, 1]}, "integers >= 1"),
+    ({"curriculum_lengths": [64], "curriculum_steps": [5], "curriculum_batch_sizes": [1, 2]}, "one value per"),
+    ({"segment_sample_ratio": 1.0}, "segment_sample_ratio"),
+])
+def test_bad_curricula_are_refused(values, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_config(None, values)
+
+
+def test_stage_data_has_the_stage_length_and_the_mix(tmp_path, corpus):  # noqa: F811
+    tok = load_tokenizer("tiny-qwen2")
+    extra = tmp_path / "tool_outputs.jsonl"
+    extra.write_text("\n".join(json.dumps({"text": f"$ ls -la\ntotal {i}\n" + "-rw-r--r-- 1 root root 10 file.py\n" * 9})
+                               for i in range(6)) + "\n")
+    base = {"min_len": 48, "eval_size": 2, "fixed_mem_size": 4, "mean_compression_rate": 4}
+    for length in (48, 96):
+        cfg = config_for(tmp_path, corpus, context_length=length, **base)
+        train, held, info = build_samples(cfg, tok, show_progress=False)
+        lengths = [len(s["input_ids"]) for s in train + held]
+        assert max(lengths) == length and min(lengths) >= 48
+    plain, _, _ = build_samples(config_for(tmp_path, corpus, context_length=96, **base), tok, show_progress=False)
+    mixed, held, info = build_samples(config_for(tmp_path, corpus, context_length=96, extra_dataset_repos=[str(extra)],
+                                                 segment_sample_ratio=0.25, **base), tok, show_progress=False)
+    texts = [tok.decode(s["input_ids"]) for s in mixed]
+    assert sum("-rw-r--r-- 1 root root" in t for t in texts) >= 6 and not any("-rw-r--r--" in tok.decode(s["input_ids"])
+                                                                              for s in plain)  # tool outputs joined
+    segment = [s for s in mixed if len(s["input_ids"]) == 16]  # one-segment windows: fixed_mem_size * rate tokens
+    assert info["segment_samples"] == len(segment) == round((len(mixed) - len(segment)) * 0.25 / 0.75)
+    held_text = {tuple(s["input_ids"]) for s in held}
+    assert not any(tuple(s["input_ids"][:16]) == h[:16] for s in segment for h in held_text)  # never held-out text
