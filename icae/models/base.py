@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from icae.config import Config, ConfigError, ModelArguments
-from icae.models import checkpoint, decoding, kv, layouts
+from icae.models import arguments, checkpoint, decoding, kv, layouts
 from icae.models.loading import load_base_model
 from icae.models.restore import restore_weights
 from icae.models.seed import ChatFrame, chat_frame
@@ -184,6 +184,8 @@ class CompressorBase(nn.Module, abc.ABC):
                  compression_rate: int | None = None) -> Memory:
         """Texts, a padded id tensor with its mask, or a list of id lists -> :class:`Memory`. ``compression_rate``
         overrides ``mean_compression_rate`` for this call (ICAE)."""
+        arguments.check_texts(contexts)
+        arguments.check_compression_rate(compression_rate)
         rows = self._rows(contexts, attention_mask, "contexts")
         check_nonempty(rows, "contexts")
         return self.compress_ids(rows, compression_rate)
@@ -419,6 +421,7 @@ class CompressorBase(nn.Module, abc.ABC):
         """
         if not isinstance(memory, Memory):
             raise ValueError(f"generate reads a Memory (from compress), got {type(memory).__name__}")
+        arguments.check_sampling(sampling)
         prompts = None if prompt_ids is None else self._rows(prompt_ids, prompt_attention_mask, "prompt_ids")
         prefixes = None if prefix_ids is None else self._rows(prefix_ids, None, "prefix_ids")
         inputs = layouts.decoder_inputs(self, memory, mode, prompts, None, prefixes)
@@ -434,6 +437,8 @@ class CompressorBase(nn.Module, abc.ABC):
 
     def reconstruct(self, contexts, **sampling) -> list[str]:
         """Autoencode: compress and decode in the AE layout (default length: the longest context + 8)."""
+        arguments.check_texts(contexts)
+        arguments.check_sampling(sampling)
         rows = self._rows(contexts, None, "contexts")
         sampling.setdefault("max_new_tokens", max(r.numel() for r in rows) + 8)
         ids = self.generate(self.compress(rows), mode="ae", **sampling)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from icae.config import ModelArguments
-from icae.models import lora
+from icae.models import arguments, lora
 from icae.models.base import CompressorBase
 from icae.models.checkpoint import CheckpointError
 from icae.models.lora import DECODER_ADAPTER, ENCODER_ADAPTER
@@ -130,6 +130,8 @@ class ICAE(CompressorBase):
         rate reconstructs worse at another: measure it). ``framed`` (seed layout): frame each context with the chat
         template before cutting it, as the original does for every recipe but agent observations.
         """
+        arguments.check_id_rows(rows, self.vocab_size)
+        arguments.check_compression_rate(compression_rate)
         if not self.args.do_compress:
             return self.token_memory(rows)
         short = {i for i, r in enumerate(rows) if not segments.compresses(self.args, r.numel())}

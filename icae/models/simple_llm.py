@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from icae.config import ModelArguments
-from icae.models import lora
+from icae.models import arguments, lora
 from icae.models.base import CompressorBase
 from icae.models.checkpoint import CheckpointError
 from icae.models.icae import LORA_PREFIX
@@ -34,6 +34,8 @@ class SimpleLLM(CompressorBase):
             self.freeze_for_inference()
 
     def compress_ids(self, rows: list[torch.Tensor], compression_rate: int | None = None) -> Memory:
+        arguments.check_id_rows(rows, self.vocab_size)
+        arguments.check_compression_rate(compression_rate)
         return self.token_memory(rows)  # the full context: nothing to compress
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
