@@ -27,7 +27,8 @@ def importable(ctx: Context) -> tuple[str, Path]:
             rel = ctx.rng.choice(tree.files)
             name, path = rel[:-3], tree.root / rel
         if not name.startswith("_") and not any(name == n or name.startswith(n + ".") for n in NO_IMPORT) \
-                and "._" not in name and "test" not in name:
+                and "._" not in name and "test" not in name and path.is_file() \
+                and all(part.isidentifier() for part in name.split(".")):  # a directory that is no package, too
             return name, path
     return name, path
 
