@@ -115,7 +115,7 @@ def swe_window(path: Path, lines: list[str], line: int, window: int) -> str:
     counts of lines above and below (printed only when non-zero) under the ``[File: ...]`` header."""
     total = len(lines)
     line = max(window // 2, min(line, total - window // 2))  # SWE-agent's _constrain_line: a full window if it can
-    end = max(1, min(total, line + window // 2))
+    end = max(0, min(total, line + window // 2))  # 0 for an empty file: the header alone
     start = max(1, end - window + 1)
     out = [f"[File: {path} ({total} lines total)]"]
     if start > 1:

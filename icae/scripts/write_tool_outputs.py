@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--max-chars", type=int, default=12_000, help="cut each text at a line break within this length")
     p.add_argument("--kinds", nargs="*", default=None, choices=sorted(KIND_WEIGHTS), help="only these kinds")
     p.add_argument("--work-dir", default=None, help="sandbox directory (default: $TMPDIR/icae-tool-outputs)")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep each record's sandbox (its cwd), so that its command can be run again there")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> Path:
     if out.exists():
         print(f"replacing the existing {out}")
     start = time.perf_counter()
-    rows = list(generate(a.split, a.count, a.seed, a.max_chars, a.work_dir, tuple(a.kinds) if a.kinds else None))
+    rows = list(generate(a.split, a.count, a.seed, a.max_chars, a.work_dir, tuple(a.kinds) if a.kinds else None,
+                     a.keep_work))
     atomic_write_jsonl(out, rows)
     kinds = Counter(r["kind"] for r in rows)
     print(f"{out}: {len(rows)} {a.split} records in {time.perf_counter() - start:.0f} s "

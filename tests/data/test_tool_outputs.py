@@ -45,6 +45,7 @@ def test_swe_window_matches_swe_agents_arithmetic():
     assert swe_window(Path("a.py"), lines, 1, 4) == "[File: a.py (10 lines total)]\n1:l1\n2:l2\n3:l3\n4:l4\n(6 more lines below)\n"
     assert swe_window(Path("a.py"), lines, 10, 4).endswith("7:l7\n8:l8\n9:l9\n10:l10\n")
     assert swe_window(Path("a.py"), lines[:3], 2, 100) == "[File: a.py (3 lines total)]\n1:l1\n2:l2\n3:l3\n"
+    assert swe_window(Path("a.py"), [], 1, 100) == "[File: a.py (0 lines total)]\n"
 
 
 def test_cap_cuts_at_a_line_break():
@@ -66,6 +67,9 @@ def _check_open(record):
     out = record["text"].splitlines()
     assert out[0] == f"[File: {(Path(record['cwd']) / rel).resolve()} ({len(source)} lines total)]"
     numbered = [s for s in out[1:] if re.match(r"\d+:", s)]
+    if not source:
+        assert out[1:] == []
+        return
     first = int(numbered[0].split(":")[0])
     assert numbered == [f"{first + k}:{source[first + k - 1]}" for k in range(len(numbered))]
     assert first <= int(line) <= first + len(numbered) - 1 or len(source) == 0
