@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from icae.engines.llamacpp_runtime import LlamaRuntime, RuntimeOptions
+from icae.engines.llamacpp_spans import LlamaCppState, SpanMixin
 from icae.engines.manifest import EMBEDDINGS_NAME, TOKENIZER_DIR, Manifest
-from icae.errors import UserError
 from icae.models import segments
 from icae.models.decoding import SamplingParams
-from icae.models.memory import Memory, Span, as_id_list, check_nonempty
+from icae.models.memory import Memory, as_id_list, check_nonempty
 from icae.models.segments import memory_position_ids, segment_lengths
 
 ENCODER, DECODER = "encoder", "decoder"
@@ -53,7 +53,7 @@ class TokenTable:
         return self._gguf.quants.dequantize(np.asarray(self.data[ids]), self.qtype).astype(np.float32)
 
 
-class LlamaCppICAE:
+class LlamaCppICAE(SpanMixin):
     """An exported ICAE served by llama.cpp (see the module docstring)."""
 
     model_type = "icae"
@@ -170,6 +170,12 @@ class LlamaCppICAE:
             rt.give_back(lanes)
         return slots
 
+    def token_memory(self, rows: list[torch.Tensor]) -> Memory:
+        """The uncompressed memory: the context's own token embeddings at positions 1..L (the full-context
+        baseline)."""
+        return Memory.from_list([torch.from_numpy(self.embed_ids(r.numpy())) for r in rows],
+                                [torch.arange(1, r.numel() + 1) for r in rows], [r.numel() for r in rows])
+
     def compress(self, contexts, attention_mask: torch.Tensor | None = None,
                  compression_rate: int | None = None) -> Memory:
         rows = self._rows(contexts, attention_mask, "contexts")
@@ -192,8 +198,8 @@ class LlamaCppICAE:
             per_pos[owner].append(torch.from_numpy(np.asarray(plan[s][1][-k:], dtype=np.int64)))
         for i, row in enumerate(rows):
             if not per_slots[i]:  # kept as tokens: their embeddings at positions 1..L
-                per_slots[i] = [torch.from_numpy(self.embed_ids(row.numpy()))]
-                per_pos[i] = [torch.arange(1, row.numel() + 1)]
+                kept = self.token_memory([row])
+                per_slots[i], per_pos[i] = [kept.slots[0]], [kept.position_ids[0]]
         return Memory.from_list([torch.cat(x) for x in per_slots], [torch.cat(p) for p in per_pos],
                                 [r.numel() for r in rows])
 
@@ -301,108 +307,11 @@ class LlamaCppICAE:
                 rt.free_sampler(chain)
         return out
 
-    # ----------------------------------------------------------------------------------------- interleaved rows
-    def compress_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None) -> tuple[dict, dict]:
-        """As :meth:`icae.models.CompressorBase.compress_spans`: every distinct compressed span once, ``cache`` by
-        content hash."""
-        memories, todo, hits = {}, {}, 0
-        for row in rows:
-            for span in row:
-                if not span.compress:
-                    continue
-                if span.key in memories or span.key in todo:
-                    hits += 1
-                elif cache is not None and span.key in cache:
-                    memories[span.key] = cache[span.key]
-                    hits += 1
-                else:
-                    todo[span.key] = span.ids
-        if todo:
-            ids = list(todo.values())
-            check_nonempty(ids, "compressed spans")
-            memory = self.compress_for_spans(ids)
-            for j, key in enumerate(todo):
-                slots, pos = memory.sample(j)
-                memories[key] = (slots, pos, ids[j].numel())
-                if cache is not None:
-                    cache[key] = memories[key]
-        return memories, {"compressed": len(todo), "cache_hits": hits}
-
-    def span_row(self, row: Sequence[Span], memories: dict, start: tuple[int, int] = (0, 0)):
-        """Embeddings and positions of one interleaved row after ``start`` = (decoder, uncompressed) positions, as
-        :func:`icae.models.layouts.span_inputs`; returns (embeds, positions, uncompressed length of the row)."""
-        identifiers = self.uses_position_identifiers()
-        parts, pos = [], []
-        actual, virtual = start
-        for span in row:
-            if span.compress:
-                slots, slot_pos, length = memories[span.key]
-                n = slots.shape[0]
-                parts.append(slots.float().cpu().numpy())
-                pos.append(slot_pos.cpu().numpy() + virtual - 1 if identifiers else np.arange(actual, actual + n))
-                virtual += length
-            else:
-                n = span.ids.numel()
-                parts.append(self.embed_ids(span.ids.numpy()))
-                first = virtual if identifiers else actual
-                pos.append(np.arange(first, first + n))
-                virtual += n
-            actual += n
-        if actual == start[0]:
-            raise ValueError("no span has any token")
-        if actual > self.args.model_max_length:
-            raise ValueError(f"decoder input of {actual} positions exceeds model_max_length="
-                             f"{self.args.model_max_length} (cut the history: max_history_tokens)")
-        return np.concatenate(parts), np.concatenate(pos), virtual - start[1]
-
-    def generate_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None,
-                       generator: torch.Generator | None = None, seed: int = 0, **sampling) -> tuple[list, dict]:
-        memories, counts = self.compress_spans(rows, cache)
-        built = [self.span_row(row, memories)[:2] for row in rows]
-        if generator is not None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return self.decode_rows(built, SamplingParams.of(**sampling), seed), counts
-
-    def generate_incremental(self, state: "LlamaCppState | None", spans: Sequence[Span], cache: dict | None = None,
-                             generator: torch.Generator | None = None, transient: Sequence[Span] = (),
-                             seed: int = 0, **sampling) -> tuple[list[int], "LlamaCppState", dict]:
-        """As :meth:`icae.models.CompressorBase.generate_incremental`: extend a kept history (a llama.cpp sequence)
-        by ``spans`` (then ``transient``, for this call only), generate, and return the new ids with the new state.
-        ``state`` stays valid: the new one shares its cached cells (``llama_memory_seq_cp``)."""
-        rt = self.runtime
-        memories, counts = self.compress_spans([[*spans, *transient]], cache)
-        length, virtual = (state.length, state.virtual) if state else (0, 0)
-        embeds, positions, _ = self.span_row([*spans, *transient], memories, (length, virtual))
-        new = len(embeds) - sum(s.ids.numel() for s in transient)
-        lane = rt.borrow(1)[0]
-        fresh = LlamaCppState(self, lane, length + new, virtual + sum(s.ids.numel() for s in spans))
-        if state is not None and length:
-            rt.copy(state.lane, lane, length)
-        if generator is not None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        ids = self.decode_rows([(embeds, positions)], SamplingParams.of(**sampling), seed, [lane], [length],
-                               [fresh.length])[0]
-        return ids, fresh, counts
-
     def reconstruct(self, contexts, **sampling) -> list[str]:
         rows = self._rows(contexts, None, "contexts")
         sampling.setdefault("max_new_tokens", max(r.numel() for r in rows) + 8)
         ids = self.generate(self.compress(rows), mode="ae", **sampling)
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
-
-
-class LlamaCppState:
-    """A kept decoder history: a llama.cpp sequence holding ``length`` inputs, whose uncompressed length is
-    ``virtual``. Its sequence is freed when the state is released or garbage-collected."""
-
-    def __init__(self, model: LlamaCppICAE, lane: int, length: int, virtual: int):
-        import weakref
-
-        self.lane, self.length, self.virtual = lane, length, virtual
-        self._release = weakref.finalize(self, model.runtime.give_back, [lane])
-
-    def release(self) -> None:
-        self._release()
 
 
 def load(directory: str | Path, weights: str = "f32", **options) -> LlamaCppICAE:
