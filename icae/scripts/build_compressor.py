@@ -37,10 +37,24 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STAGE_LOG = "stage_log.json"
 
 
-def train_stage(config, stage: curriculum.Stage) -> None:
+def ensure_sources(config, count: int) -> None:
+    """Write the generated training tool outputs that the config reads and that are missing; refuse other missing
+    sources."""
+    for source in config.pretrain.extra_dataset_repos:
+        if Path(source).exists():
+            continue
+        if not Path(source).name.startswith("tool_outputs"):
+            raise ConfigError([f"extra_dataset_repos: {source} does not exist"], "build config")
+        from icae.scripts import write_tool_outputs  # made once, before the first stage that reads them
+
+        write_tool_outputs.main(["--split", "train", "--out", source, "--seed", str(config.seed), "--count", str(count)])
+
+
+def train_stage(config, stage: curriculum.Stage, tool_outputs: int) -> None:
     """Prepare (once), train (resuming from the stage's latest checkpoint) and save one stage's final weights, with its
     log history (each entry with ``train_seconds``, summed over the stage's legs) beside them."""
     if not Path(config.pretrain.train_output_file).is_dir():
+        ensure_sources(config, tool_outputs)
         prepare(config)
     trainer = pretrain.build_trainer(config)
     clock = TrainingClock()
@@ -67,6 +81,9 @@ def main(argv: list[str] | None = None) -> Path:
                              "curriculum: icae/configs/compressor_long_<rate>x.yaml)")
     parser.add_argument("--work", default="runs/build_compressor", help="corpora, prepared data and checkpoints")
     parser.add_argument("--out", default=None, help="the asset directory (default icae/assets/tiny-icae-<rate>x)")
+    parser.add_argument("--tool_outputs", type=int, default=3000,
+                        help="records of generated training tool outputs, when the recipe's extra_dataset_repos names "
+                             "a missing tool_outputs*.jsonl in the work directory")
     args, rest = parser.parse_known_args(argv)
     work = Path(args.work) / f"{args.rate}x"
     out = Path(args.out) if args.out else ASSETS / f"tiny-icae-{args.rate}x"
@@ -81,13 +98,6 @@ def main(argv: list[str] | None = None) -> Path:
         write_stdlib_corpus(held, "n", "z")
     extra = [str(Path(args.work) / s) if not Path(s).is_absolute() else s for s in config.pretrain.extra_dataset_repos]
     config = config.replace(extra_dataset_repos=extra)  # relative sources live in the work directory
-    for source in extra:
-        if not Path(source).exists() and Path(source).name.startswith("tool_outputs"):
-            from icae.scripts import write_tool_outputs  # the generated training tool outputs, made once
-
-            write_tool_outputs.main(["--split", "train", "--out", source, "--seed", str(config.seed)])
-        elif not Path(source).exists():
-            raise ConfigError([f"extra_dataset_repos: {source} does not exist"], "build config")
     stages = curriculum.plan(config, work) if config.pretrain.curriculum_lengths else None
     if stages is None:  # one run, as the shipped single-segment compressors were built
         return build_single(config, args, rest, out)
@@ -100,7 +110,7 @@ def main(argv: list[str] | None = None) -> Path:
             print(f"stage {stage.index}: {stage.max_steps} steps on contexts of {stage.context_length} tokens "
                   f"({stage.context_length // (config.model.fixed_mem_size * config.model.mean_compression_rate)} "
                   f"segments), from {restore}")
-            train_stage(stage_cfg, stage)
+            train_stage(stage_cfg, stage, args.tool_outputs)
         log = json.loads((stage.final / STAGE_LOG).read_text())
         offset = sum(s.max_steps for s in stages[: stage.index])
         history += [{**h, "step": h.get("step", 0) + offset, "stage": stage.index,
@@ -136,6 +146,7 @@ def ship(final: Path, out: Path, record) -> Path:
 def build_single(config, args, rest, out: Path) -> Path:
     """The single-run build (no curriculum): one pretraining run, resumed from its checkpoints."""
     if not Path(config.pretrain.train_output_file).is_dir():
+        ensure_sources(config, args.tool_outputs)
         prepare(config)
     trainer = pretrain.build_trainer(config)
     clock = TrainingClock()
