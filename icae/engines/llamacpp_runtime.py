@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icae.engines.manifest import POSITION_STREAMS
+from icae.engines.manifest import mrope_positions
 from icae.errors import UserError
 
 _QUIET = None  # the no-op log callback, kept alive for as long as llama.cpp may call it
@@ -166,8 +166,7 @@ class LlamaRuntime:
             b = min(a + step, len(embeds))
             m = b - a
             e = np.ascontiguousarray(embeds[a:b], dtype=np.float32)
-            pos = np.empty(POSITION_STREAMS * m, dtype=np.int32)  # section-major: t, h, w, e
-            pos[:m], pos[m:2 * m], pos[2 * m:] = index[a:b], positions[a:b], 0
+            pos = mrope_positions(index[a:b], positions[a:b])  # (4 m,) section-major: t, h, w, e
             seq = np.ascontiguousarray(seqs[a:b], dtype=np.int32)
             n_seq = np.ones(m, dtype=np.int32)
             flags = np.ascontiguousarray(outputs[a:b], dtype=np.int8)

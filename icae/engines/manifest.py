@@ -28,7 +28,6 @@ TOKENIZER_DIR = "tokenizer"
 FORMAT_VERSION = 1
 WEIGHT_TYPES = ("f32", "f16", "q8_0", "q4_k")
 GGUF_ARCH = "qwen2vl"
-POSITION_STREAMS = 4  # llama.cpp's M-RoPE positions per input: (t, h, w, e), section-major in the batch
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,83 @@
+"""The llama.cpp backend builds the same inputs as the PyTorch ICAE: segments and their position ids, decoder rows
+(AE/FT/LM, native and seed layouts, with and without position identifiers) and interleaved rows. These checks need
+no llama.cpp: the engine's input builders run against the PyTorch model's own embedding table."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TEXTS, make_model
+
+
+def _engine_for(model):
+    """The llama.cpp engine's input side, wired to the PyTorch model's weights (no llama.cpp context)."""
+    from icae.engines.llamacpp import LlamaCppICAE
+
+    engine = LlamaCppICAE.__new__(LlamaCppICAE)
+    table = model.base_causal_lm.get_input_embeddings().weight.detach().float().numpy()
+    engine.args, engine.tokenizer, engine._frame = model.args, model.tokenizer, None
+    engine.memory_embeddings = model.memory_embeddings.detach().float().numpy()
+    engine.special_embeddings = model.special_embeddings.detach().float().numpy()
+    engine.manifest = SimpleNamespace(special_names=model.special_names)
+    engine.embed_ids = lambda ids: table[np.asarray(ids, dtype=np.int64).reshape(-1)]
+    engine.vocab_size = model.vocab_size
+    return engine
+
+
+SETTINGS = [dict(layout="native", use_position_identifiers=True), dict(layout="native", use_position_identifiers=False),
+            dict(layout="seed", use_position_identifiers=True), dict(layout="seed", use_position_identifiers=False)]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s['layout']}-ids{int(s['use_position_identifiers'])}")
+def test_segments_equal_the_models(settings):
+    model = make_model("tiny-qwen2", fixed_mem_size=4, **settings)
+    engine = _engine_for(model)
+    for row in model.tokenize(TEXTS):
+        for rate, framed in ((4, True), (2, False)):
+            ref = model._segment(row, rate, framed)
+            got = engine.segment_plan(row, rate, framed)
+            assert len(got) == len(ref) > 0
+            for (ids, pos), (ref_ids, ref_pos) in zip(got, ref):
+                assert ids.tolist() == ref_ids.tolist() and pos.tolist() == ref_pos.tolist()
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s['layout']}-ids{int(s['use_position_identifiers'])}")
+@pytest.mark.parametrize("mode", ["ae", "ft", "lm"])
+def test_decoder_rows_equal_the_models(settings, mode):
+    model = make_model("tiny-mistral", fixed_mem_size=4, add_special_token_for_lm=mode == "lm", **settings)
+    engine = _engine_for(model)
+    with torch.no_grad():
+        memory = model.compress(TEXTS)
+        prompts = model.tokenize(["# q?\n", "x", "why is it so?\n"])
+        ref = model.decoder_inputs(memory, mode, prompts)
+    for i in range(len(TEXTS)):
+        embeds, pos = engine.decoder_row(memory, i, mode, prompts[i])
+        real = ref["attention_mask"][i].bool()
+        assert pos.tolist() == ref["position_ids"][i][real].tolist()
+        assert np.allclose(embeds, ref["inputs_embeds"][i][real].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("identifiers", [True, False])
+def test_span_rows_equal_the_models(identifiers):
+    from icae.models import Span, layouts
+
+    model = make_model("tiny-qwen2", fixed_mem_size=4, use_position_identifiers=identifiers)
+    engine = _engine_for(model)
+    t = model.tokenize(["user: look\n", TEXTS[2], "assistant:", TEXTS[0]])
+    row = [Span(t[0]), Span(t[1], compress=True), Span(t[2], loss=True), Span(t[3], compress=True)]
+    for start in ((0, 0), (5, 9)):
+        with torch.no_grad():
+            memories, _ = model.compress_spans([row])
+            ref = layouts.span_inputs(model, [row], memories, start)
+        embeds, pos, virtual = engine.span_row(row, memories, start)
+        assert pos.tolist() == ref["position_ids"][0].tolist()
+        assert np.allclose(embeds, ref["inputs_embeds"][0].numpy(), atol=1e-6)
+        assert virtual == sum(s.ids.numel() for s in row)
+
+
+def test_mrope_positions_are_section_major():
+    from icae.engines.manifest import mrope_positions
+
+    assert mrope_positions([0, 1, 2], [7, 2, 0]).tolist() == [0, 1, 2, 7, 2, 0, 0, 0, 0, 0, 0, 0]
