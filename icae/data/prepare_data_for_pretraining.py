@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from icae.config import Config
 from icae.data.sources import SourceError, iter_documents, token_prefix
-from icae.data.split_paths import INFO_NAME, check_prepared_inputs, check_split_outputs
+from icae.data.split_paths import INFO_NAME, check_prepared_inputs, check_split_outputs, load_split
 from icae.data.tasks import Split
 from icae.models.loading import load_tokenizer
 from icae.utils.io import atomic_write_json, temp_dir
@@ -216,10 +216,8 @@ def prepare(config: Config, show_progress: bool = True) -> dict:
 def load_pretraining(config: Config, tokenizer=None) -> Split:
     """The prepared splits (``datasets.Dataset`` of ``{sample_id, input_ids, continuation_ids}``), cut to
     ``max_train_samples`` / ``max_eval_samples``; a clear error when preparation has not run."""
-    from datasets import load_from_disk
-
     check_prepared_inputs(config)
-    train, held = load_from_disk(config.pretrain.train_output_file), load_from_disk(config.pretrain.eval_output_file)
+    train, held = load_split(config.pretrain.train_output_file), load_split(config.pretrain.eval_output_file)
     if config.data.max_train_samples:
         train = train.select(range(min(config.data.max_train_samples, len(train))))
     if config.data.max_eval_samples:

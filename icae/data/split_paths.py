@@ -55,3 +55,20 @@ def check_prepared_inputs(config: Config) -> None:
                             f"files): point it at the prepared split, or run `{PREPARE}`")
     if problems:
         raise ConfigError(problems, "pretraining config")
+
+
+def load_split(path: str | Path):
+    """A prepared split as a ``datasets.Dataset``; an empty one (``eval_size: 0``) too, which ``load_from_disk``
+    cannot read back (it was saved with no shard)."""
+    import json
+
+    from datasets import Dataset, load_from_disk
+
+    try:
+        info = json.loads((Path(path) / INFO_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError([f"{path}: unreadable {INFO_NAME} ({e}); run `{PREPARE}` again"], "pretraining config") from None
+    count = info.get(f"{info.get('split')}_samples") if isinstance(info, dict) else None
+    if count == 0:
+        return Dataset.from_dict({"sample_id": [], "input_ids": [], "continuation_ids": []})
+    return load_from_disk(str(path))

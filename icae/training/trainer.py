@@ -20,6 +20,7 @@ from transformers import Trainer, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, rotate_checkpoints
 
 from icae.config import Config, ConfigError, load_config
+from icae.errors import UserError
 from icae.models.checkpoint import CONFIG_NAME, check_same_meaning
 from icae.models.memory import CompressorOutput
 from icae.training.evaluation import evaluate_pretraining
@@ -134,9 +135,10 @@ class ICAETrainer(Trainer):
         try:
             super()._save_checkpoint(model, trial)  # every rank writes its part under run_dir/.staging/checkpoint-N
         except Exception as e:  # torch.save and safetensors word a full disk in their own ways
-            if is_disk_full(e):
+            if isinstance(e, UserError) or is_disk_full(e):  # the half-written checkpoint goes; the last one stays
                 shutil.rmtree(os.path.join(run_dir, STAGING, name), ignore_errors=True)
-                raise disk_full(os.path.join(run_dir, name), e) from None
+                if not isinstance(e, UserError):
+                    raise disk_full(os.path.join(run_dir, name), e) from None
             raise
         finally:
             self._staging = False
