@@ -64,6 +64,21 @@ class ICAE(CompressorBase):
         if not args.train:
             self.freeze_for_inference()
 
+    @classmethod
+    def from_pretrained(cls, directory, backend: str = "torch", **overrides):
+        """A checkpoint directory (``backend="torch"``), or a GGUF export of one served by llama.cpp
+        (``backend="llamacpp"``: ``icae export --format gguf``; overrides there are ``weights=f32|f16|q8_0|q4_k``
+        and the llama.cpp options of :class:`icae.engines.llamacpp_runtime.RuntimeOptions`). docs/engines.md."""
+        if backend == "llamacpp":
+            from icae.engines.llamacpp import load
+
+            return load(directory, **overrides)
+        if backend != "torch":
+            from icae.errors import UserError
+
+            raise UserError(f"backend must be torch or llamacpp, got {backend!r} (vLLM: icae.engines.vllm.VllmICAE)")
+        return super().from_pretrained(directory, **overrides)
+
     # ----------------------------------------------------------------------------------------- decoder side
     @property
     def has_decoder_adapter(self) -> bool:

@@ -81,3 +81,13 @@ def test_mrope_positions_are_section_major():
     from icae.engines.manifest import mrope_positions
 
     assert mrope_positions([0, 1, 2], [7, 2, 0]).tolist() == [0, 1, 2, 7, 2, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_from_pretrained_backend_choice(tmp_path):
+    from icae.errors import UserError
+    from icae.models import ICAE
+
+    with pytest.raises(UserError, match="backend must be torch or llamacpp"):
+        ICAE.from_pretrained(tmp_path, backend="onnx")
+    with pytest.raises(UserError, match="icae export --format gguf"):  # a directory that is no export says how
+        ICAE.from_pretrained(tmp_path, backend="llamacpp")
