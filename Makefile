@@ -39,8 +39,9 @@ bench-peers: peers
 	$(PY) -m icae.scripts.bench_peers --config_path icae/configs/bench_peers_tiny.yaml
 
 # The llama.cpp backend's environment (.engines/llamacpp): this project, and llama-cpp-python built from source with
-# the machine's cmake and gcc (PyPI has no wheel of it). The build took 20 min on one core of this 2-core machine
-# under load (CMAKE_BUILD_PARALLEL_LEVEL=1; raise it where cores are free). docs/engines.md.
+# the machine's cmake and gcc (PyPI has no wheel of it): 193 compile steps, about 15 min on one free core
+# (CMAKE_BUILD_PARALLEL_LEVEL=1; raise it where cores are free). Compilers here run at idle priority, so on a busy
+# machine the build waits for idle CPU. docs/engines.md.
 LLAMACPP := .engines/llamacpp
 $(LLAMACPP)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LLAMACPP)
