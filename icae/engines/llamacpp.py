@@ -207,6 +207,11 @@ class LlamaCppICAE(SpanMixin):
         return self.compress_ids(rows, framed=False)
 
     # ----------------------------------------------------------------------------------------- decoder
+    def seed_stop_ids(self) -> list[int]:
+        """Seed layout: a turn ends at EOS or at the chat template's end-of-turn token (as the PyTorch ICAE)."""
+        end = [t for t in self.chat_frame.suffix if t in self.tokenizer.all_special_ids][:1]
+        return sorted({self.tokenizer.eos_token_id, *end})
+
     def special_embedding(self, mode: str) -> np.ndarray | None:
         if mode == "lm" and not self.args.add_special_token_for_lm:
             return None
@@ -244,8 +249,7 @@ class LlamaCppICAE(SpanMixin):
         prompts = self._rows(prompt_ids, prompt_attention_mask, "prompt_ids") if prompt_ids is not None else [empty] * batch
         prefixes = self._rows(prefix_ids, None, "prefix_ids") if prefix_ids is not None else [None] * batch
         if self.args.layout == "seed" and "stop_token_ids" not in sampling:
-            end = [t for t in self.chat_frame.suffix if t in self.tokenizer.all_special_ids][:1]
-            sampling["stop_token_ids"] = sorted({self.tokenizer.eos_token_id, *end})
+            sampling["stop_token_ids"] = self.seed_stop_ids()
         params = SamplingParams.of(**sampling)
         rows = [self.decoder_row(memory, i, modes[i], prompts[i], prefixes[i]) for i in range(batch)]
         if seed is None and generator is not None:
@@ -254,17 +258,23 @@ class LlamaCppICAE(SpanMixin):
 
     def decode_rows(self, rows: list[tuple[np.ndarray, np.ndarray]], params: SamplingParams, seed: int = 0,
                     seqs: list[int] | None = None, starts: list[int] | None = None,
-                    keep: list[int] | None = None) -> list[list[int]]:
+                    keep: list[int] | None = None, on_token=None) -> list[list[int]]:
         """Prefill each row ``(embeds (n, hidden), positions (n,))`` into sequence ``seqs[r]`` after its
         ``starts[r]`` cached inputs, then decode one token per unfinished row per llama.cpp pass. Afterwards each
         sequence keeps its first ``keep[r]`` inputs (default ``starts``: nothing new; generated tokens never stay).
+        ``on_token(r, token)``, if given, sees each kept token; True ends row ``r`` there (a stop string, a client
+        gone).
         Without ``seqs``, free sequences are borrowed for the call, as many rows at once as there are."""
         rt, n = self.runtime, len(rows)
         if seqs is None:
             lanes = rt.borrow(max(1, min(n, rt.free_sequences)))
             try:
-                return [ids for a in range(0, n, len(lanes))
-                        for ids in self.decode_rows(rows[a:a + len(lanes)], params, seed + a, lanes[:len(rows[a:a + len(lanes)])])]
+                out = []
+                for a in range(0, n, len(lanes)):
+                    chunk = rows[a:a + len(lanes)]
+                    hook = (lambda r, t, a=a: on_token(a + r, t)) if on_token else None
+                    out += self.decode_rows(chunk, params, seed + a, lanes[:len(chunk)], on_token=hook)
+                return out
             finally:
                 rt.give_back(lanes)
         starts = [0] * n if starts is None else starts
@@ -290,7 +300,8 @@ class LlamaCppICAE(SpanMixin):
                     t = rt.sample(chains[r], logits[j]) if chains else int(np.argmax(logits[j]))
                     if t not in stops:
                         out[r].append(t)
-                        tokens[r] = t
+                        if not (on_token and on_token(r, t)):
+                            tokens[r] = t
                 live = [r for r in live if r in tokens]
                 if not live or produced == allowed:
                     break  # no pass for a token that will not be used
