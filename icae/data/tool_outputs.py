@@ -189,7 +189,12 @@ def _locked(work_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``work_dir`` so that two generators never share its sandboxes."""
     work_dir.mkdir(parents=True, exist_ok=True)
     with open(work_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another tool-output generator using {work_dir} (or pass another work_dir)",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
