@@ -83,7 +83,7 @@ CASES = [
     (["pretrain", "--config_path", "{root}/loop_a.yaml"], "Too many levels of symbolic links"),
     (["pretrain", "--config_path", "/proc/self/mem"], "cannot read config file /proc/self/mem"),
     (["pretrain", "--config_path", "{root}/bomb.yaml"], "aliases expand to more than"),
-    (["config", f"nope={'x' * 5000}"], "unknown key 'nope'"),
+    (["config", f"fixed_mem_size={'x' * 5000}"], "fixed_mem_size: expected int, got 'xxxx"),
     (["config", f"lr_scheduler_type={'y' * 5000}"], "characters) is not one of"),
     # 6. malformed data: the file, the record and what to change
     (["inference-squad", *TINY, "task=qa", "dataset_repo={root}/squad_no_id.json"], "data[0].paragraphs[0].qas[0]: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import stat
 import types
 import typing
@@ -99,7 +100,9 @@ class Config:
         return TrainingArguments(**kwargs)
 
 
+@functools.lru_cache(maxsize=None)
 def _training_fields() -> dict[str, Any]:
+    """TrainingArguments' keys and their annotations, resolved once (read only)."""
     from transformers import TrainingArguments
 
     hints = typing.get_type_hints(TrainingArguments)
@@ -107,6 +110,13 @@ def _training_fields() -> dict[str, Any]:
     typed = typing.get_type_hints(TrainingKeys)
     fields.update({f.name: typed[f.name] for f in dataclasses.fields(TrainingKeys) if f.name != "extra"})
     return fields
+
+
+@functools.lru_cache(maxsize=None)
+def _section_fields() -> dict[str, tuple[str, Any]]:
+    """Each section key -> (its section, its annotation)."""
+    return {f.name: (name, typing.get_type_hints(cls)[f.name])
+            for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
 def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
@@ -249,8 +259,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     raw.update(overrides or {})
     raw = {ALIASES.get(k, k): v for k, v in raw.items()}
 
-    owners = {f.name: (name, typing.get_type_hints(cls)[f.name])
-              for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    owners = _section_fields()
     training_fields = _training_fields()
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     training: dict[str, Any] = {}
