@@ -208,7 +208,8 @@ class LlamaRuntime:
         view[:, 1] = logits
         view[:, 2] = 0.0
         view.view(np.int32)[:, 0] = np.arange(len(logits), dtype=np.int32)
-        array = L.llama_token_data_array(data=data, size=len(logits), selected=-1, sorted=False)
+        array = L.llama_token_data_array(data=ctypes.cast(data, L.llama_token_data_p), size=len(logits), selected=-1,
+                                         sorted=False)
         L.llama_sampler_apply(chain, ctypes.byref(array))
         return int(data[array.selected].id)
 

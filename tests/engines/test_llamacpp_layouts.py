@@ -2,28 +2,12 @@
 (AE/FT/LM, native and seed layouts, with and without position identifiers) and interleaved rows. These checks need
 no llama.cpp: the engine's input builders run against the PyTorch model's own embedding table."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from tests.conftest import TEXTS, make_model
-
-
-def _engine_for(model):
-    """The llama.cpp engine's input side, wired to the PyTorch model's weights (no llama.cpp context)."""
-    from icae.engines.llamacpp import LlamaCppICAE
-
-    engine = LlamaCppICAE.__new__(LlamaCppICAE)
-    table = model.base_causal_lm.get_input_embeddings().weight.detach().float().numpy()
-    engine.args, engine.tokenizer, engine._frame = model.args, model.tokenizer, None
-    engine.memory_embeddings = model.memory_embeddings.detach().float().numpy()
-    engine.special_embeddings = model.special_embeddings.detach().float().numpy()
-    engine.manifest = SimpleNamespace(special_names=model.special_names)
-    engine.embed_ids = lambda ids: table[np.asarray(ids, dtype=np.int64).reshape(-1)]
-    engine.vocab_size = model.vocab_size
-    return engine
+from tests.engines.fakes import engine_for as _engine_for
 
 
 SETTINGS = [dict(layout="native", use_position_identifiers=True), dict(layout="native", use_position_identifiers=False),
