@@ -1,6 +1,6 @@
 """The command kinds of :mod:`icae.data.tool_outputs` that read a tree: listings, searches, file views, pip, JSON and
 ``py_compile`` errors. Each takes a :class:`Context` and returns the :class:`Output` of one command it really ran
-(``open`` formats SWE-agent's window from the real file, as SWE-agent's own tool does)."""
+(SWE-agent's own tools, ``open`` and the searches, are in :mod:`icae.data.tool_swe`)."""
 
 from __future__ import annotations
 
@@ -108,31 +108,6 @@ def find(ctx: Context) -> Output:
         tests = ["-name", "*.py", "-size", f"+{ctx.rng.choice([4, 8, 16, 32])}k"]
     command = ["find", base, *tests, "-not", "-path", "*/__pycache__*"]
     return Output("find", command, tree.root, run(command, tree.root, ctx.env))
-
-
-def swe_window(path: Path, lines: list[str], line: int, window: int) -> str:
-    """SWE-agent's ``open``/``goto`` view: the window around ``line`` (1-based), numbered ``N:code``, with the
-    counts of lines above and below (printed only when non-zero) under the ``[File: ...]`` header."""
-    total = len(lines)
-    line = max(window // 2, min(line, total - window // 2))  # SWE-agent's _constrain_line: a full window if it can
-    end = max(0, min(total, line + window // 2))  # 0 for an empty file: the header alone
-    start = max(1, end - window + 1)
-    out = [f"[File: {path} ({total} lines total)]"]
-    if start > 1:
-        out.append(f"({start - 1} more lines above)")
-    out += [f"{i}:{lines[i - 1]}" for i in range(start, end + 1)]
-    if total > end:
-        out.append(f"({total - end} more lines below)")
-    return "\n".join(out) + "\n"
-
-
-def open_window(ctx: Context) -> Output:
-    tree, rel = pick_file(ctx)
-    lines = read(tree.root / rel).splitlines()
-    line = ctx.rng.randint(1, max(1, len(lines)))
-    window = ctx.rng.choice([100, 100, 100, 50, 30, 200])
-    text = swe_window((tree.root / rel).resolve(), lines, line, window)
-    return Output("open", ["open", rel, str(line)], tree.root, text)
 
 
 def files(ctx: Context) -> Output:
@@ -299,11 +274,11 @@ def json_tool(ctx: Context) -> Output:
 
 
 def _kinds() -> dict:
-    from icae.data import tool_runs
+    from icae.data import tool_runs, tool_swe
 
-    return {"ls": ls, "grep": grep, "find": find, "open": open_window, "files": files, "pip": pip,
-            "py_compile": py_compile, "json": json_tool, "pytest": tool_runs.pytest, "traceback": tool_runs.traceback,
-            "git": tool_runs.git}
+    return {"ls": ls, "grep": grep, "find": find, "open": tool_swe.open_window, "swe_search": tool_swe.swe_search,
+            "files": files, "pip": pip, "py_compile": py_compile, "json": json_tool, "pytest": tool_runs.pytest,
+            "traceback": tool_runs.traceback, "git": tool_runs.git}
 
 
 KINDS = _kinds()

@@ -8,13 +8,14 @@ them (interleaved as printed, cut at a line boundary to ``max_chars`` when longe
 ``command`` the command line (``shlex``-quoted) that was run in ``cwd``. Commands run with ``subprocess`` (never a
 shell), a timeout each, a fixed environment (``LC_ALL=C.UTF-8``, ``TZ=UTC``, ``PYTHONHASHSEED=0``, no bytecode
 written, ``python``/``pip``/``pytest`` resolved in the running interpreter's environment, git's user config ignored);
-commands that write run inside a sandbox copy under ``work_dir`` (default ``$TMPDIR/icae-tool-outputs``, locked while
-a generator runs, each record's sandbox ``work_dir/<index>`` removed afterwards unless ``keep_work``).
+commands that write run inside a sandbox copy ``work_dir/<split>-<seed>/<index>`` (``work_dir`` defaults to
+``$TMPDIR/icae-tool-outputs``; ``<split>-<seed>`` is locked while a generator writes it, so that only two runs of the
+same split and seed wait for each other), removed afterwards unless ``keep_work``.
 
 Kinds (see :mod:`icae.data.tool_kinds` and :mod:`icae.data.tool_runs`): ``ls`` (``ls -la``/``-lah``/``-R`` of a
 sandbox copy, every mtime set to a fixed time from the seed), ``grep`` (``grep -rn``/``-rnw``/``-rl``/``-c`` of an
-identifier drawn from the tree), ``find``, ``open`` (a window in SWE-agent's ``open`` format, formatted here from the
-real file), ``files`` (``wc -l``, ``head -n``, ``cat``, ``cat -n``, ``sed -n``), ``pytest`` (a test file importing a
+identifier drawn from the tree), ``find``, ``open`` and ``swe_search`` (SWE-agent's ``open`` window and its
+``search_dir``/``search_file``/``find_file``, formatted here from the real files as SWE-agent prints them), ``files`` (``wc -l``, ``head -n``, ``cat``, ``cat -n``, ``sed -n``), ``pytest`` (a test file importing a
 real module, with failing and passing tests, run with ``-p no:cacheprovider``), ``traceback`` (a ``reproduce.py``
 raising a real exception from a real library call), ``git`` (a sandbox copy committed, really edited, then
 ``git log --stat``/``git diff``/``git status``...; names and dates fixed so hashes are deterministic), ``pip``
@@ -67,8 +68,8 @@ HELDOUT_ONLY = ("grep -C/-A", "tail -n", "git show")
 EXCLUDED_STDLIB_DIRS = SKIPPED + DOWNSTREAM + ("test", "idlelib", "tkinter", "turtledemo")
 TIME_PATTERN = re.compile(r"\b\d+\.\d\ds\b( \(\d+:\d\d:\d\d\))?")  # pytest's "in 0.12s" / "in 61.02s (0:01:01)"
 TIMEOUT_S = 60
-KIND_WEIGHTS = {"ls": 8, "grep": 12, "find": 7, "open": 12, "files": 10, "pytest": 10, "traceback": 12, "git": 10,
-                "pip": 3, "py_compile": 7, "json": 7}
+KIND_WEIGHTS = {"ls": 8, "grep": 11, "find": 6, "open": 12, "swe_search": 6, "files": 9, "pytest": 10,
+                "traceback": 12, "git": 10, "pip": 3, "py_compile": 6, "json": 7}
 FIXED_TIME = 1_715_942_573  # 2024-05-17 10:42:53 UTC: the base mtime of sandbox copies and the first commit
 
 
@@ -227,7 +228,7 @@ def generate(split: str, count: int, seed: int = 0, max_chars: int = 12_000, wor
     if count < 1 or max_chars < 100:
         raise UserError(f"count must be >= 1 (got {count}) and max_chars >= 100 (got {max_chars})")
     trees = split_trees(split)
-    work_dir = Path(work_dir or default_work_dir()).resolve()
+    work_dir = Path(work_dir or default_work_dir()).resolve() / f"{split}-{seed}"
     with _locked(work_dir):
         home = work_dir / "home"
         home.mkdir(exist_ok=True)

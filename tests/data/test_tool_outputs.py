@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from icae.data.corpus import base_corpus_files, stdlib_dir
-from icae.data.tool_kinds import KINDS, swe_window
+from icae.data.tool_kinds import KINDS
+from icae.data.tool_swe import file_lines, find_file, open_line, search_dir, search_file, swe_window
 from icae.data.tool_outputs import (KIND_WEIGHTS, TIME_PATTERN, cap, command_env, draw_kind, generate, record_rng,
                                     split_trees)
 from icae.scripts import entry
@@ -37,15 +38,42 @@ def test_splits_read_disjoint_trees_and_train_reads_only_the_training_corpus():
 
 
 def test_swe_window_matches_swe_agents_arithmetic():
+    """Hand-computed from SWE-agent's shell functions: ``open F N`` sets CURRENT_LINE = max(N + W/2 - floor(W/6), 1),
+    keeps it within [W/2, total - W/2], prints ``head -n CURRENT_LINE + W/2 | tail -n W``."""
     lines = [f"l{i}" for i in range(1, 11)]
-    # line 6, window 4: SWE-agent prints lines max(6 + 2, 2) - 4 + 1 .. 8, 6 - 2 = 4 above, 10 - 6 - 2 = 2 below
-    assert swe_window(Path("/r/a.py"), lines, 6, 4) == (
-        "[File: /r/a.py (10 lines total)]\n(4 more lines above)\n5:l5\n6:l6\n7:l7\n8:l8\n(2 more lines below)\n")
-    # at the top nothing is above (and no "(0 more lines above)" line); at the end nothing below
-    assert swe_window(Path("a.py"), lines, 1, 4) == "[File: a.py (10 lines total)]\n1:l1\n2:l2\n3:l3\n4:l4\n(6 more lines below)\n"
-    assert swe_window(Path("a.py"), lines, 10, 4).endswith("7:l7\n8:l8\n9:l9\n10:l10\n")
-    assert swe_window(Path("a.py"), lines[:3], 2, 100) == "[File: a.py (3 lines total)]\n1:l1\n2:l2\n3:l3\n"
-    assert swe_window(Path("a.py"), [], 1, 100) == "[File: a.py (0 lines total)]\n"
+    assert open_line(6, 4) == 8 and open_line(3, 6) == 5 and open_line(None, 100) == 50 and open_line(1, 30) == 11
+    # W=4, open 6: CURRENT_LINE 8, 6 lines above, lines 7-10, none below (no "(0 more lines below)" line)
+    assert swe_window(Path("/r/a.py"), lines, open_line(6, 4), 4) == (
+        "[File: /r/a.py (10 lines total)]\n(6 more lines above)\n7:l7\n8:l8\n9:l9\n10:l10\n")
+    # W=6, open 3: CURRENT_LINE 5, 2 above, lines 3-8, 2 below
+    assert swe_window(Path("a.py"), lines, open_line(3, 6), 6) == (
+        "[File: a.py (10 lines total)]\n(2 more lines above)\n3:l3\n4:l4\n5:l5\n6:l6\n7:l7\n8:l8\n"
+        "(2 more lines below)\n")
+    # W=4, open without a line: CURRENT_LINE 2, lines 1-4, 6 below
+    assert swe_window(Path("a.py"), lines, open_line(None, 4), 4) == (
+        "[File: a.py (10 lines total)]\n1:l1\n2:l2\n3:l3\n4:l4\n(6 more lines below)\n")
+    assert swe_window(Path("a.py"), lines[:3], open_line(2, 100), 100) == "[File: a.py (3 lines total)]\n1:l1\n2:l2\n3:l3\n"
+    assert swe_window(Path("a.py"), [], open_line(None, 100), 100) == "[File: a.py (0 lines total)]\n"
+    assert file_lines("a\x0cb\nc\n") == ["a\x0cb", "c"] and file_lines("a\nb") == ["a", "b"] and file_lines("") == []
+
+
+def test_swe_searches_match_grep_and_find(tmp_path):
+    """search_dir/search_file counts and lines equal grep's on a hand-made tree; find_file lists find's paths."""
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\nspam = x\nprint(spam, spam)\n")
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("spam\n")
+    (tmp_path / "pkg" / ".hidden.py").write_text("spam\n")  # SWE-agent's find skips hidden paths
+    (tmp_path / "pkg" / "c.bin").write_bytes(b"spam\0")  # and grep -I binary files
+    root = (tmp_path / "pkg").resolve()
+    assert search_dir("spam", root) == (
+        f'Found 3 matches for "spam" in {root}:\n{root}/a.py (2 matches)\n{root}/sub/b.py (1 matches)\n'
+        f'End of matches for "spam" in {root}\n')
+    assert search_dir("eggs", root) == f'No matches found for "eggs" in {root}\n'
+    assert search_file("spam", root / "a.py") == (
+        f'Found 2 matches for "spam" in {root}/a.py:\nLine 2:spam = x\nLine 3:print(spam, spam)\n'
+        f'End of matches for "spam" in {root}/a.py\n')
+    found = subprocess.run(["find", str(root), "-type", "f", "-name", "b.py"], capture_output=True, text=True).stdout
+    assert find_file("b.py", root, found.splitlines()) == f'Found 1 matches for "b.py" in {root}:\n{root}/sub/b.py\n'
 
 
 def test_cap_cuts_at_a_line_break():
@@ -62,19 +90,25 @@ def test_every_kind_is_drawn_in_a_default_mix():
 
 def _check_open(record):
     """An ``open`` record against the file, read independently: header, counts above/below, numbered lines."""
-    rel, line = shlex.split(record["command"])[1:]
-    source = (Path(record["cwd"]) / rel).read_text(encoding="utf-8", errors="replace").splitlines()
+    rel, *line = shlex.split(record["command"])[1:]
+    path = (Path(record["cwd"]) / rel).resolve()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    source = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
     out = record["text"].splitlines()
-    assert out[0] == f"[File: {(Path(record['cwd']) / rel).resolve()} ({len(source)} lines total)]"
-    numbered = [s for s in out[1:] if re.match(r"\d+:", s)]
+    assert out[0] == f"[File: {path} ({len(source)} lines total)]"
+    numbered = [s for s in record["text"].split("\n") if re.match(r"\d+:", s)]
     if not source:
         assert out[1:] == []
         return
     first = int(numbered[0].split(":")[0])
     assert numbered == [f"{first + k}:{source[first + k - 1]}" for k in range(len(numbered))]
-    assert first <= int(line) <= first + len(numbered) - 1 or len(source) == 0
-    above = [s for s in out if s.endswith("more lines above)")]
-    assert above == ([f"({first - 1} more lines above)"] if first > 1 else [])
+    last = first + len(numbered) - 1
+    assert (not line and first == 1) or first <= int(line[0]) <= last
+    assert ([s for s in out if s.endswith("more lines above)")] == ([f"({first - 1} more lines above)"] if first > 1
+                                                                      else []))
+    if not record["truncated"]:  # a cut window lacks its last lines and the count below
+        assert ([s for s in out if s.endswith("more lines below)")] == ([f"({len(source) - last} more lines below)"]
+                                                                          if last < len(source) else []))
 
 
 def _check_reruns(split, kinds, tmp_path):
@@ -86,6 +120,9 @@ def _check_reruns(split, kinds, tmp_path):
         assert record["kind"] == kind and record["text"].strip()
         if kind == "open":
             _check_open(record)
+            continue
+        if kind == "swe_search":  # SWE-agent's tools: checked against their formats by the test above
+            assert record["text"].startswith(("Found ", "No matches found for ", "More than "))
             continue
         argv = shlex.split(record["command"])
         rerun = subprocess.run(argv, cwd=record["cwd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -105,7 +142,7 @@ def test_each_kind_reruns_to_the_same_text(tmp_path):
 
 
 def test_held_out_commands_rerun_to_the_same_text(tmp_path):
-    _check_reruns("heldout", ("grep", "files", "ls", "git", "open"), tmp_path)
+    _check_reruns("heldout", ("grep", "files", "ls", "git", "open", "swe_search"), tmp_path)
 
 
 @pytest.mark.slow
