@@ -170,6 +170,19 @@ def quantize_with_llamacpp(source: Path, out: Path, weight_type: str) -> bool:
     return True
 
 
+def add_quantized(directory: str | Path, weight_type: str) -> Path:
+    """Add ``weight_type`` (q8_0 | q4_k) to an export that has f32 weights, with llama.cpp's quantizer."""
+    directory = Path(directory)
+    manifest = Manifest.load(directory)
+    out = directory / f"base-{weight_type}.gguf"
+    if not quantize_with_llamacpp(manifest.weight_file(directory, "f32"), out, weight_type):
+        raise UserError(f"{weight_type} quantization needs llama.cpp's quantizer: run `make llamacpp`")
+    import dataclasses
+
+    dataclasses.replace(manifest, weights={**manifest.weights, weight_type: out.name}).save(directory)
+    return out
+
+
 def export_gguf(checkpoint: str | Path, out: str | Path, types: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k"),
                 overwrite: bool = False) -> Path:
     """Write the export directory ``out`` (built in a temporary directory and renamed into place)."""

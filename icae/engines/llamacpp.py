@@ -27,7 +27,6 @@ from icae.engines.manifest import EMBEDDINGS_NAME, TOKENIZER_DIR, Manifest
 from icae.models import segments
 from icae.models.decoding import SamplingParams
 from icae.models.memory import Memory, as_id_list, check_nonempty
-from icae.models.segments import memory_position_ids, segment_lengths
 
 ENCODER, DECODER = "encoder", "decoder"
 
@@ -119,31 +118,12 @@ class LlamaCppICAE(SpanMixin):
         return segments.memory_length(self.args, num_tokens)
 
     # ----------------------------------------------------------------------------------------- encoder
-    def segment_plan(self, row: torch.Tensor, rate: int, framed: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One context -> its segments' token ids and the position ids of ``[tokens; k memory tokens]``, as
-        :meth:`icae.models.ICAE._segment` cuts them."""
-        from icae.models.seed import seed_memory_positions, seed_segments
+    def segment_plan(self, row: torch.Tensor, rate: int, framed: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One context -> its segments' token ids and the position ids of ``[tokens; k memory tokens]``: the PyTorch
+        ICAE's own cutting (it reads only ``args`` and ``chat_frame``)."""
+        from icae.models.icae import ICAE
 
-        k, identifiers = self.args.fixed_mem_size, self.args.use_position_identifiers
-        out = []
-        if self.args.layout == "seed":
-            ids = np.asarray(self.chat_frame.wrap(row.tolist()) if framed else row.tolist(), dtype=np.int64)
-            for a, b in seed_segments(len(ids), k, rate):
-                n = b - a
-                pos = (np.concatenate([np.arange(1, n + 1), seed_memory_positions(n, k).numpy()]) if identifiers
-                       else np.arange(n + k))
-                out.append((ids[a:b], pos))
-            return out
-        ids, start = row.numpy(), 0
-        for n in segment_lengths(len(ids), k, rate):
-            if identifiers:
-                pos = np.concatenate([np.arange(start + 1, start + n + 1),
-                                      memory_position_ids(start + 1, start + n, k).numpy()])
-            else:
-                pos = np.arange(n + k)
-            out.append((ids[start:start + n], pos))
-            start += n
-        return out
+        return ICAE._segment(self, row, rate, framed)
 
     def encode_segments(self, plan: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Slots ``(k, hidden)`` of each segment; up to ``n_seq_max`` segments per llama.cpp pass."""
@@ -154,10 +134,10 @@ class LlamaCppICAE(SpanMixin):
         try:
             for g in range(0, len(plan), len(lanes)):
                 parts = plan[g:g + len(lanes)]
-                embeds = np.concatenate([np.concatenate([self.embed_ids(ids), self.memory_embeddings])
+                embeds = np.concatenate([np.concatenate([self.embed_ids(ids.numpy()), self.memory_embeddings])
                                          for ids, _ in parts])
                 index = np.concatenate([np.arange(len(ids) + k) for ids, _ in parts])
-                positions = np.concatenate([pos for _, pos in parts])
+                positions = np.concatenate([pos.numpy() for _, pos in parts])
                 seqs = np.concatenate([np.full(len(ids) + k, lanes[s]) for s, (ids, _) in enumerate(parts)])
                 outputs = np.concatenate([np.r_[np.zeros(len(ids), bool), np.ones(k, bool)] for ids, _ in parts])
                 try:
@@ -195,7 +175,7 @@ class LlamaCppICAE(SpanMixin):
         per_slots, per_pos = [[] for _ in rows], [[] for _ in rows]
         for s, owner in enumerate(owners):
             per_slots[owner].append(torch.from_numpy(slots[s]))
-            per_pos[owner].append(torch.from_numpy(np.asarray(plan[s][1][-k:], dtype=np.int64)))
+            per_pos[owner].append(plan[s][1][-k:].long())
         for i, row in enumerate(rows):
             if not per_slots[i]:  # kept as tokens: their embeddings at positions 1..L
                 kept = self.token_memory([row])
@@ -212,32 +192,30 @@ class LlamaCppICAE(SpanMixin):
         end = [t for t in self.chat_frame.suffix if t in self.tokenizer.all_special_ids][:1]
         return sorted({self.tokenizer.eos_token_id, *end})
 
-    def special_embedding(self, mode: str) -> np.ndarray | None:
+    # What icae.models.layouts reads from a model, so that the decoder rows are built by the project's own code.
+    dtype, device = torch.float32, torch.device("cpu")
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.embed_ids(ids.cpu().numpy()))
+
+    def special_embedding(self, mode: str) -> torch.Tensor | None:
         if mode == "lm" and not self.args.add_special_token_for_lm:
             return None
-        return self.special_embeddings[self.manifest.special_names.index(mode)][None]
+        return torch.from_numpy(self.special_embeddings[self.manifest.special_names.index(mode)][None])
+
+    def decoder_rows(self, memory: Memory, modes: list[str], prompts: list[torch.Tensor],
+                     prefixes: list[torch.Tensor] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Embeddings ``(n_i, hidden)`` and position ids ``(n_i,)`` of each row: what
+        :func:`icae.models.layouts.decoder_inputs` builds (no targets: generation), padding removed."""
+        from icae.models import layouts
+
+        inputs = layouts.decoder_inputs(self, memory, modes, prompts, None, prefixes)
+        real = inputs["attention_mask"].bool()
+        return [(e[m].numpy(), p[m].numpy()) for e, p, m in zip(inputs["inputs_embeds"], inputs["position_ids"], real)]
 
     def decoder_row(self, memory: Memory, i: int, mode: str, prompt: torch.Tensor,
                     prefix: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings ``(n, hidden)`` and position ids ``(n,)`` of one row, as
-        :func:`icae.models.layouts.decoder_inputs` builds it (no targets: generation)."""
-        slots, slot_pos = (x.cpu() for x in memory.sample(i))
-        slots = slots.float().numpy()
-        if self.args.layout == "seed":
-            frame, p = self.chat_frame, prompt.tolist()
-            before = [*frame.user_prefix, *([] if prefix is None else prefix.tolist())]
-            inside, outside = ([], p) if mode == "lm" else (p, [])
-            after = [*inside, *frame.suffix, *frame.assistant_prefix, *outside]
-            embeds = np.concatenate([self.embed_ids(before), slots, self.embed_ids(after)])
-            return embeds, np.arange(len(embeds))
-        special = self.special_embedding(mode)
-        parts = [slots] + ([special] if special is not None else []) + [self.embed_ids(prompt.numpy())]
-        embeds = np.concatenate(parts)
-        n_after = len(embeds) - len(slots)
-        if self.uses_position_identifiers():
-            start = 0 if mode == "ae" else int(memory.context_lengths[i]) + 1
-            return embeds, np.concatenate([slot_pos.numpy(), np.arange(start, start + n_after)])
-        return embeds, np.arange(len(embeds))
+        return self.decoder_rows(memory.select([i]), [mode], [prompt], None if prefix is None else [prefix])[0]
 
     def generate(self, memory: Memory, prompt_ids=None, mode: "str | Sequence[str]" = "ft", prompt_attention_mask=None,
                  generator: torch.Generator | None = None, prefix_ids=None, seed: int | None = None,
@@ -247,11 +225,11 @@ class LlamaCppICAE(SpanMixin):
         modes = [mode] * batch if isinstance(mode, str) else list(mode)
         empty = torch.zeros(0, dtype=torch.long)
         prompts = self._rows(prompt_ids, prompt_attention_mask, "prompt_ids") if prompt_ids is not None else [empty] * batch
-        prefixes = self._rows(prefix_ids, None, "prefix_ids") if prefix_ids is not None else [None] * batch
+        prefixes = self._rows(prefix_ids, None, "prefix_ids") if prefix_ids is not None else None
         if self.args.layout == "seed" and "stop_token_ids" not in sampling:
             sampling["stop_token_ids"] = self.seed_stop_ids()
         params = SamplingParams.of(**sampling)
-        rows = [self.decoder_row(memory, i, modes[i], prompts[i], prefixes[i]) for i in range(batch)]
+        rows = self.decoder_rows(memory, modes, prompts, prefixes)
         if seed is None and generator is not None:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         return self.decode_rows(rows, params, seed or 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from icae.models.decoding import SamplingParams
@@ -44,30 +43,12 @@ class SpanMixin:
 
     def span_row(self, row: Sequence[Span], memories: dict, start: tuple[int, int] = (0, 0)):
         """Embeddings and positions of one interleaved row after ``start`` = (decoder, uncompressed) positions, as
-        :func:`icae.models.layouts.span_inputs`; returns (embeds, positions, uncompressed length of the row)."""
-        identifiers = self.uses_position_identifiers()
-        parts, pos = [], []
-        actual, virtual = start
-        for span in row:
-            if span.compress:
-                slots, slot_pos, length = memories[span.key]
-                n = slots.shape[0]
-                parts.append(slots.float().cpu().numpy())
-                pos.append(slot_pos.cpu().numpy() + virtual - 1 if identifiers else np.arange(actual, actual + n))
-                virtual += length
-            else:
-                n = span.ids.numel()
-                parts.append(self.embed_ids(span.ids.numpy()))
-                first = virtual if identifiers else actual
-                pos.append(np.arange(first, first + n))
-                virtual += n
-            actual += n
-        if actual == start[0]:
-            raise ValueError("no span has any token")
-        if actual > self.args.model_max_length:
-            raise ValueError(f"decoder input of {actual} positions exceeds model_max_length="
-                             f"{self.args.model_max_length} (cut the history: max_history_tokens)")
-        return np.concatenate(parts), np.concatenate(pos), virtual - start[1]
+        :func:`icae.models.layouts.span_inputs` builds them; returns (embeds, positions, uncompressed length)."""
+        from icae.models import layouts
+
+        inputs = layouts.span_inputs(self, [row], memories, start)
+        return (inputs["inputs_embeds"][0].numpy(), inputs["position_ids"][0].numpy(),
+                sum(span.ids.numel() for span in row))
 
     def generate_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None,
                        generator: torch.Generator | None = None, seed: int = 0, **sampling) -> tuple[list, dict]:
