@@ -220,6 +220,10 @@ class PretrainArguments(Section):
         "More training sources (local files/directories or hub ids) whose documents join dataset_repo's, e.g. the "
         "generated tool outputs of `python -m icae.scripts.write_tool_outputs`.", default_factory=list
     )
+    extra_dataset_share: Optional[float] = _help(
+        "Share of the training tokens that extra_dataset_repos make up: dataset_repo is read only until its tokens are "
+        "(1 - share) / share times theirs (and token_num). None: every document of every source.", None
+    )
     segment_sample_ratio: float = _help(
         "Share of the training samples that are one-segment windows (fixed_mem_size * mean_compression_rate tokens) "
         "of the same documents, added beside the context_length samples so that long-context training keeps reading "
@@ -243,6 +247,8 @@ class PretrainArguments(Section):
 
     def problems(self) -> list[str]:
         out = _at_least(self, 1, "context_length", "token_num", optional=True)
+        if self.extra_dataset_share is not None and not 0.0 < self.extra_dataset_share < 1.0:
+            out.append(f"extra_dataset_share must be in (0, 1) or null, got {self.extra_dataset_share}")
         if not 0.0 <= self.segment_sample_ratio < 1.0:
             out.append(f"segment_sample_ratio must be in [0, 1), got {self.segment_sample_ratio}")
         lengths, steps, sizes = self.curriculum_lengths, self.curriculum_steps, self.curriculum_batch_sizes

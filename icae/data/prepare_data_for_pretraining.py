@@ -132,10 +132,16 @@ def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tupl
     data, pre = config.data, config.pretrain
     context, continuation = sample_lengths(config)
     seed = config.seed
-    docs, total = _documents(config, tokenizer, data.dataset_repo, show_progress, pre.token_num, pre.long_text_cache)
+    extra_docs, extra_tokens = [], 0
     for extra in pre.extra_dataset_repos:  # more training text (tool outputs): every document joins the pool
         more, tokens = _documents(config, tokenizer, extra, show_progress, None)
-        docs, total = docs + more, total + tokens
+        extra_docs, extra_tokens = extra_docs + more, extra_tokens + tokens
+    budget = pre.token_num
+    if extra_docs and pre.extra_dataset_share:  # the main source is cut so that the extra text is the asked share
+        share = round(extra_tokens * (1.0 - pre.extra_dataset_share) / pre.extra_dataset_share)
+        budget = min(budget, share) if budget is not None else share
+    docs, total = _documents(config, tokenizer, data.dataset_repo, show_progress, budget, pre.long_text_cache)
+    docs, total = docs + extra_docs, total + extra_tokens
     rng = random.Random(seed)
     rng.shuffle(docs)
     if data.eval_dataset_repo:
@@ -171,6 +177,7 @@ def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tupl
         "context_length": context,
         "continuation_length": continuation,
         "extra_sources": list(pre.extra_dataset_repos),
+        "extra_tokens": extra_tokens,
         "segment_samples": len(short),
         "train_samples": len(train),
         "eval_samples": len(held),

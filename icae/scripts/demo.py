@@ -7,7 +7,10 @@
    back. Reported at each rate: held-out BLEU-1 and exact match of the greedy reconstruction, and the teacher-forced
    token accuracy, beside the no-memory baseline (the same decoder with the slots removed: what its language-model
    prior alone reconstructs); three examples, original beside reconstruction.
-2. A short live training from scratch with the same recipe (the config), measured the same way before and after.
+2. A long held-out tool output (a ``pytest`` failure or a traceback of a few hundred tokens, made by running commands
+   over trees no compressor trained on) compressed by each shipped compressor and read back **whole** from all its
+   slots at once (how the server and every downstream task read it), beside segment by segment and no memory.
+3. A short live training from scratch with the same recipe (the config), measured the same way before and after.
 
 Writes the metrics JSON (``shipped``, ``before``, ``after``, ``no_memory_*``, examples, log history), a loss-curve
 PNG, and the live run's checkpoint.
@@ -15,6 +18,7 @@ PNG, and the live run's checkpoint.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from icae.data.prepare_data_for_pretraining import prepare, windows
 from icae.models import ICAE, load_checkpoint
 from icae.models.loading import SHIPPED_COMPRESSORS, load_tokenizer
 from icae.scripts import entry, pretrain
-from icae.scripts.interactive_autoencoder import reconstruct
+from icae.training.evaluation import reconstruct
 from icae.training import evaluate_pretraining
 from icae.training.results import free_stem, results_dir
 from icae.utils.io import atomic_write_json
@@ -68,6 +72,34 @@ def shipped_part(config) -> dict:
                      "no_memory": {k: v for k, v in measured["no_memory"].items() if k != "texts"},
                      "examples": [{"original": o, "reconstruction": r} for o, r in measured["memory"]["texts"][:3]],
                      "passage": {"original": text, **reconstruct(model, text)}}
+    return out
+
+
+def long_tool_output(tokenizer, low: int = 200, high: int = 450) -> dict:
+    """A held-out tool output of ``low``..``high`` tokens: the first pytest failure or traceback that the tool-output
+    generator makes (seed 0) by running commands over trees no compressor trained on."""
+    from icae.data.tool_outputs import generate
+
+    # A sandbox of its own (no wait on a pretraining generator's lock), at a fixed path: the paths that pytest and
+    # tracebacks print are part of the text, so the same path makes the same text on every run.
+    sandbox = Path(tempfile.gettempdir()) / "icae-demo-tool-output"
+    for record in generate("heldout", 12, seed=0, work_dir=sandbox, kinds=("pytest", "traceback")):
+        if low <= len(tokenizer(record["text"], add_special_tokens=False)["input_ids"]) <= high:
+            return record
+    raise RuntimeError(f"no held-out pytest or traceback output of {low}-{high} tokens in 12 tries")
+
+
+def whole_part(record: dict) -> dict:
+    """Part 2: one long held-out tool output, reconstructed whole from all its slots by each shipped compressor,
+    segment by segment, and by the same decoder with no memory."""
+    out = {}
+    for name in SHIPPED_COMPRESSORS:
+        model = load_checkpoint(name, train=False).eval()
+        whole, pieces = reconstruct(model, record["text"], per_segment=False), reconstruct(model, record["text"])
+        ids = model.tokenize([record["text"]])[0].tolist()
+        none = evaluate_pretraining(model, [{"input_ids": ids}], batch_size=1, num_generate=1, no_memory=True)
+        out[name] = {"tokens": whole["input_tokens"], "slots": whole["slots"], "whole": whole,
+                     "per_segment_bleu1": pieces["bleu1"], "no_memory_bleu1": none["ae_bleu1"]}
     return out
 
 
@@ -115,6 +147,18 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"--- original ---\n{first['passage']['original']}\n--- reconstructed ---\n"
           f"{first['passage']['reconstruction']}")
 
+    record = long_tool_output(load_tokenizer(config.model.model_name_or_path))
+    long = whole_part(record)
+    print(f"\n2. A long held-out tool output (`{' '.join(record['command'])}`, {record['kind']}), read WHOLE from all "
+          "its slots at once, as the server and every downstream task read a compressed context")
+    print(f"{'compressor':<16}{'tokens':>8}{'slots':>7}{'whole':>9}{'per segment':>13}{'no memory':>11}   (BLEU-1)")
+    for name, r in long.items():
+        print(f"{name:<16}{r['tokens']:>8}{r['slots']:>7}{r['whole']['bleu1']:>9.3f}{r['per_segment_bleu1']:>13.3f}"
+              f"{r['no_memory_bleu1']:>11.3f}")
+    best = next(iter(long))
+    print(f"--- original ---\n{record['text']}\n--- {best}, reconstructed whole from {long[best]['slots']} slots ---\n"
+          f"{long[best]['whole']['reconstruction']}")
+
     info = prepare(config, show_progress=False)
     trainer = pretrain.build_trainer(config)
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -127,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     after = held_out_metrics(model, samples, num)
     out_dir = Path(trainer.args.output_dir)
     trainer.save_model(str(out_dir / "final"))
-    print(f"\n2. Live training from scratch ({config.model.model_name_or_path}, {info['context_length']} tokens -> "
+    print(f"\n3. Live training from scratch ({config.model.model_name_or_path}, {info['context_length']} tokens -> "
           f"{config.model.fixed_mem_size} slots): {trainer.state.global_step} steps in {train_seconds:.0f} s, "
           f"{len(samples)} held-out windows of modules n-z")
     print(table("held-out metric", [("step 0", before["memory"]), ("trained", after["memory"]),
@@ -136,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     strip = lambda m: {k: v for k, v in m.items() if k != "texts"}  # noqa: E731
     result = {
         "config": config.to_dict(), "data": info, "shipped": shipped, "train_seconds": train_seconds,
+        "long_tool_output": {"command": record["command"], "kind": record["kind"], "text": record["text"], **long},
         "steps": trainer.state.global_step, "before": strip(before["memory"]), "after": strip(after["memory"]),
         "no_memory_before": strip(before["no_memory"]), "no_memory_after": strip(after["no_memory"]),
         "examples": [{"original": o, "step_0": b[1], "trained": a[1]} for (o, a), b in

@@ -20,34 +20,14 @@ import argparse
 import json
 import sys
 
-import torch
 
 from icae.config import parse_overrides
 from icae.errors import UserError
-from icae.metrics import bleu1
 from icae.models import ICAE, load_checkpoint
 from icae.scripts import entry
+from icae.training.evaluation import reconstruct
 
 DEFAULT = "tiny-icae-4x"
-
-
-@torch.no_grad()
-def reconstruct(model: ICAE, text: str, per_segment: bool = True) -> dict:
-    """Compress ``text``, decode it back (greedy), and score the reconstruction."""
-    if not text.strip():
-        raise UserError("the input is empty: give some text to compress")
-    ids = model.tokenize([text])[0]
-    rate, k = model.args.mean_compression_rate, model.args.fixed_mem_size
-    if per_segment and ids.numel() > k * rate:  # each segment compressed and decoded on its own, as one batch
-        memory = model.compress([ids[i : i + k * rate] for i in range(0, ids.numel(), k * rate)])
-        generated = [t for out in model.generate(memory, mode="ae", max_new_tokens=k * rate + 8) for t in out]
-    else:
-        memory = model.compress([ids])
-        generated = model.generate(memory, mode="ae", max_new_tokens=ids.numel() + 8)[0]
-    slots = int(memory.num_slots.sum())
-    reconstruction = model.tokenizer.decode(generated, skip_special_tokens=True)
-    return {"input_tokens": int(ids.numel()), "slots": slots, "compression_rate": ids.numel() / slots,
-            "reconstruction": reconstruction, "bleu1": bleu1(text, reconstruction)}
 
 
 def show(result: dict, as_json: bool) -> None:

@@ -72,3 +72,16 @@ def test_stage_data_has_the_stage_length_and_the_mix(tmp_path, corpus):  # noqa:
     assert info["segment_samples"] == len(segment) == round((len(mixed) - len(segment)) * 0.25 / 0.75)
     held_text = {tuple(s["input_ids"]) for s in held}
     assert not any(tuple(s["input_ids"][:16]) == h[:16] for s in segment for h in held_text)  # never held-out text
+
+
+def test_extra_dataset_share_cuts_the_main_source(tmp_path, corpus):  # noqa: F811
+    tok = load_tokenizer("tiny-qwen2")
+    extra = tmp_path / "tool_outputs.jsonl"
+    extra.write_text("\n".join(json.dumps({"text": "-rw-r--r-- 1 root root 10 file.py\n" * 12}) for _ in range(3)) + "\n")
+    base = {"min_len": 4, "eval_size": 2, "extra_dataset_repos": [str(extra)], "context_length": 32}
+    whole = build_samples(config_for(tmp_path, corpus, **base), tok, show_progress=False)[2]
+    half = build_samples(config_for(tmp_path, corpus, extra_dataset_share=0.5, **base), tok, show_progress=False)[2]
+    assert whole["extra_tokens"] == half["extra_tokens"] > 0
+    main_whole, main_half = whole["tokens"] - whole["extra_tokens"], half["tokens"] - half["extra_tokens"]
+    # Documents are read until the main source reaches the extra tokens (share 0.5): the last one crosses the line.
+    assert half["extra_tokens"] <= main_half < main_whole and half["documents"] < whole["documents"]
