@@ -2,6 +2,7 @@
 
     icae serve --config_path icae/configs/serve_tiny.yaml [restore_from=...] [--host 127.0.0.1 --port 8000]
     python -m icae.serve --config_path icae/configs/serve_tiny.yaml
+    icae serve --help          every config key, as --key VALUE (or key=VALUE)
 
 Config -> the model (``restore_from``: a checkpoint, a shipped compressor such as ``tiny-icae-4x``, an original-tool
 file; ``model_type: llm`` serves SimpleLLM for A/B runs) -> the engine (caches, batching) -> uvicorn. Point any
@@ -12,9 +13,49 @@ from __future__ import annotations
 
 import torch
 
-from icae.config import config_from_cli
+from icae.config import SECTIONS, TrainingKeys, load_config
 from icae.models import build_model
 from icae.scripts import entry
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parser():
+    """``--config_path`` and every config key as a flag (grouped by section, with its help), for ``--help``; values
+    are read as in YAML, and ``key=value`` overrides work too."""
+    import argparse
+    import dataclasses
+
+    p = argparse.ArgumentParser(prog="icae serve", usage="icae serve [--config_path FILE] [--KEY VALUE | KEY=VALUE ...]",
+                                description=__doc__, argument_default=argparse.SUPPRESS,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config_path", default=None, help="YAML config file (see icae/configs/).")
+    sections = {**SECTIONS, "training": TrainingKeys}
+    for name in ["serve", *[s for s in sections if s != "serve"]]:
+        group = p.add_argument_group(f"{name} keys")
+        for f in dataclasses.fields(sections[name]):
+            if f.name == "extra":
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            group.add_argument(f"--{f.name}", metavar="VALUE",
+                               help=f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%"))
+    return p
+
+
+def config_from_args(argv: list[str] | None):
+    import sys
+
+    args, rest = parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    given = vars(args)
+    path = given.pop("config_path", None)
+    return load_config(path, [f"{key}={value}" for key, value in given.items()] + rest)
+
+
+def api_key_of(config):
+    import os
+
+    return config.serve.api_key or os.environ.get("ICAE_API_KEY") or None
 
 
 def build(config):
@@ -37,10 +78,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from icae.serve.app import create_app
 
-    config = config_from_cli(argv, description=__doc__)
+    import sys
+
+    config = config_from_args(argv)
+    if config.serve.host not in LOOPBACK and not api_key_of(config):
+        print(f"warning: serving on {config.serve.host} without an API key: anyone who can reach this port can use the "
+              "model; set api_key (or ICAE_API_KEY)", file=sys.stderr, flush=True)
     engine, name = build(config)
     print(f"serving {name!r} ({config.model.model_type}) at http://{config.serve.host}:{config.serve.port}/v1", flush=True)
-    uvicorn.run(create_app(engine, name), host=config.serve.host, port=config.serve.port, log_level="warning")
+    uvicorn.run(create_app(engine, name, api_key_of(config)), host=config.serve.host, port=config.serve.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -91,11 +91,9 @@ class ToolStream:
             self.in_call = True
             ready = len(self.text[:start].rstrip())
         else:
-            ready = len(self.text.rstrip())  # trailing blanks wait: they are dropped when a call follows
-            for n in range(min(len(OPEN) - 1, len(self.text)), 0, -1):  # a tail that may become "<tool_call>"
-                if OPEN.startswith(self.text[-n:]):
-                    ready = min(ready, len(self.text) - n)
-                    break
+            held = next((n for n in range(min(len(OPEN) - 1, len(self.text)), 0, -1)  # a tail that may open a call
+                         if OPEN.startswith(self.text[-n:])), 0)
+            ready = len(self.text[:len(self.text) - held].rstrip())  # blanks wait: they are dropped before a call
         out = self.text[self.sent:ready] if ready > self.sent else ""
         self.sent = max(self.sent, ready)
         return out
