@@ -122,11 +122,18 @@ def test_any_squad_json_loads_or_is_one_user_error(tmp_path, data):
     _loads_or_user_error(lambda: load_squad(str(path)))
 
 
-needle_like = st.dictionaries(st.sampled_from(["name", "path", "start_byte", "end_byte", "description"]),
-                              st.one_of(json_values, st.sampled_from(["a.py", "f"]), st.integers(-2, 30)))
-repo_like = st.dictionaries(st.sampled_from(["repo", "content", "dependency", "needles"]), st.one_of(
-    json_values, st.just({"a.py": "def f(x):\n    return x\n"}), st.lists(needle_like, max_size=3),
-    st.dictionaries(st.sampled_from(["a.py", "b.py"]), st.lists(st.sampled_from(["a.py", "b.py", "c"]), max_size=2))))
+needle_values = st.one_of(json_values, st.sampled_from(["a.py", "f", "10"]), st.integers(-2, 30))
+needle_like = st.one_of(
+    st.dictionaries(st.sampled_from(["name", "path", "start_byte", "end_byte", "description"]), needle_values),
+    st.fixed_dictionaries({"name": st.sampled_from(["f", None]), "path": st.sampled_from(["a.py", "b.py", 3]),
+                           "start_byte": needle_values, "end_byte": needle_values, "description": needle_values}))
+content_like = st.one_of(json_values, st.just({"a.py": "def f(x):\n    return x\n"}))
+dependency_like = st.one_of(json_values, st.dictionaries(st.sampled_from(["a.py", "b.py"]), st.one_of(
+    json_values, st.lists(st.sampled_from(["a.py", "b.py", "c"]), max_size=2))))
+repo_like = st.one_of(
+    st.dictionaries(st.sampled_from(["repo", "content", "dependency", "needles"]), json_values),
+    st.fixed_dictionaries({"repo": json_values, "content": content_like, "dependency": dependency_like,
+                           "needles": st.one_of(json_values, st.lists(needle_like, max_size=3))}))
 
 
 @SETTINGS
