@@ -234,55 +234,61 @@ class LlamaCppICAE(SpanMixin):
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         return self.decode_rows(rows, params, seed or 0)
 
-    def decode_rows(self, rows: list[tuple[np.ndarray, np.ndarray]], params: SamplingParams, seed: int = 0,
+    def decode_rows(self, rows: list[tuple[np.ndarray, np.ndarray]],
+                    params: "SamplingParams | Sequence[SamplingParams]", seed: "int | Sequence[int]" = 0,
                     seqs: list[int] | None = None, starts: list[int] | None = None,
                     keep: list[int] | None = None, on_token=None) -> list[list[int]]:
         """Prefill each row ``(embeds (n, hidden), positions (n,))`` into sequence ``seqs[r]`` after its
         ``starts[r]`` cached inputs, then decode one token per unfinished row per llama.cpp pass. Afterwards each
         sequence keeps its first ``keep[r]`` inputs (default ``starts``: nothing new; generated tokens never stay).
         ``on_token(r, token)``, if given, sees each kept token; True ends row ``r`` there (a stop string, a client
-        gone).
+        gone). ``params`` and ``seed`` (of llama.cpp's samplers) are one for all rows or one per row; each row stops
+        at its own ``max_new_tokens`` or at ``model_max_length`` positions, as it would alone.
         Without ``seqs``, free sequences are borrowed for the call, as many rows at once as there are."""
         rt, n = self.runtime, len(rows)
+        params = [params] * n if isinstance(params, SamplingParams) else list(params)
+        seeds = [seed + r for r in range(n)] if isinstance(seed, int) else list(seed)
         if seqs is None:
             lanes = rt.borrow(max(1, min(n, rt.free_sequences)))
             try:
                 out = []
                 for a in range(0, n, len(lanes)):
-                    chunk = rows[a:a + len(lanes)]
+                    b = min(a + len(lanes), n)
                     hook = (lambda r, t, a=a: on_token(a + r, t)) if on_token else None
-                    out += self.decode_rows(chunk, params, seed + a, lanes[:len(chunk)], on_token=hook)
+                    out += self.decode_rows(rows[a:b], params[a:b], seeds[a:b], lanes[:b - a], on_token=hook)
                 return out
             finally:
                 rt.give_back(lanes)
         starts = [0] * n if starts is None else starts
         keep = starts if keep is None else keep
-        stops = set(params.stop_token_ids) if params.stop_token_ids is not None else {self.tokenizer.eos_token_id}
+        eos = {self.tokenizer.eos_token_id}
+        stops = [set(p.stop_token_ids) if p.stop_token_ids is not None else eos for p in params]
         out: list[list[int]] = [[] for _ in rows]
         lengths = [starts[r] + len(rows[r][0]) for r in range(n)]
-        allowed = min(params.max_new_tokens, self.args.model_max_length - max(lengths) + 1)
+        allowed = [min(params[r].max_new_tokens, self.args.model_max_length - lengths[r] + 1) for r in range(n)]
         rt.use(DECODER if DECODER in rt.adapters else None, embeddings=False)
-        chains = [rt.sampler(params.temperature, params.top_k, params.top_p, seed + r) for r in range(n)] \
-            if params.do_sample else None
+        chains = [rt.sampler(p.temperature, p.top_k, p.top_p, seeds[r]) if p.do_sample else None
+                  for r, p in enumerate(params)]
         try:
             logits = rt.decode(np.concatenate([e for e, _ in rows]),
                                np.concatenate([np.arange(starts[r], lengths[r]) for r in range(n)]),
                                np.concatenate([p for _, p in rows]),
                                np.concatenate([np.full(len(e), seqs[r]) for r, (e, _) in enumerate(rows)]),
                                np.concatenate([np.arange(len(e)) == len(e) - 1 for e, _ in rows]))
-            live, index = list(range(n)), list(lengths)
+            live, index = [r for r in range(n) if allowed[r] > 0], list(lengths)
+            logits = logits[[r for r in range(n) if allowed[r] > 0]]
             next_pos = [int(p[-1]) + 1 for _, p in rows]
-            for produced in range(1, allowed + 1):
+            while live:
                 tokens = {}
                 for j, r in enumerate(live):
-                    t = rt.sample(chains[r], logits[j]) if chains else int(np.argmax(logits[j]))
-                    if t not in stops:
+                    t = rt.sample(chains[r], logits[j]) if chains[r] else int(np.argmax(logits[j]))
+                    if t not in stops[r]:
                         out[r].append(t)
-                        if not (on_token and on_token(r, t)):
-                            tokens[r] = t
+                        if not (on_token and on_token(r, t)) and len(out[r]) < allowed[r]:
+                            tokens[r] = t  # no pass for a token that will not be used
                 live = [r for r in live if r in tokens]
-                if not live or produced == allowed:
-                    break  # no pass for a token that will not be used
+                if not live:
+                    break
                 logits = rt.decode(self.embed_ids([tokens[r] for r in live]), np.array([index[r] for r in live]),
                                    np.array([next_pos[r] for r in live]), np.array([seqs[r] for r in live]),
                                    np.ones(len(live), bool))
@@ -292,8 +298,9 @@ class LlamaCppICAE(SpanMixin):
         finally:
             for r in range(n):
                 rt.forget(seqs[r], keep[r])
-            for chain in chains or []:
-                rt.free_sampler(chain)
+            for chain in chains:
+                if chain is not None:
+                    rt.free_sampler(chain)
         return out
 
     def reconstruct(self, contexts, **sampling) -> list[str]:
