@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo roundtrip peers bench-peers llamacpp test-llamacpp clean
+.PHONY: setup test test-slow demo roundtrip peers bench-peers llamacpp test-llamacpp agent-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,18 @@ llamacpp: $(LLAMACPP)/.installed
 
 test-llamacpp: llamacpp
 	$(LLAMACPP)/bin/python -m pytest -q tests/engines
+
+# mini-swe-agent 2.x (through litellm, in its own environment .agents/mini-swe-agent: litellm's pins are its own)
+# against `icae serve`, 10 steps in tool-calling mode and 10 in text-based mode, with an environment that returns
+# saved tool outputs and executes nothing. docs/serve.md.
+AGENT := .agents/mini-swe-agent
+$(AGENT)/.installed:
+	$(PYTHON) -m venv $(AGENT)
+	$(AGENT)/bin/python -m pip install "mini-swe-agent>=2,<3"
+	touch $@
+
+agent-check: $(STAMP) $(AGENT)/.installed
+	$(PY) -m tests.agents.agent_check
 
 clean:
 	rm -rf $(VENV) build *.egg-info
