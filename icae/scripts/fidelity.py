@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from icae.utils.io import atomic_write_json, atomic_write_text
 from icae.utils.plotting import pyplot, save_png
 
 WAYS = ("whole", "per_segment", "no_memory")
+# The held-out commands run here: a fixed path, since tracebacks and pytest print it (the same text on every machine).
+SANDBOX = Path(tempfile.gettempdir()) / "icae-fidelity-sandbox"
 
 
 def load_texts(path: Path) -> list[str]:
@@ -123,7 +126,7 @@ def plot(results: dict, path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in results["compressors"].items():
-        rows = [(int(k.split()[0]), v) for k, v in r["rows"].items() if k.endswith("-token windows")]
+        rows = [(int(k.split("-")[0]), v) for k, v in r["rows"].items() if k.endswith("-token windows")]
         xs = [x for x, _ in rows]
         for way, style in (("whole", "-o"), ("per_segment", "--s"), ("no_memory", ":^")):
             ax.plot(xs, [v[way]["bleu1"] for _, v in rows], style, label=f"{name}: {way.replace('_', ' ')}")
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise UserError(f"--tool_outputs {source}: no such file")
         from icae.scripts import write_tool_outputs
 
-        write_tool_outputs.main(["--split", "heldout", "--out", str(source), "--seed", str(args.seed)])
+        write_tool_outputs.main(["--split", "heldout", "--out", str(source), "--seed", str(args.seed), "--count", "300",
+                                 "--work-dir", str(SANDBOX)])
     texts = load_texts(source)
     results = {"tool_outputs": str(source), "seed": args.seed, "compressors": {}}
     for checkpoint in args.checkpoint or ["tiny-icae-4x", "tiny-icae-8x"]:
