@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 from icae.data.tool_outputs import (FIXED_TIME, HELDOUT_DISTRIBUTIONS, HELDOUT_PACKAGES, Context, Output, run,
@@ -132,7 +133,8 @@ def files(ctx: Context) -> Output:
     return Output("files", command, tree.root, run(command, tree.root, ctx.env))
 
 
-def distributions(heldout: bool) -> list[str]:
+@lru_cache(maxsize=None)
+def distributions(heldout: bool) -> tuple[str, ...]:
     """Installed distribution names (from ``*.dist-info/METADATA``): the held-out three, or all the others."""
     names = []
     for info in sorted(site_packages().glob("*.dist-info")):
@@ -142,7 +144,7 @@ def distributions(heldout: bool) -> list[str]:
             if m:
                 names.append(m.group(1).strip())
     held = {n.lower() for n in HELDOUT_DISTRIBUTIONS}
-    return sorted(n for n in names if (n.lower() in held) == heldout)
+    return tuple(sorted(n for n in names if (n.lower() in held) == heldout))
 
 
 def pip(ctx: Context) -> Output:
@@ -217,15 +219,17 @@ def py_compile(ctx: Context) -> Output:
     raise RuntimeError("no file took a syntax error in 10 tries")
 
 
-def json_files(heldout: bool) -> list[Path]:
+@lru_cache(maxsize=None)
+def json_files(heldout: bool) -> tuple[Path, ...]:
     """JSON files of installed packages (train: packages other than the held-out ones; held out: theirs)."""
     site = site_packages()
     if heldout:
-        return sorted(p for name in HELDOUT_PACKAGES for p in (site / name).rglob("*.json"))
-    return sorted(p for p in site.rglob("*.json")
-                  if p.relative_to(site).parts[0] not in HELDOUT_PACKAGES
-                  and not any(p.relative_to(site).parts[0].lower().startswith(h.lower()) for h in HELDOUT_DISTRIBUTIONS)
-                  and p.stat().st_size < 200_000)
+        return tuple(sorted(p for name in HELDOUT_PACKAGES for p in (site / name).rglob("*.json")))
+    return tuple(sorted(p for p in site.rglob("*.json")
+                        if p.relative_to(site).parts[0] not in HELDOUT_PACKAGES
+                        and not any(p.relative_to(site).parts[0].lower().startswith(h.lower())
+                                    for h in HELDOUT_DISTRIBUTIONS)
+                        and p.stat().st_size < 200_000))
 
 
 def api_response(ctx: Context) -> object:

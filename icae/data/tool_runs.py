@@ -185,15 +185,20 @@ def git(ctx: Context) -> Output:
     commits = ctx.rng.randint(1, 3)
     for k in range(1, commits + 1):
         messages = [_edit(repo, ctx) for _ in range(ctx.rng.randint(1, 3))]
-        git_run("commit", "-q", "-a", "-m", messages[0] + "".join(f"\n\n- {m}" for m in messages[1:]), k=k)
+        body = "".join(f"\n- {m}" for m in messages[1:])
+        git_run("commit", "-q", "-a", "-m", messages[0] + (f"\n{body}" if body else ""), k=k)
     dirty = ctx.rng.random() < 0.6
     if dirty:
         for _ in range(ctx.rng.randint(1, 2)):
             _edit(repo, ctx)
+        if ctx.rng.random() < 0.3:  # an untracked reproduction script, as agents leave behind
+            package = tree.name.split("/")[-1] if tree.package else "src"
+            (repo / ctx.rng.choice(["reproduce.py", "test_fix.py", "scratch.py"])).write_text(
+                f"import {package}\n\nprint({package}.__file__)\n", encoding="utf-8")
     options = [["log", "--stat"], ["log", "--stat"], ["log", "--oneline"], ["diff", "HEAD~1"], ["log", "-p", "-1"],
-               ["status"], ["diff", "--stat", "HEAD~1"]]
-    if dirty:
-        options += [["diff"], ["diff"], ["diff", "--stat"]]
+               ["diff", "--stat", "HEAD~1"]]
+    if dirty:  # a clean tree's status and diff say nothing
+        options += [["diff"], ["diff"], ["diff", "--stat"], ["status"]]
     if ctx.heldout:
         options += [["show", "HEAD"], ["show", "--stat", "HEAD"]]
     command = ["git", *ctx.rng.choice(options)]
