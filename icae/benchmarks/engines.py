@@ -33,7 +33,7 @@ def _timed(fn) -> float:
 
 def prepare(args) -> tuple[Path, Path]:
     """(checkpoint, export directory): the given checkpoint, or an untrained ICAE over ``--random-shape``."""
-    from icae.engines.gguf_export import export_gguf
+    from icae.engines.gguf_export import add_quantized, export_gguf
 
     work = Path(args.work)
     checkpoint = Path(args.checkpoint) if args.checkpoint else work / "checkpoint"
@@ -49,6 +49,11 @@ def prepare(args) -> tuple[Path, Path]:
     export = work / "gguf"
     if not (export / "manifest.json").is_file():
         export_gguf(checkpoint if args.random_shape else args.checkpoint, export, tuple(["f32", *args.weights]))
+    from icae.engines.manifest import Manifest
+
+    for w in args.weights:  # an export made before llama.cpp was built lacks its quantized files
+        if w not in Manifest.load(export).weights:
+            add_quantized(export, w)
     return checkpoint, export
 
 
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--checkpoint", help="a compressor checkpoint (or a shipped name: tiny-icae-4x)")
     p.add_argument("--random-shape", help="instead: an untrained ICAE over this random model (random-qwen2-0.5b)")
     p.add_argument("--work", required=True, help="directory for the export (reused when present) and results")
-    p.add_argument("--weights", nargs="+", default=["f16", "q8_0", "q4_k"])
+    p.add_argument("--weights", nargs="*", default=["f16", "q8_0", "q4_k"], help="llama.cpp weight types to run")
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
