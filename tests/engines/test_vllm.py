@@ -98,3 +98,65 @@ def test_vllm_greedy_equals_pytorch(tmp_path):
         ref = model.generate(on_cpu, prompt_ids=prompts, mode="ft", max_new_tokens=16,
                              stop_token_ids=[])
     assert engine.generate(memory, prompt_ids=prompts, mode="ft", max_new_tokens=16, stop_token_ids=[]) == ref
+
+
+class _FakeVllm:
+    """What VllmICAE uses of vllm, computed by the PyTorch model: prompts of embeddings at positions 0..n-1 (as vLLM
+    numbers them), greedy decoding, the stop token left in the output as vLLM leaves it in ``token_ids``."""
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+        from types import SimpleNamespace
+
+        self.calls.append((len(prompts), lora_request, params))
+        outs = []
+        for prompt in prompts:
+            embeds, ids = prompt["prompt_embeds"], []
+            with torch.no_grad(), self.model.decoder_context():
+                for _ in range(params.max_tokens):
+                    pos = torch.arange(embeds.shape[0])[None]
+                    t = int(self.model.model(inputs_embeds=embeds[None], position_ids=pos).logits[0, -1].argmax())
+                    ids.append(t)
+                    if t in params.stop_token_ids:
+                        break
+                    embeds = torch.cat([embeds, self.model.embed(torch.tensor([t]))])
+            outs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids)]))
+        return outs
+
+
+def test_vllm_engine_plumbing_equals_pytorch_over_a_stand_in(monkeypatch):
+    """VllmICAE's rows, adapter, sampling translation and stop handling, with vLLM replaced by a stand-in that computes
+    with the PyTorch model (the GPU test checks the real vLLM)."""
+    import sys
+
+    from icae.engines.vllm import SlotService, VllmICAE
+    from icae.models import Span
+
+    model = make_model(freeze_decoder=False, use_position_identifiers=False)
+    fake = _FakeVllm(model)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    engine = VllmICAE.__new__(VllmICAE)
+    engine.model, engine.tokenizer, engine.llm, engine.lora = model, model.tokenizer, fake, "decoder-lora"
+    engine.slots = SlotService(model)
+    memory = engine.compress(TEXTS)
+    prompts = model.tokenize(["# q\n", "why?", "x = 1\n"])
+    with torch.no_grad():
+        ref = model.generate(memory, prompt_ids=prompts, mode="ft", max_new_tokens=5, stop_token_ids=[])
+        stop = ref[0][2]
+        cut = model.generate(memory, prompt_ids=prompts, mode="ft", max_new_tokens=5, stop_token_ids=[stop])
+    assert engine.generate(memory, prompt_ids=prompts, mode="ft", max_new_tokens=5, stop_token_ids=[]) == ref
+    assert engine.generate(memory, prompt_ids=prompts, mode="ft", max_new_tokens=5, stop_token_ids=[stop]) == cut
+    n, lora, params = fake.calls[-1]
+    assert (n, lora, params.temperature, params.stop_token_ids) == (3, "decoder-lora", 0.0, [stop])
+    tok = model.tokenize
+    rows = [[Span(tok(["user: look\n"])[0]), Span(tok([TEXTS[2]])[0], compress=True), Span(tok(["bot:"])[0])]] * 2
+    with torch.no_grad():
+        ref_spans, _ = model.generate_spans(rows[:1], cache={}, max_new_tokens=4, stop_token_ids=[])
+    got, counts = engine.generate_spans(rows, max_new_tokens=4, stop_token_ids=[])
+    assert got == ref_spans * 2 and counts == {"compressed": 1, "cache_hits": 1}
