@@ -91,3 +91,36 @@ def test_sampling_draws_from_the_engines_sampler_with_its_seed(pair):
     assert a == b and len(a[0]) == 6
     assert a != c or a != engine.generate(memory, mode="ae", max_new_tokens=6, do_sample=True, seed=5,
                                           stop_token_ids=[])
+
+
+def test_an_export_loads_and_computes_like_its_checkpoint(tmp_path, monkeypatch):
+    """From a GGUF export directory (manifest, tokenizer, embeddings, the GGUF's token table) to generations equal to
+    the checkpoint's, with only the llama.cpp compute replaced by the double."""
+    pytest.importorskip("gguf", reason="the gguf package is not installed: pip install -e '.[engines]'")
+    from icae.engines import llamacpp
+    from icae.engines.gguf_export import export_gguf
+    from icae.errors import UserError
+    from icae.models import ICAE
+    from tests.conftest import small_config
+
+    overrides = dict(fixed_mem_size=4, use_position_identifiers=True, freeze_decoder=False)
+    model = make_model("tiny-qwen2", **overrides)
+    model.save_pretrained(tmp_path / "ckpt", small_config("tiny-qwen2", **overrides))
+    out = export_gguf(tmp_path / "ckpt", tmp_path / "gguf", types=("f32", "q8_0"))
+    seen = {}
+
+    def runtime(path, adapters, options):
+        seen.update(path=path.name, adapters=sorted(adapters), kv_f32=options.kv_f32)
+        return TorchRuntime(model, n_seq_max=options.n_seq_max)
+
+    monkeypatch.setattr(llamacpp, "LlamaRuntime", runtime)
+    engine = ICAE.from_pretrained(out, backend="llamacpp")
+    assert seen == {"path": "base-f32.gguf", "adapters": ["decoder", "encoder"], "kv_f32": True}
+    with torch.no_grad():
+        ref = model.reconstruct(TEXTS[:2], max_new_tokens=6)
+    assert engine.reconstruct(TEXTS[:2], max_new_tokens=6) == ref
+    q8 = ICAE.from_pretrained(out, backend="llamacpp", weights="q8_0")
+    assert seen["path"] == "base-q8_0.gguf" and not seen["kv_f32"]
+    assert not torch.equal(q8.embed(torch.tensor([5])), engine.embed(torch.tensor([5])))  # its own, quantized table
+    with pytest.raises(UserError, match="no 'q4_k' weights"):
+        ICAE.from_pretrained(out, backend="llamacpp", weights="q4_k")
