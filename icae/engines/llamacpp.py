@@ -15,6 +15,7 @@ Every input is an embedding (see the manifest's note on positions); token ids ar
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -24,9 +25,12 @@ import torch
 from icae.engines.llamacpp_runtime import LlamaRuntime, RuntimeOptions
 from icae.engines.llamacpp_spans import LlamaCppState, SpanMixin
 from icae.engines.manifest import EMBEDDINGS_NAME, TOKENIZER_DIR, Manifest
+from icae.errors import UserError
 from icae.models import segments
+from icae.models.base import CompressorBase
+from icae.models.icae import ICAE
 from icae.models.decoding import SamplingParams
-from icae.models.memory import Memory, as_id_list, check_nonempty
+from icae.models.memory import Memory
 
 ENCODER, DECODER = "encoder", "decoder"
 
@@ -57,8 +61,18 @@ class LlamaCppICAE(SpanMixin):
 
     model_type = "icae"
     backend = "llamacpp"
+    # The PyTorch ICAE's own code where it reads only args, tokenizer and the methods below: the same argument checks,
+    # tokenization, segment choice and span cache, by construction.
+    tokenize, _rows, compress, reconstruct = (CompressorBase.tokenize, CompressorBase._rows, CompressorBase.compress,
+                                              CompressorBase.reconstruct)
+    compress_spans, seed_stop_ids = CompressorBase.compress_spans, CompressorBase.seed_stop_ids
+    token_memory = CompressorBase.token_memory
+    uses_position_identifiers, memory_length = ICAE.uses_position_identifiers, ICAE.memory_length
+    compress_for_spans = ICAE.compress_for_spans
 
-    def __init__(self, directory: str | Path, weights: str = "f32", options: RuntimeOptions | None = None):
+    def __init__(self, directory: str | Path, weights: str = "f32", options: RuntimeOptions | dict | None = None):
+        """``options``: :class:`RuntimeOptions`, or some of its fields (the rest: a cache of ``model_max_length``
+        cells at least, and an f32 cache with f32 weights)."""
         from safetensors.numpy import load_file
 
         from icae.config import load_config
@@ -76,7 +90,13 @@ class LlamaCppICAE(SpanMixin):
         adapters = {ENCODER: self.directory / m.encoder_lora}
         if m.decoder_lora:
             adapters[DECODER] = self.directory / m.decoder_lora
-        options = options or RuntimeOptions(n_ctx=max(8192, self.args.model_max_length), kv_f32=weights == "f32")
+        if not isinstance(options, RuntimeOptions):
+            known = {f.name for f in dataclasses.fields(RuntimeOptions)}
+            unknown = sorted(set(options or {}) - known)
+            if unknown:
+                raise UserError(f"llama.cpp backend: unknown options {unknown}; it takes weights= and {sorted(known)}")
+            options = RuntimeOptions(**{"n_ctx": max(8192, self.args.model_max_length), "kv_f32": weights == "f32",
+                                        **(options or {})})
         self.runtime = LlamaRuntime(path, adapters, options)
         self.embed_ids = TokenTable(path)
         self.weights = weights
@@ -85,7 +105,7 @@ class LlamaCppICAE(SpanMixin):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, weights: str = "f32", **options) -> "LlamaCppICAE":
-        return cls(directory, weights, RuntimeOptions(**options) if options else None)
+        return cls(directory, weights, options)
 
     def close(self) -> None:
         self.runtime.close()
@@ -99,30 +119,10 @@ class LlamaCppICAE(SpanMixin):
             self._frame = chat_frame(self.tokenizer)
         return self._frame
 
-    def uses_position_identifiers(self) -> bool:
-        a = self.args
-        return a.use_position_identifiers and a.do_compress and a.layout == "native"
-
-    def tokenize(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        enc = self.tokenizer(list(texts), add_special_tokens=False)
-        return [torch.tensor(x, dtype=torch.long) for x in enc["input_ids"]]
-
-    def _rows(self, x, mask=None, name="input") -> list[torch.Tensor]:
-        if isinstance(x, str):
-            return self.tokenize([x])
-        if isinstance(x, (list, tuple)) and x and all(isinstance(t, str) for t in x):
-            return self.tokenize(x)
-        return as_id_list(x, mask, name, vocab_size=self.vocab_size)
-
-    def memory_length(self, num_tokens: int) -> int:
-        return segments.memory_length(self.args, num_tokens)
-
     # ----------------------------------------------------------------------------------------- encoder
     def segment_plan(self, row: torch.Tensor, rate: int, framed: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """One context -> its segments' token ids and the position ids of ``[tokens; k memory tokens]``: the PyTorch
         ICAE's own cutting (it reads only ``args`` and ``chat_frame``)."""
-        from icae.models.icae import ICAE
-
         return ICAE._segment(self, row, rate, framed)
 
     def encode_segments(self, plan: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
@@ -150,18 +150,6 @@ class LlamaCppICAE(SpanMixin):
             rt.give_back(lanes)
         return slots
 
-    def token_memory(self, rows: list[torch.Tensor]) -> Memory:
-        """The uncompressed memory: the context's own token embeddings at positions 1..L (the full-context
-        baseline)."""
-        return Memory.from_list([torch.from_numpy(self.embed_ids(r.numpy())) for r in rows],
-                                [torch.arange(1, r.numel() + 1) for r in rows], [r.numel() for r in rows])
-
-    def compress(self, contexts, attention_mask: torch.Tensor | None = None,
-                 compression_rate: int | None = None) -> Memory:
-        rows = self._rows(contexts, attention_mask, "contexts")
-        check_nonempty(rows, "contexts")
-        return self.compress_ids(rows, compression_rate)
-
     def compress_ids(self, rows: list[torch.Tensor], compression_rate: int | None = None, framed: bool = True) -> Memory:
         """As :meth:`icae.models.ICAE.compress_ids`: contexts too short to compress keep their token embeddings."""
         rate, k = compression_rate or self.args.mean_compression_rate, self.args.fixed_mem_size
@@ -183,15 +171,7 @@ class LlamaCppICAE(SpanMixin):
         return Memory.from_list([torch.cat(x) for x in per_slots], [torch.cat(p) for p in per_pos],
                                 [r.numel() for r in rows])
 
-    def compress_for_spans(self, rows: list[torch.Tensor]) -> Memory:
-        return self.compress_ids(rows, framed=False)
-
     # ----------------------------------------------------------------------------------------- decoder
-    def seed_stop_ids(self) -> list[int]:
-        """Seed layout: a turn ends at EOS or at the chat template's end-of-turn token (as the PyTorch ICAE)."""
-        end = [t for t in self.chat_frame.suffix if t in self.tokenizer.all_special_ids][:1]
-        return sorted({self.tokenizer.eos_token_id, *end})
-
     # What icae.models.layouts reads from a model, so that the decoder rows are built by the project's own code.
     dtype, device = torch.float32, torch.device("cpu")
 
@@ -302,12 +282,6 @@ class LlamaCppICAE(SpanMixin):
                 if chain is not None:
                     rt.free_sampler(chain)
         return out
-
-    def reconstruct(self, contexts, **sampling) -> list[str]:
-        rows = self._rows(contexts, None, "contexts")
-        sampling.setdefault("max_new_tokens", max(r.numel() for r in rows) + 8)
-        ids = self.generate(self.compress(rows), mode="ae", **sampling)
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
 def load(directory: str | Path, weights: str = "f32", **options) -> LlamaCppICAE:

@@ -8,38 +8,12 @@ from typing import Sequence
 import torch
 
 from icae.models.decoding import SamplingParams
-from icae.models.memory import Span, check_nonempty
+from icae.models.memory import Span
 
 
 class SpanMixin:
-    """``compress_spans``, ``generate_spans`` and ``generate_incremental`` as :class:`icae.models.CompressorBase`
-    has them; needs the host's ``compress_for_spans``, ``embed_ids``, ``decode_rows`` and ``runtime``."""
-
-    def compress_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None) -> tuple[dict, dict]:
-        """As :meth:`icae.models.CompressorBase.compress_spans`: every distinct compressed span once, ``cache`` by
-        content hash."""
-        memories, todo, hits = {}, {}, 0
-        for row in rows:
-            for span in row:
-                if not span.compress:
-                    continue
-                if span.key in memories or span.key in todo:
-                    hits += 1
-                elif cache is not None and span.key in cache:
-                    memories[span.key] = cache[span.key]
-                    hits += 1
-                else:
-                    todo[span.key] = span.ids
-        if todo:
-            ids = list(todo.values())
-            check_nonempty(ids, "compressed spans")
-            memory = self.compress_for_spans(ids)
-            for j, key in enumerate(todo):
-                slots, pos = memory.sample(j)
-                memories[key] = (slots, pos, ids[j].numel())
-                if cache is not None:
-                    cache[key] = memories[key]
-        return memories, {"compressed": len(todo), "cache_hits": hits}
+    """``generate_spans`` and ``generate_incremental`` as :class:`icae.models.CompressorBase` has them; needs the
+    host's ``compress_spans``, ``embed``, ``decode_rows`` and ``runtime``."""
 
     def span_row(self, row: Sequence[Span], memories: dict, start: tuple[int, int] = (0, 0)):
         """Embeddings and positions of one interleaved row after ``start`` = (decoder, uncompressed) positions, as

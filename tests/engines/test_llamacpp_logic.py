@@ -124,3 +124,6 @@ def test_an_export_loads_and_computes_like_its_checkpoint(tmp_path, monkeypatch)
     assert not torch.equal(q8.embed(torch.tensor([5])), engine.embed(torch.tensor([5])))  # its own, quantized table
     with pytest.raises(UserError, match="no 'q4_k' weights"):
         ICAE.from_pretrained(out, backend="llamacpp", weights="q4_k")
+    with pytest.raises(UserError, match=r"unknown options \['n_thread'\]"):
+        ICAE.from_pretrained(out, backend="llamacpp", n_thread=2)
+    assert ICAE.from_pretrained(out, backend="llamacpp", n_threads=1, n_seq_max=3).runtime.free_sequences == 3
