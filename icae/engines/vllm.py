@@ -17,8 +17,6 @@ Only the vLLM-facing code needs vLLM and a GPU; :func:`servable` and :func:`writ
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -66,45 +64,23 @@ def write_peft_decoder_adapter(model, out: str | Path) -> Path | None:
 
 
 class SlotService:
-    """The compressor as a batched service: observations (id tensors) -> ``(slots, position ids, length)``, each
-    distinct observation compressed once per call and cached by content hash up to ``cache_mb``."""
+    """The compressor as a batched service: observations (id tensors) -> ``(slots, position ids, length)``, every
+    distinct one compressed once per call (one encoder pass for all) and cached by content hash in the server's
+    MB-bounded :class:`icae.serve.caches.SlotCache`."""
 
     def __init__(self, model, cache_mb: float = 512.0):
-        self.model, self.limit = model, int(cache_mb * 2**20)
-        self.cache: OrderedDict[str, tuple] = OrderedDict()
-        self.bytes = 0
+        from icae.serve.caches import SlotCache
+
+        self.model, self.cache = model, SlotCache(cache_mb)
         self.hits = self.misses = 0
 
-    @staticmethod
-    def key(ids: torch.Tensor) -> str:
-        return hashlib.sha1(ids.cpu().long().numpy().tobytes()).hexdigest()  # as Span.key
-
     def __call__(self, observations: Sequence[torch.Tensor]) -> list[tuple]:
-        todo = {}
-        for ids in observations:
-            k = self.key(ids)
-            if k in self.cache or k in todo:  # compressed before, or earlier in this call
-                if k in self.cache:
-                    self.cache.move_to_end(k)
-                self.hits += 1
-            else:
-                todo[k] = ids
-        if todo:
-            self.misses += len(todo)
-            with torch.no_grad():
-                memory = self.model.compress_for_spans(list(todo.values()))
-            for j, (k, ids) in enumerate(todo.items()):
-                slots, pos = memory.sample(j)
-                self._put(k, (slots.detach(), pos.detach(), ids.numel()))
-        return [self.cache[self.key(ids)] for ids in observations]
-
-    def _put(self, key: str, value: tuple) -> None:
-        size = value[0].numel() * value[0].element_size()
-        self.cache[key] = value
-        self.bytes += size
-        while self.bytes > self.limit and len(self.cache) > 1:
-            _, old = self.cache.popitem(last=False)
-            self.bytes -= old[0].numel() * old[0].element_size()
+        spans = [Span(ids, compress=True) for ids in observations]
+        with torch.no_grad():
+            memories, counts = self.model.compress_spans([spans], self.cache)
+        self.hits += counts["cache_hits"]
+        self.misses += counts["compressed"]
+        return [memories[span.key] for span in spans]
 
 
 def _unpadded(inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:

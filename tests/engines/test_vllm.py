@@ -78,7 +78,7 @@ def test_slot_service_caches_by_content_and_stays_bounded():
     one = first[0][0].numel() * 4
     small = SlotService(model, cache_mb=1.5 * one / 2**20)  # room for one observation's slots, not two
     small([rows[0]]), small([rows[1]])
-    assert len(small.cache) == 1 and small.bytes <= 1.5 * one
+    assert len(small.cache) == 1 and small.cache.bytes <= 1.5 * one
 
 
 @pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
