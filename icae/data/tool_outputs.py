@@ -70,6 +70,7 @@ TIME_PATTERN = re.compile(r"\b\d+\.\d\ds\b( \(\d+:\d\d:\d\d\))?")  # pytest's "i
 TIMEOUT_S = 60
 KIND_WEIGHTS = {"ls": 8, "grep": 11, "find": 6, "open": 12, "swe_search": 6, "files": 9, "pytest": 10,
                 "traceback": 12, "git": 10, "pip": 3, "py_compile": 6, "json": 7}
+BUNDLE_SHARE = 0.4  # of the records' trees: the top-level modules (a-m or n-z); the rest are packages
 FIXED_TIME = 1_715_942_573  # 2024-05-17 10:42:53 UTC: the base mtime of sandbox copies and the first commit
 
 
@@ -147,9 +148,16 @@ class Context:
         return self.split == "heldout"
 
     def tree(self, max_files: int | None = None, package: bool | None = None) -> Tree:
+        """A tree: the bundle of top-level modules with probability BUNDLE_SHARE, else a top-level package drawn
+        uniformly and one of its (sub)package trees (so that nltk's 30 subpackages weigh as much as yaml)."""
         pool = [t for t in self.trees if (max_files is None or len(t.files) <= max_files)
-                and (package is None or t.package == package)]
-        return self.rng.choice(pool or self.trees)
+                and (package is None or t.package == package)] or self.trees
+        bundles = [t for t in pool if not t.package]
+        groups = sorted({t.name.split("/")[0] for t in pool if t.package})
+        if bundles and (not groups or self.rng.random() < BUNDLE_SHARE):
+            return self.rng.choice(bundles)
+        group = self.rng.choice(groups)
+        return self.rng.choice([t for t in pool if t.package and t.name.split("/")[0] == group])
 
 
 @dataclass(frozen=True)
