@@ -129,3 +129,35 @@ class LlamaCppEngine(Engine):
         job.stats["seconds"] = time.perf_counter() - job.started
         self.metrics.served(job)
         job.emit(None)
+
+
+def build(config, export: str | None = None, weights: str = "f32"):
+    """(engine, served model name) for ``icae serve --backend llamacpp``: the GGUF export ``export``, or, without
+    one, the configured checkpoint (``restore_from``) exported once into ``$ICAE_HOME/gguf/`` (f32 and q8_0)."""
+    import hashlib
+    from pathlib import Path
+
+    from icae.engines.gguf_export import export_gguf
+    from icae.engines.llamacpp import LlamaCppICAE
+    from icae.errors import UserError
+    from icae.models.loading import icae_home, resolve_checkpoint
+
+    s = config.serve
+    source = config.model.restore_from
+    if export is None:
+        if not source:
+            raise UserError("--backend llamacpp serves a GGUF export: pass --gguf DIR (icae export --format gguf), or "
+                            "set restore_from to a checkpoint to export")
+        where = resolve_checkpoint(source).resolve()
+        tag = hashlib.sha1(str(where).encode()).hexdigest()[:10]
+        export = icae_home() / "gguf" / f"{where.name}-{tag}"
+        if not (Path(export) / "manifest.json").is_file():
+            print(f"exporting {source} to {export} (once)", flush=True)
+            export_gguf(source, export, ("f32", "q8_0"), overwrite=True)
+    threads = s.torch_threads or 0
+    model = LlamaCppICAE(export, weights, {"n_threads": threads, "n_seq_max": s.max_batch_size + s.max_conversations + 1,
+                                            "n_ctx": max(8192, 2 * config.model.model_max_length)})
+    name = s.served_model_name or str(source or export).rstrip("/")
+    engine = LlamaCppEngine(model, config, s.max_batch_size, s.slot_cache_mb, s.max_conversations,
+                            s.default_max_tokens)
+    return engine, name

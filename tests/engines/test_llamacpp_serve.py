@@ -86,3 +86,36 @@ def test_rows_decoded_together_equal_rows_alone_and_cancel_stops_at_the_next_tok
     assert [j.ids for j in jobs[:2]] == ref[:2]
     assert jobs[2].finish == "cancelled" and len(jobs[2].ids) == at["tokens"] and jobs[2].ids == ref[2][:at["tokens"]]
     assert engine.metrics.counters["cancelled_total"] >= 1
+
+
+def test_build_exports_the_configured_checkpoint_once_and_serves_it(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("gguf", reason="the gguf package is not installed: pip install -e '.[engines]'")
+    from icae.engines import llamacpp
+    from icae.engines.llamacpp_serve import build
+    from icae.errors import UserError
+
+    overrides = dict(fixed_mem_size=4, use_position_identifiers=True, freeze_decoder=False)
+    model = make_model("tiny-qwen2", **overrides)
+    model.save_pretrained(tmp_path / "ckpt", small_config("tiny-qwen2", **overrides))
+    made = []
+    monkeypatch.setattr(llamacpp, "LlamaRuntime",
+                        lambda path, adapters, options: made.append(options) or TorchRuntime(model, options.n_seq_max))
+    config = small_config("tiny-qwen2", restore_from=str(tmp_path / "ckpt"), **overrides)
+    engine, name = build(config)
+    assert name == str(tmp_path / "ckpt") and made[0].n_seq_max == config.serve.max_batch_size + \
+        config.serve.max_conversations + 1
+    first = history([7, 8, 9])
+    with torch.no_grad():
+        ref, _ = model.generate_spans([first], cache={}, max_new_tokens=4, stop_token_ids=[])
+    job = make_job(first, 4, 0)
+    engine.submit(job)
+    assert finish(job).ids == ref[0]
+    import os
+    from pathlib import Path
+
+    assert capsys.readouterr().out.count("exporting") == 1
+    build(config)  # the second build finds the export
+    assert len(made) == 2 and "exporting" not in capsys.readouterr().out
+    assert len(list((Path(os.environ["ICAE_HOME"]) / "gguf").glob("ckpt-*"))) == 1
+    with pytest.raises(UserError, match="--gguf DIR"):
+        build(small_config("tiny-qwen2"))
