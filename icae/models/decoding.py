@@ -212,7 +212,8 @@ class Batch:
     @torch.no_grad()
     def step(self) -> list[Row]:
         """Pick every row's next token, give it to the row, drop the rows that ended, and run the others one step.
-        Returns the rows that ended."""
+        Returns the rows that ended. (Run a series of steps inside ``model.decoder_context()``: entering it costs
+        more than a tiny model's step, and a context already entered is not entered again.)"""
         tokens = self._pick()  # (rows,)
         logprobs = self._logprobs(tokens)
         ended = [row for i, row in enumerate(self.rows) if row.take(int(tokens[i]), logprobs[i])]
@@ -279,8 +280,9 @@ def run(model: "CompressorBase", group: Prefilled, rows: Sequence[Row]) -> list[
     """Decode prefilled rows to the end (a :class:`Batch` that no row joins later); returns ``rows``."""
     batch = Batch(model)
     batch.join(group, rows)
-    while batch:
-        batch.step()
+    with model.decoder_context():  # entered once: switching adapters costs more than a tiny model's step
+        while batch:
+            batch.step()
     return list(rows)
 
 

@@ -101,16 +101,19 @@ class Engine:
             if not self.batch:
                 continue
             try:
-                with torch.no_grad():
-                    ended = self.batch.step()
-                self.metrics.step(len(self.batch) + len(ended))
+                # Steps until a waiting request could join (admission runs the encoder: outside the decoder's
+                # adapter state, entered once per series because switching it costs more than a tiny model's step).
+                with torch.no_grad(), self.model.decoder_context():
+                    while self.batch and (self._queue.empty() or len(self.batch) >= self.max_batch_size):
+                        ended = self.batch.step()
+                        self.metrics.step(len(self.batch) + len(ended))
+                        for row in ended:
+                            self._end(row)
             except Exception as e:  # a failure of the model must not kill the worker: each running client is told
-                ended, self.batch = [], Batch(self.model)
+                self.batch = Batch(self.model)
                 for job in self._jobs.values():
                     job.emit({"error": f"{type(e).__name__}: {e}"})
                 self._jobs.clear()
-            for row in ended:
-                self._end(row)
 
     def _admit(self) -> None:
         """Take waiting requests into the running batch, up to ``max_batch_size`` rows; wait for one when idle."""
