@@ -113,3 +113,34 @@ def test_the_shipped_template_renders_plain_chats_as_chatml_and_tools_as_hermes(
             '<|im_end|>\n') in text
     assert text.endswith("<|im_start|>user\n<tool_response>\na.py\n</tool_response>\n<tool_response>\nb.py\n"
                          "</tool_response><|im_end|>\n<|im_start|>assistant\n")  # results share one user turn
+
+
+def test_with_tools_each_content_is_its_own_span_and_observations_are_compressed():
+    from icae.serve.protocol import ChatRequest
+    from icae.serve.render import Renderer
+    from tests.conftest import make_model, small_config
+
+    model = make_model(min_tokens_to_compress=16)
+    renderer = Renderer(model, small_config(min_tokens_to_compress=16), None)
+    long_output = "\n".join(f"src/module_{i}.py:{i}: def handler_{i}(request):" for i in range(8))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": long_output},  # the task
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "bash", "arguments": '{"command": "ls"}'}}]},
+                {"role": "tool", "content": long_output}, {"role": "user", "content": long_output},
+                {"role": "user", "content": "short"}]
+    tool = {"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}
+    prepared = renderer.render(ChatRequest(model="m", messages=messages, tools=[tool], compress_user_min_tokens=16))
+    spans = prepared.job.spans
+    tok = model.tokenizer
+    template = TOOLS_TEMPLATE.read_text()
+    text = tok.apply_chat_template(messages, tools=[tool], tokenize=False, add_generation_prompt=True,
+                                   chat_template=template)
+    assert "".join(tok.decode(s.ids) for s in spans) == text  # the template's text, cut into spans
+    compressed = [tok.decode(s.ids) for s in spans if s.compress]
+    assert compressed == [long_output, long_output]  # the tool result and the later long user message, not the task
+    assert tok.decode(spans[-1].ids) == "<|im_start|>assistant\n" and prepared.tool_names == {"bash"}
+    assert prepared.job.prompt_tokens == sum(s.ids.numel() for s in spans)
+    assert prepared.job.positions == sum(model.memory_length(s.ids.numel()) if s.compress else s.ids.numel()
+                                         for s in spans)
+    plain = renderer.render(ChatRequest(model="m", messages=messages, tools=[tool], tool_choice="none"))
+    assert not plain.tool_names and "# Tools" not in "".join(tok.decode(s.ids) for s in plain.job.spans)
