@@ -198,13 +198,19 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None) -
             return StreamingResponse(_stream(engine, prepared, events, cid, model_name, started),
                                      media_type="text/event-stream")
         entries: list[dict] = []
+        checked = time.perf_counter()
         while True:
             try:
                 event = await asyncio.wait_for(events.get(), timeout=0.25)
             except asyncio.TimeoutError:
+                event = False  # nothing yet
+            # Polled on a clock: while tokens flow every step, the wait above never times out.
+            if event is False or time.perf_counter() - checked > 0.25:
+                checked = time.perf_counter()
                 if await request.is_disconnected():
                     job.cancelled.set()  # frees its place in the batch at the next step
                     return _error(499, "client disconnected")
+            if event is False:
                 continue
             if event is None:
                 break
