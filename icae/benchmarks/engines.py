@@ -5,7 +5,8 @@
 
 Per backend (PyTorch fp32; llama.cpp with each exported weight type): prefill of the full context as tokens (time to
 the first token), decoding speed (tokens/s, from a compressed memory), compressing the context, and answering from a
-memory compressed in advance. Cases are interleaved within each repeat and the medians reported, with each figure's
+memory compressed in advance, and an agent conversation of ``--turns`` turns (a tool output of context/4 tokens
+compressed, 16 tokens, 16 generated; the history kept across turns). Cases are interleaved within each repeat and the medians reported, with each figure's
 ratio to PyTorch's *in the same run*: the machine is shared, so the ratios are the result, not the seconds. With
 ``--random-shape`` an ICAE over a randomly initialised model of that shape is built and exported first (the cost is
 real, the text is not); the export is not timed.
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from icae.errors import UserError
+from icae.models import Span
 from icae.utils.io import atomic_write_json
 
 
@@ -76,6 +78,16 @@ def run(args) -> dict:
     for w in args.weights:
         backends[f"llama.cpp {w}"] = LlamaCppICAE(export, w, RuntimeOptions(n_threads=args.threads, n_seq_max=8,
                                                                               n_ctx=max(4096, args.context * 2)))
+    turns = [[Span(torch.randint(8, min(vocab, 4096), (args.context // 4,), generator=gen), compress=True),
+              Span(torch.randint(8, min(vocab, 4096), (16,), generator=gen))] for _ in range(args.turns)]
+
+    def agent(m):
+        """An agent conversation: each turn a tool output (compressed) and 16 tokens, then 16 generated tokens,
+        the history kept across turns."""
+        state, cache = None, {}
+        for turn in turns:
+            _, state, _ = m.generate_incremental(state, turn, cache, max_new_tokens=n // 2, stop_token_ids=[])
+
     cases = {}
     for name, m in backends.items():
         memory = m.compress([context])
@@ -85,6 +97,7 @@ def run(args) -> dict:
             "compress_s": lambda m=m: m.compress([context]),
             "answer_1_s": lambda m=m, memory=memory: m.generate(memory, [prompt], max_new_tokens=1, **answer),
             "answer_n_s": lambda m=m, memory=memory: m.generate(memory, [prompt], max_new_tokens=n + 1, **answer),
+            "agent_s": lambda m=m: agent(m),
         }
         cases[name]["prefill_s"]()  # warm-up
     times = {name: {k: [] for k in c} for name, c in cases.items()}
@@ -98,6 +111,7 @@ def run(args) -> dict:
         rows.append({"backend": name, "prefill_s": med["prefill_s"], "compress_s": med["compress_s"],
                      "answer_from_memory_s": med["answer_n_s"],
                      "decode_tokens_per_s": n / max(med["answer_n_s"] - med["answer_1_s"], 1e-9),
+                     "agent_s": med["agent_s"],
                      "all": t})
     ref = rows[0]
     for row in rows:
@@ -105,22 +119,25 @@ def run(args) -> dict:
         row["compress_speedup"] = ref["compress_s"] / row["compress_s"]
         row["decode_speedup"] = row["decode_tokens_per_s"] / ref["decode_tokens_per_s"]
         row["answer_speedup"] = ref["answer_from_memory_s"] / row["answer_from_memory_s"]
+        row["agent_speedup"] = ref["agent_s"] / row["agent_s"]
     sizes = {w: (export / f"base-{w}.gguf").stat().st_size / 2**20 for w in args.weights}
     return {"model": args.random_shape or str(args.checkpoint), "context_tokens": args.context, "new_tokens": n,
-            "repeats": args.repeats, "threads": args.threads, "gguf_mib": sizes, "rows": rows}
+            "repeats": args.repeats, "threads": args.threads, "turns": args.turns, "gguf_mib": sizes, "rows": rows}
 
 
 def table(result: dict) -> str:
     lines = [f"model {result['model']}, context {result['context_tokens']} tokens, {result['new_tokens']} new tokens, "
              f"{result['threads']} threads, median of {result['repeats']}",
-             "| backend | prefill s (x) | compress s (x) | decode tok/s (x) | answer from memory s (x) | GGUF MiB |",
-             "|---|---|---|---|---|---|"]
+             f"| backend | prefill s (x) | compress s (x) | decode tok/s (x) | answer from memory s (x) | "
+             f"{result['turns']}-turn agent s (x) | GGUF MiB |",
+             "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         w = r["backend"].split()[-1]
         size = f"{result['gguf_mib'][w]:.0f}" if w in result["gguf_mib"] else "-"
         lines.append(f"| {r['backend']} | {r['prefill_s']:.3f} ({r['prefill_speedup']:.2f}) | {r['compress_s']:.3f} "
                      f"({r['compress_speedup']:.2f}) | {r['decode_tokens_per_s']:.1f} ({r['decode_speedup']:.2f}) | "
-                     f"{r['answer_from_memory_s']:.3f} ({r['answer_speedup']:.2f}) | {size} |")
+                     f"{r['answer_from_memory_s']:.3f} ({r['answer_speedup']:.2f}) | {r['agent_s']:.2f} "
+                     f"({r['agent_speedup']:.2f}) | {size} |")
     return "\n".join(lines)
 
 
@@ -135,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--turns", type=int, default=10, help="turns of the agent conversation")
     p.add_argument("--k", type=int, default=128, help="memory slots per segment (--random-shape)")
     a = p.parse_args(argv)
     if bool(a.checkpoint) == bool(a.random_shape):
