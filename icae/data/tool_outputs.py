@@ -238,6 +238,8 @@ def generate(split: str, count: int, seed: int = 0, max_chars: int = 12_000, wor
     trees = split_trees(split)
     work_dir = Path(work_dir or default_work_dir()).resolve() / f"{split}-{seed}"
     with _locked(work_dir):
+        for stale in work_dir.glob("[0-9][0-9][0-9][0-9][0-9]"):  # sandboxes a killed run left behind
+            shutil.rmtree(stale, ignore_errors=True)
         home = work_dir / "home"
         home.mkdir(exist_ok=True)
         env = command_env(home)

@@ -59,50 +59,56 @@ def _typo(name: str, ctx: Context) -> str:
 
 
 def _test_file(module: str, source: str, ctx: Context) -> str:
+    """A test module importing ``module``: 2-6 tests on its real names, signatures and docstrings, at least one of
+    which fails (a wrong name, parameter list or docstring, a call with too many arguments)."""
     rng = ctx.rng
     funcs = _public_functions(source)
     names = sorted(set(DEFINITION.findall(source))) or ["__name__"]
-    tests = []
+    tests = []  # (source, fails)
     for _ in range(rng.randint(2, 6)):
         t = rng.choice(["has", "in_dir", "signature", "doc", "too_many", "raises", "param"])
         f = rng.choice(funcs) if funcs else None
         name = rng.choice(names)
         if t == "has":
             target = name if rng.random() < 0.5 else _typo(name, ctx)
-            tests.append(f"def test_has_{name.lower()}():\n    assert hasattr(target, {target!r})\n")
+            tests.append((f"def test_has_{name.lower()}():\n    assert hasattr(target, {target!r})\n", target != name))
         elif t == "in_dir":
-            tests.append(f"def test_exports_{name.lower()}():\n    assert {_typo(name, ctx)!r} in dir(target)\n")
+            tests.append((f"def test_exports_{name.lower()}():\n    assert {_typo(name, ctx)!r} in dir(target)\n", True))
         elif t == "signature" and f:
             params = list(f[1])
             if params and rng.random() < 0.7:
                 params[rng.randrange(len(params))] = rng.choice(["value", "data", "obj", "key", "timeout"])
             elif rng.random() < 0.5:
                 params.append("strict")
-            tests.append(f"def test_{f[0].lower()}_signature():\n"
-                         f"    assert list(inspect.signature(target.{f[0]}).parameters) == {params!r}\n")
+            tests.append((f"def test_{f[0].lower()}_signature():\n"
+                           f"    assert list(inspect.signature(target.{f[0]}).parameters) == {params!r}\n",
+                           params != list(f[1])))
         elif t == "doc" and f and f[2]:
             words = f[2].split()
             words[rng.randrange(len(words))] = rng.choice(["Return", "the", "a", "value", "list", "None"])
-            tests.append(f"def test_{f[0].lower()}_doc():\n"
-                         f"    assert target.{f[0]}.__doc__.strip().splitlines()[0] == {' '.join(words)!r}\n")
+            tests.append((f"def test_{f[0].lower()}_doc():\n"
+                          f"    assert target.{f[0]}.__doc__.strip().splitlines()[0] == {' '.join(words)!r}\n",
+                          " ".join(words) != f[2]))
         elif t in ("too_many", "raises") and f:
             call = f"target.{f[0]}(*range({len(f[1]) + rng.randint(1, 3)}))"
             exc = rng.choice(["ValueError", "KeyError", "TypeError"])
-            body = f"    with pytest.raises({exc}):\n        {call}\n" if t == "raises" else f"    result = {call}\n    assert result\n"
-            tests.append(f"def test_{f[0].lower()}_{t}():\n{body}")
+            body = (f"    with pytest.raises({exc}):\n        {call}\n" if t == "raises"
+                    else f"    result = {call}\n    assert result\n")
+            tests.append((f"def test_{f[0].lower()}_{t}():\n{body}", t == "too_many" or exc != "TypeError"))
         elif t == "param":
             chosen = sorted(set(rng.sample(names, min(len(names), rng.randint(2, 5))) + [_typo(name, ctx)]))
-            tests.append(f"@pytest.mark.parametrize(\"name\", {chosen!r})\ndef test_defines(name):\n"
-                         f"    assert hasattr(target, name)\n")
-    if not tests:
-        tests.append(f"def test_module_name():\n    assert target.__name__ == {_typo(module, ctx)!r}\n")
+            tests.append((f"@pytest.mark.parametrize(\"name\", {chosen!r})\ndef test_defines(name):\n"
+                          f"    assert hasattr(target, name)\n", True))
     seen, unique = set(), []
-    for t in tests:  # one definition per test name, as a file would have
-        head = t.split("(")[0]
+    for text, fails in tests:  # one definition per test name, as a file would have
+        head = text.split("(")[0]
         if head not in seen:
             seen.add(head)
-            unique.append(t)
-    return f"import inspect\n\nimport pytest\n\nimport {module} as target\n\n\n" + "\n\n".join(unique)
+            unique.append((text, fails))
+    if not any(fails for _, fails in unique):
+        unique.append((f"def test_module_name():\n    assert target.__name__ == {_typo(module, ctx)!r}\n", True))
+    return (f"import inspect\n\nimport pytest\n\nimport {module} as target\n\n\n"
+            + "\n\n".join(text for text, _ in unique))
 
 
 def pytest(ctx: Context) -> Output:
