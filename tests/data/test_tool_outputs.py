@@ -82,6 +82,20 @@ def test_cap_cuts_at_a_line_break():
     assert cap("abcdefgh", 5) == ("abcde", True)
 
 
+def test_trees_are_drawn_by_group_not_by_subpackage():
+    """nltk's ~30 subpackage trees weigh as much as yaml's one: 40% the top-level modules, the rest a package."""
+    import random
+    from collections import Counter
+
+    from icae.data.tool_outputs import BUNDLE_SHARE, Context
+
+    ctx = Context("heldout", split_trees("heldout"), Path("."), random.Random(0))
+    counts = Counter(ctx.tree().name.split("/")[0] for _ in range(3000))
+    assert abs(counts["."] / 3000 - BUNDLE_SHARE) < 0.03
+    for package in ("yaml", "tqdm", "nltk"):
+        assert abs(counts[package] / 3000 - (1 - BUNDLE_SHARE) / 3) < 0.03
+
+
 def test_every_kind_is_drawn_in_a_default_mix():
     assert set(KIND_WEIGHTS) == set(KINDS)
     for split in ("train", "heldout"):
