@@ -12,11 +12,12 @@ commands that write run inside a sandbox copy ``work_dir/<split>-<seed>/<index>`
 ``$TMPDIR/icae-tool-outputs``; ``<split>-<seed>`` is locked while a generator writes it, so that only two runs of the
 same split and seed wait for each other), removed afterwards unless ``keep_work``.
 
-Kinds (see :mod:`icae.data.tool_kinds` and :mod:`icae.data.tool_runs`): ``ls`` (``ls -la``/``-lah``/``-R`` of a
-sandbox copy, every mtime set to a fixed time from the seed), ``grep`` (``grep -rn``/``-rnw``/``-rl``/``-c`` of an
-identifier drawn from the tree), ``find``, ``open`` and ``swe_search`` (SWE-agent's ``open`` window and its
-``search_dir``/``search_file``/``find_file``, formatted here from the real files as SWE-agent prints them), ``files`` (``wc -l``, ``head -n``, ``cat``, ``cat -n``, ``sed -n``), ``pytest`` (a test file importing a
-real module, with failing and passing tests, run with ``-p no:cacheprovider``), ``traceback`` (a ``reproduce.py``
+Kinds (see :mod:`icae.data.tool_kinds`, :mod:`icae.data.tool_swe` and :mod:`icae.data.tool_runs`): ``ls``
+(``ls -la``/``-lah``/``-R`` of a sandbox copy, every mtime set to a fixed time from the seed), ``grep``
+(``grep -rn``/``-rnw``/``-rl``/``-c`` of an identifier drawn from the tree), ``find``, ``open`` and ``swe_search``
+(SWE-agent's ``open`` window and its ``search_dir``/``search_file``/``find_file``, formatted here from the real files
+as SWE-agent prints them), ``files`` (``wc -l``, ``head -n``, ``cat``, ``cat -n``, ``sed -n``), ``pytest`` (a test
+file importing a real module, with at least one failing test, run with ``-p no:cacheprovider``), ``traceback`` (a ``reproduce.py``
 raising a real exception from a real library call), ``git`` (a sandbox copy committed, really edited, then
 ``git log --stat``/``git diff``/``git status``...; names and dates fixed so hashes are deterministic), ``pip``
 (``pip list``/``pip show``), ``py_compile`` (a copy with an injected syntax error) and ``json``
@@ -26,13 +27,17 @@ Splits, disjoint by tree (``split_trees``):
 
 - ``train``: what the shipped compressors already train on (``icae.data.corpus.base_corpus_files("wide")``): the
   top-level standard-library modules a-m, and the standard-library packages (and their subpackages) except the
-  DOWNSTREAM ones, ``test``, ``site-packages`` and the SKIPPED directories; tracebacks raise from those modules
+  DOWNSTREAM ones, the SKIPPED directories, ``test`` (it holds DOWNSTREAM tests), ``idlelib``, ``tkinter`` and
+  ``turtledemo`` (``EXCLUDED_STDLIB_DIRS``); tracebacks raise from those modules
   only; ``pip show`` and JSON files come from installed distributions other than the held-out ones.
 - ``heldout``: trees no training corpus reads: the top-level standard-library modules n-z, and the installed
   packages ``yaml``, ``tqdm`` and ``nltk`` (their site-packages directories); tracebacks raise from those (and from
   ``json``, which no compressor trains on); ``pip show`` of PyYAML, tqdm, nltk.
 - Command variants only the held-out split uses (``HELDOUT_ONLY``): ``grep -C``/``-A`` context, ``tail -n``,
   ``git show``. ``pip list`` is train-only (one listing of the one environment).
+
+Each record draws its tree by group (``Context.tree``): the split's top-level modules with probability
+``BUNDLE_SHARE``, else a top-level package uniformly and then one of its (sub)package directories.
 
 Deterministic for a seed on a given machine (same interpreter, packages and ``work_dir``): the same seed writes a
 byte-identical file, except pytest's own duration (``in 0.12s``), which is kept as printed (``TIME_PATTERN`` masks
