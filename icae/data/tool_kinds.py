@@ -275,14 +275,3 @@ def json_tool(ctx: Context) -> Output:
     command = (["cat", "response.json"] if ctx.rng.random() < 0.15 else
                ["python", "-m", "json.tool", *ctx.rng.choice([[], [], ["--sort-keys"], ["--indent", "2"]]), "response.json"])
     return Output("json", command, ctx.sandbox, run(command, ctx.sandbox, ctx.env))
-
-
-def _kinds() -> dict:
-    from icae.data import tool_runs, tool_swe
-
-    return {"ls": ls, "grep": grep, "find": find, "open": tool_swe.open_window, "swe_search": tool_swe.swe_search,
-            "files": files, "pip": pip, "py_compile": py_compile, "json": json_tool, "pytest": tool_runs.pytest,
-            "traceback": tool_runs.traceback, "git": tool_runs.git}
-
-
-KINDS = _kinds()

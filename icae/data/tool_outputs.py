@@ -225,6 +225,16 @@ def draw_kind(rng: random.Random, kinds: tuple[str, ...] = tuple(KIND_WEIGHTS)) 
     return rng.choices(kinds, weights=[KIND_WEIGHTS[k] for k in kinds])[0]
 
 
+def kind_runners() -> dict:
+    """Each kind's runner, ``Context -> Output`` (imported here, late: the runners' modules import this one)."""
+    from icae.data import tool_kinds, tool_runs, tool_swe
+
+    return {"ls": tool_kinds.ls, "grep": tool_kinds.grep, "find": tool_kinds.find, "open": tool_swe.open_window,
+            "swe_search": tool_swe.swe_search, "files": tool_kinds.files, "pytest": tool_runs.pytest,
+            "traceback": tool_runs.traceback, "git": tool_runs.git, "pip": tool_kinds.pip,
+            "py_compile": tool_kinds.py_compile, "json": tool_kinds.json_tool}
+
+
 def default_work_dir() -> Path:
     return Path(tempfile.gettempdir()) / "icae-tool-outputs"
 
@@ -232,12 +242,11 @@ def default_work_dir() -> Path:
 def generate(split: str, count: int, seed: int = 0, max_chars: int = 12_000, work_dir: Path | None = None,
              kinds: tuple[str, ...] | None = None, keep_work: bool = False) -> Iterator[dict]:
     """Yield ``count`` records of ``split``; record ``i`` depends only on (split, seed, i) and the machine."""
-    from icae.data.tool_kinds import KINDS  # the runners import this module's helpers
-
+    runners = kind_runners()
     kinds = tuple(kinds or KIND_WEIGHTS)
-    unknown = [k for k in kinds if k not in KINDS]
+    unknown = [k for k in kinds if k not in runners]
     if unknown:
-        raise UserError(f"unknown kinds {unknown}; choose from {sorted(KINDS)}")
+        raise UserError(f"unknown kinds {unknown}; choose from {sorted(runners)}")
     if count < 1 or max_chars < 100:
         raise UserError(f"count must be >= 1 (got {count}) and max_chars >= 100 (got {max_chars})")
     trees = split_trees(split)
@@ -256,7 +265,7 @@ def generate(split: str, count: int, seed: int = 0, max_chars: int = 12_000, wor
                 shutil.rmtree(sandbox)
             sandbox.mkdir()
             try:
-                out = KINDS[kind](Context(split, trees, sandbox, rng, env))
+                out = runners[kind](Context(split, trees, sandbox, rng, env))
                 text, truncated = cap(out.text, max_chars)
                 yield {"text": text, "kind": out.kind, "command": shlex.join(out.command), "cwd": str(out.cwd),
                        "truncated": truncated}

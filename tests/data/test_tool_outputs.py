@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from icae.data.corpus import base_corpus_files, stdlib_dir
-from icae.data.tool_kinds import KINDS
 from icae.data.tool_swe import file_lines, find_file, open_line, search_dir, search_file, swe_window
-from icae.data.tool_outputs import (KIND_WEIGHTS, TIME_PATTERN, cap, command_env, draw_kind, generate, record_rng,
-                                    split_trees)
+from icae.data.tool_outputs import (KIND_WEIGHTS, TIME_PATTERN, cap, command_env, draw_kind, generate, kind_runners,
+                                    record_rng, split_trees)
 from icae.scripts import entry
 from icae.scripts.write_tool_outputs import main
 
@@ -97,9 +96,9 @@ def test_trees_are_drawn_by_group_not_by_subpackage():
 
 
 def test_every_kind_is_drawn_in_a_default_mix():
-    assert set(KIND_WEIGHTS) == set(KINDS)
+    assert set(KIND_WEIGHTS) == set(kind_runners())
     for split in ("train", "heldout"):
-        assert {draw_kind(record_rng(split, 0, i)) for i in range(300)} == set(KINDS)
+        assert {draw_kind(record_rng(split, 0, i)) for i in range(300)} == set(KIND_WEIGHTS)
 
 
 def _check_open(record):
@@ -152,7 +151,7 @@ def _check_reruns(split, kinds, tmp_path):
 
 
 def test_each_kind_reruns_to_the_same_text(tmp_path):
-    _check_reruns("train", tuple(KINDS), tmp_path)
+    _check_reruns("train", tuple(KIND_WEIGHTS), tmp_path)
 
 
 def test_held_out_commands_rerun_to_the_same_text(tmp_path):
@@ -161,7 +160,7 @@ def test_held_out_commands_rerun_to_the_same_text(tmp_path):
 
 @pytest.mark.slow
 def test_each_held_out_kind_reruns_to_the_same_text(tmp_path):
-    _check_reruns("heldout", tuple(KINDS), tmp_path)
+    _check_reruns("heldout", tuple(KIND_WEIGHTS), tmp_path)
 
 
 def test_same_seed_writes_the_same_file_and_another_seed_differs(tmp_path):
