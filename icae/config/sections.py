@@ -404,7 +404,11 @@ class ServeArguments(Section):
     served_model_name: Optional[str] = _help("The model id clients send (None: the checkpoint's or base's name).", None)
     max_batch_size: int = _help("Requests decoded together at most.", 8)
     slot_cache_mb: float = _help("Memory for compressed observations kept by content (least recently used go).", 256.0)
-    max_conversations: int = _help("Conversations whose decoder KV cache is kept for their next request.", 16)
+    max_conversations: int = _help("0 turns prefix reuse off (any other value: prefix_cache_mb bounds what is kept; "
+                                   "kept for older configs).", 16)
+    prefix_cache_mb: float = _help(
+        "Memory for kept decoder keys/values of served prompts (a prefix tree: a request prefills only what follows "
+        "its longest cached prefix; least recently used leaves go).", 256.0)
     default_max_tokens: Optional[int] = _help(
         "New tokens when a request sets no max_tokens (None: what is left of the context window, as OpenAI does).",
         None)
@@ -432,7 +436,7 @@ class ServeArguments(Section):
     def problems(self) -> list[str]:
         out = _at_least(self, 1, "max_batch_size", "max_prompt_tokens") + _at_least(self, 0, "max_conversations")
         out += _at_least(self, 1, "default_max_tokens", "torch_threads", optional=True)
-        out += _at_least(self, 0, "slot_cache_mb", "compress_user_min_tokens", optional=True)
+        out += _at_least(self, 0, "slot_cache_mb", "prefix_cache_mb", "compress_user_min_tokens", optional=True)
         if not self.max_request_mb > 0:
             out.append(f"max_request_mb must be > 0, got {self.max_request_mb}")
         if not 0 <= self.port <= 65535:

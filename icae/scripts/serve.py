@@ -69,7 +69,8 @@ def build(config):
     model.freeze_for_inference()
     s = config.serve
     name = s.served_model_name or str(config.model.restore_from or config.model.model_name_or_path).rstrip("/")
-    engine = Engine(model, config, s.max_batch_size, s.slot_cache_mb, s.max_conversations, s.default_max_tokens)
+    engine = Engine(model, config, s.max_batch_size, s.slot_cache_mb, s.max_conversations, s.default_max_tokens,
+                    prefix_cache_mb=s.prefix_cache_mb)
     return engine, name
 
 

@@ -56,16 +56,26 @@ def _logprobs(entries: list[dict]) -> dict:
 
 
 class Guard:
-    """The outermost layer (pure ASGI): refuses bodies over ``max_bytes`` with 413 before the app reads them, and
-    answers an unexpected exception with a 500 in OpenAI's shape *without* re-raising it, so the server closes no
-    connection (a client's next request on it works)."""
+    """The layer around the app (pure ASGI): checks the API key of ``/v1`` requests (401), refuses bodies over
+    ``max_bytes`` with 413 before the app reads them, and answers an unexpected exception with a 500 in OpenAI's shape
+    *without* re-raising it, so the server closes no connection (a client's next request on it works)."""
 
-    def __init__(self, app, max_bytes: int, on_error):
-        self.app, self.max_bytes, self.on_error = app, max_bytes, on_error
+    def __init__(self, app, max_bytes: int, on_error, api_key: Optional[str] = None):
+        self.app, self.max_bytes, self.on_error, self.api_key = app, max_bytes, on_error, api_key
+
+    def authorised(self, scope) -> bool:
+        if not self.api_key or not scope.get("path", "").startswith("/v1") or scope.get("method") == "OPTIONS":
+            return True
+        given = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        return hmac.compare_digest(token.encode(), self.api_key.encode())
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if not self.authorised(scope):
+            return await _error(401, "Incorrect API key provided: send the server's key as 'Authorization: Bearer KEY'",
+                                code="invalid_api_key")(scope, receive, send)
         started = False
 
         async def tracked_send(message):
@@ -111,27 +121,18 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None) -
     api_key = api_key or serve.api_key or os.environ.get("ICAE_API_KEY") or None
     window = engine.model.args.model_max_length
     app = FastAPI(title="icae serve", description="OpenAI-compatible chat completions with compressed tool outputs")
-    if serve.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(serve.cors_origins), allow_methods=["*"],
-                           allow_headers=["*"])
-
     def crashed(e: Exception) -> None:
         import traceback
 
         engine.metrics.error()
         traceback.print_exception(e)
 
-    app.add_middleware(Guard, max_bytes=int(serve.max_request_mb * 1e6), on_error=crashed)
-
-    @app.middleware("http")
-    async def authorise(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1") and request.method != "OPTIONS":
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), api_key.encode()):
-                return _error(401, "Incorrect API key provided: send the server's key as 'Authorization: Bearer KEY'",
-                              code="invalid_api_key")
-        return await call_next(request)
+    # Pure ASGI layers only: Starlette's BaseHTTPMiddleware (@app.middleware) hides a client's disconnect from the
+    # endpoint, and a request whose client left must leave the batch.
+    app.add_middleware(Guard, max_bytes=int(serve.max_request_mb * 1e6), on_error=crashed, api_key=api_key)
+    if serve.cors_origins:  # outermost: its headers go on every answer, a 401 or 413 included
+        app.add_middleware(CORSMiddleware, allow_origins=list(serve.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -234,8 +234,6 @@ def test_temperature_through_the_server():
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="app.py's @app.middleware('http') (Starlette BaseHTTPMiddleware) makes "
-                   "request.is_disconnected() always False: see /work/briefs/engine_api.md")
 def test_a_non_streaming_client_that_leaves_stops_its_request():
     """A non-streaming client that times out: its row leaves the batch within a step or so of the server noticing,
     while tokens keep arriving (#22.6: it used to run to max_tokens)."""
