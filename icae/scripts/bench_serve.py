@@ -5,8 +5,9 @@
 For each model type (ICAE as configured, then SimpleLLM on the same base with ``model_type=llm``), a server is started
 as a subprocess on a free port; ``--clients`` threads each replay generated agent trajectories turn by turn (the
 history up to each assistant turn, the recorded turn sent back as history, as an agent does), for ``--seconds``.
-Reported: requests/s, median and 95th-percentile latency, the server's peak memory (sampled RSS), prompt tokens,
-decoder positions and tokens saved (from its /metrics). No figure is asserted anywhere: this is for reading.
+Reported: requests/s, median, 95th- and 99th-percentile latency, the server's peak memory (sampled RSS), prompt tokens,
+decoder positions, tokens saved, the prefix-cache hit rate and the positions it served (from its /metrics), and the
+mean running batch (decoded rows per decoding step). No figure is asserted anywhere: this is for reading.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Read from the server's /metrics after the run (Prometheus names without the icae_ prefix).
 SERVER_COUNTERS = ("prompt_tokens_total", "completion_tokens_total", "decoder_positions_total", "tokens_saved_total",
                    "slot_cache_hits_total", "observations_compressed_total", "prefilled_positions_total",
-                   "batched_requests_total", "batches_total")
+                   "batched_requests_total", "batches_total", "requests_total", "prefix_cache_hits_total",
+                   "reused_positions_total", "decode_steps_total", "decode_rows_total")
 
 
 def free_port() -> int:
@@ -88,7 +90,8 @@ def load(url: str, model: str, convs, clients: int, seconds: float, max_tokens: 
     return {"requests": len(latencies), "errors": errors[0], "wall_seconds": wall,
             "requests_per_second": len(latencies) / wall,
             "latency_p50": statistics.median(latencies) if latencies else None,
-            "latency_p95": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None}
+            "latency_p95": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None,
+            "latency_p99": latencies[int(0.99 * (len(latencies) - 1))] if latencies else None}
 
 
 def run_one(config_path: str, overrides: list[str], convs, args) -> dict:
@@ -143,14 +146,18 @@ def main(argv: list[str] | None = None) -> dict:
               "trajectories": args.trajectories, "results": results}
     out = requested.with_name(free_stem(requested.parent, requested.stem, (requested.suffix,)) + requested.suffix)
     atomic_write_json(out, result)
-    print("| model | requests/s | p50 latency (s) | p95 latency (s) | server peak RSS (MiB) | per request: prompt tokens "
-          "/ decoder positions / prefilled / completion tokens | mean batch |\n|---|---|---|---|---|---|---|")
+    print("| model | requests/s | p50 / p95 / p99 latency (s) | server peak RSS (MiB) | per request: prompt tokens "
+          "/ decoder positions / prefilled / reused / completion tokens | prefix-cache hit rate | mean running batch |"
+          "\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         n = max(r["requests"], 1)
-        batch = r["batched_requests_total"] / max(r["batches_total"], 1)
-        print(f"| {name} | {r['requests_per_second']:.2f} | {r['latency_p50']:.3f} | {r['latency_p95']:.3f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['prompt_tokens_total'] / n:.0f} / {r['decoder_positions_total'] / n:.0f} / "
-              f"{r['prefilled_positions_total'] / n:.0f} / {r['completion_tokens_total'] / n:.1f} | {batch:.2f} |")
+        hits = r["prefix_cache_hits_total"] / max(r["requests_total"], 1)
+        batch = r["decode_rows_total"] / max(r["decode_steps_total"], 1)
+        print(f"| {name} | {r['requests_per_second']:.2f} | {r['latency_p50']:.3f} / {r['latency_p95']:.3f} / "
+              f"{r['latency_p99']:.3f} | {r['peak_rss_mib']:.0f} | {r['prompt_tokens_total'] / n:.0f} / "
+              f"{r['decoder_positions_total'] / n:.0f} / {r['prefilled_positions_total'] / n:.0f} / "
+              f"{r['reused_positions_total'] / n:.0f} / {r['completion_tokens_total'] / n:.1f} | {hits:.2f} | "
+              f"{batch:.2f} |")
     print(f"results: {out}" + (" (an earlier run's file is kept)" if out != requested else ""))
     return result
 

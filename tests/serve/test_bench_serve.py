@@ -11,7 +11,8 @@ def test_the_load_benchmark_reports_both_model_types(tmp_path):
     icae, llm = result["results"]["icae"], result["results"]["llm"]
     assert icae["requests"] > 0 and llm["requests"] > 0 and icae["errors"] == llm["errors"] == 0
     assert llm["tokens_saved_total"] == 0 < icae["tokens_saved_total"]  # the full context saves nothing
-    assert icae["latency_p50"] <= icae["latency_p95"]
+    assert icae["latency_p50"] <= icae["latency_p95"] <= icae["latency_p99"]
+    assert 0 <= icae["prefix_cache_hits_total"] <= icae["requests_total"]
     assert icae["prompt_tokens_total"] - icae["decoder_positions_total"] == icae["tokens_saved_total"]
     for r in (icae, llm):  # no request generated more than --max_tokens tokens
         assert 0 < r["completion_tokens_total"] <= 2 * r["requests"]
