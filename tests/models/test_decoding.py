@@ -72,11 +72,17 @@ def alone(model, spans, **sampling):
     return ids[0]
 
 
-def is_greedy(model, spans, ids) -> bool:
-    """Independent of the KV-cache loop: one forward pass over the history and the generated ids (no cache) predicts
-    each generated id as its argmax."""
+def teacher_forced(model, spans, ids) -> torch.Tensor:
+    """Independent of the KV-cache loop: log-probabilities ``(len(ids), vocab)`` of one forward pass (no cache) over
+    the history and the generated ids, at the positions that predict each generated id."""
     out = model.forward_spans([list(spans) + [Span(ids, loss=True)]], {})
-    return out.targets[0].tolist() == ids and out.logits[0].argmax(dim=-1).tolist() == ids
+    assert out.targets[0].tolist() == ids
+    return out.logits[0].float().log_softmax(dim=-1)
+
+
+def is_greedy(model, spans, ids) -> bool:
+    """Each generated id is the argmax of the teacher-forced pass."""
+    return teacher_forced(model, spans, ids).argmax(dim=-1).tolist() == ids
 
 
 @pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-mistral"])
@@ -104,7 +110,12 @@ def test_rows_joining_mid_way_get_what_they_get_alone(name):
         assert is_greedy(model, spans[i], row.ids)
         assert len(row.ids) == limits[i] and row.finish == "length"
         assert [lp.token for lp in seen[i]] == row.ids and all(len(lp.top) == 2 for lp in seen[i])
-        assert all(lp.top[0][1] >= lp.logprob - 1e-6 for lp in seen[i])  # greedy: the chosen token is the top one
+        logp = teacher_forced(model, spans[i], row.ids)
+        got = torch.tensor([lp.logprob for lp in seen[i]])
+        assert torch.allclose(got, logp[torch.arange(len(row.ids)), row.ids], atol=1e-4)
+        top = logp.topk(2, dim=-1)
+        assert [[t for t, _ in lp.top] for lp in seen[i]] == top.indices.tolist()  # greedy: the chosen one first
+        assert torch.allclose(torch.tensor([[p for _, p in lp.top] for lp in seen[i]]), top.values, atol=1e-4)
     assert ended == [rows[1], rows[0], rows[2]]  # the order they ran out: 4 new tokens from step 4, 9 from 0, ...
 
 
