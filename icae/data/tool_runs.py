@@ -50,6 +50,22 @@ def _public_functions(source: str) -> list[tuple[str, list[str], str]]:
     return out
 
 
+def _bound_names(source: str) -> set[str]:
+    """Public names a module binds at top level by assignment or ``from ... import`` (a package's ``__init__`` often
+    defines nothing itself)."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in body:
+        if isinstance(node, ast.ImportFrom):
+            names |= {a.asname or a.name for a in node.names if a.name != "*"}
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return {n for n in names if not n.startswith("_")}
+
+
 def _typo(name: str, ctx: Context) -> str:
     r = ctx.rng.random()
     if r < 0.3 and len(name) > 4:
@@ -63,7 +79,7 @@ def _test_file(module: str, source: str, ctx: Context) -> str:
     which fails (a wrong name, parameter list or docstring, a call with too many arguments)."""
     rng = ctx.rng
     funcs = _public_functions(source)
-    names = sorted(set(DEFINITION.findall(source))) or ["__name__"]
+    names = sorted(set(DEFINITION.findall(source)) | _bound_names(source)) or ["__name__"]
     tests = []  # (source, fails)
     for _ in range(rng.randint(2, 6)):
         t = rng.choice(["has", "in_dir", "signature", "doc", "too_many", "raises", "param"])
