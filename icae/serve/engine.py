@@ -134,12 +134,13 @@ class Engine:
             try:
                 with torch.no_grad():
                     group, row = self._prefill(job)
-                ended = self.batch.join(group, [row])
+                self._jobs[row] = job
+                ended = self.batch.join(group, [row])  # a row with nothing to generate ends here
             except Exception as e:  # this request fails alone
+                self._jobs = {r: j for r, j in self._jobs.items() if j is not job}
                 job.emit({"error": f"{type(e).__name__}: {e}"})
                 continue
             admitted += 1
-            self._jobs[row] = job
             for r in ended:
                 self._end(r)
         if admitted:

@@ -255,3 +255,9 @@ def test_a_non_streaming_client_that_leaves_stops_its_request():
         assert after["completion_tokens_total"] - before["completion_tokens_total"] < 1900
     finally:
         server.stop()
+
+
+def test_a_request_with_nothing_to_generate_is_answered(engine):
+    """max_tokens 0 (or a prompt that fills the window): the row ends as it joins, and the client still gets its end."""
+    job = served(engine, make_job(engine, history([7]), 0))
+    assert job.ids == [] and job.finish == "length" and job.stats["prefilled_positions"] > 0
