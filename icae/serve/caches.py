@@ -122,6 +122,8 @@ class PrefixCache:
     def insert(self, items: Sequence[Element], layers: kv.Layers) -> None:
         """Keep the keys/values of ``items`` (``layers``: one row, at least their positions), then evict least
         recently used leaves down to the bound."""
+        if self.max_bytes <= 0:
+            return  # reuse off: nothing to copy
         with self._lock:
             self._insert(items, layers)
             self._evict()

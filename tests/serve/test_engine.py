@@ -67,6 +67,9 @@ def test_least_recently_used_leaves_are_evicted_by_bytes():
     shared.insert(list(range(10)), fake_layers(list(range(10))))
     shared.insert(list(range(5)) + [50, 51], fake_layers(list(range(7))))  # shares 5 positions: 12 kept in all
     assert shared.match(list(range(5)), 5).length == 5 and shared.bytes == kv.nbytes(fake_layers([0] * 12))
+    off = PrefixCache(0.0)  # max_conversations: 0
+    off.insert([1, 2, 3], fake_layers([1, 2, 3]))
+    assert off.match([1, 2, 3], 3).length == 0 and off.bytes == 0 and len(off) == 0
 
 
 # ---------------------------------------------------------------------------------------------- reuse = recompute
