@@ -86,8 +86,11 @@ def check(mode: str, run: dict, before: dict, after: dict) -> list[str]:
     saved = [(u or {}).get("compression", {}).get("tokens_saved", 0) for u in run["usage"]]
     if not all(s > 0 for s in saved[1:]):  # every request after the first carries at least one observation
         problems.append(f"tokens saved per step {saved}: some observations were not compressed")
-    if after["icae_observations_compressed_total"] <= before["icae_observations_compressed_total"]:
+    counted = ("icae_observations_compressed_total", "icae_slot_cache_hits_total")  # compressed now, or seen before
+    if sum(after[k] - before[k] for k in counted) <= 0:
         problems.append("/metrics counted no compressed observation")
+    if run.get("format_error_replies"):
+        problems.append(f"replies that did not parse: {run['format_error_replies']}")
     return problems
 
 
@@ -118,14 +121,15 @@ def main() -> int:
                 run = json.loads(out.stdout.strip().splitlines()[-1])
                 failures += [f"{mode}: {p}" for p in check(mode, run, before, after)]
                 saved = after["icae_tokens_saved_total"] - before["icae_tokens_saved_total"]
+                observations = sum(after[k] - before[k] for k in ("icae_observations_compressed_total",
+                                                                  "icae_slot_cache_hits_total"))
                 rows.append(f"| {mode:5s} | {run['steps']:5d} | {sum(len(a) == 1 for a in run['actions']):14d} | "
-                            f"{run['format_errors']:13d} | "
-                            f"{int(after['icae_observations_compressed_total'] - before['icae_observations_compressed_total']):12d} | "
-                            f"{int(saved):12d} | {seconds:7.1f} |")
+                            f"{run['format_errors']:13d} | {int(observations):12d} | {int(saved):12d} | "
+                            f"{seconds:7.1f} |")
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-    print("| mode  | steps | parsed actions | format errors | observations | tokens saved | seconds |")
+    print("| mode  | steps | parsed actions | format errors | observations compressed (new + slot-cache hits) | tokens saved | seconds |")
     print("|-------|-------|----------------|---------------|--------------|--------------|---------|")
     print("\n".join(rows))
     print(f"agent-check: {'FAILED' if failures else 'passed'} in {time.perf_counter() - began:.0f} s")

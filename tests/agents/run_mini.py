@@ -67,6 +67,8 @@ def main() -> None:
         "executed": env.commands,
         "observation_roles": sorted({m["role"] for m in agent.messages[2:] if m.get("role") in ("user", "tool")}),
         "usage": usage,
+        "format_error_replies": [(m.get("extra", {}).get("response") or {}).get("choices", [{}])[0].get("message")
+                                 for m in agent.messages if m.get("extra", {}).get("interrupt_type") == "FormatError"],
     }))
 
 
