@@ -25,6 +25,13 @@ TOKENIZER_FILE = ASSETS / "tokenizer" / "tokenizer.json"
 SHIPPED_MODELS = {"tiny-qwen2-lm": ASSETS / "tiny-qwen2-lm"}
 # Pretrained compressors shipped with the package (checkpoint directories, built by icae.scripts.build_compressor).
 SHIPPED_COMPRESSORS = {"tiny-icae-4x": ASSETS / "tiny-icae-4x", "tiny-icae-8x": ASSETS / "tiny-icae-8x"}
+# The single-segment compressors the long-memory builds start from (each decodes one segment from its own slots well,
+# a long text's slots read together poorly): kept loadable, and the long builds' restore_from.
+SEGMENT_COMPRESSORS = {"tiny-icae-4x-segment": ASSETS / "tiny-icae-4x-segment",
+                       "tiny-icae-8x-segment": ASSETS / "tiny-icae-8x-segment"}
+REBUILD = {"tiny-icae-4x": "--rate 4 --config icae/configs/compressor_long_4x.yaml",
+           "tiny-icae-8x": "--rate 8 --config icae/configs/compressor_long_8x.yaml",
+           "tiny-icae-4x-segment": "--rate 4", "tiny-icae-8x-segment": "--rate 8"}
 TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen3", "tiny-mistral": "mistral"}
 FAMILIES = ("qwen2", "qwen3", "mistral")
 # Random-initialised models with the shapes of real ones, built in memory (never written to disk), for benchmarks.
@@ -143,11 +150,12 @@ def resolve_model_path(name_or_path: str) -> str:
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
     """A shipped compressor's name (``tiny-icae-4x``) -> its checkpoint directory; anything else unchanged."""
     name = str(name_or_path)
-    if name in SHIPPED_COMPRESSORS and not Path(name).exists():
-        path = SHIPPED_COMPRESSORS[name]
+    shipped = {**SHIPPED_COMPRESSORS, **SEGMENT_COMPRESSORS}
+    if name in shipped and not Path(name).exists():
+        path = shipped[name]
         if not (path / "model.safetensors").is_file():
             raise UserError(f"{name} is missing from {path}; rebuild it: python -m icae.scripts.build_compressor "
-                            f"--rate {name.split('-')[-1].rstrip('x')}")
+                            f"{REBUILD.get(name, '')}".rstrip())
         return path
     return Path(name_or_path)
 

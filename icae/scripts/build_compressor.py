@@ -1,18 +1,25 @@
-"""Train a shipped pretrained compressor from scratch: ``tiny-icae-4x`` or ``tiny-icae-8x``.
+"""Train the shipped pretrained compressors: ``tiny-icae-4x`` / ``tiny-icae-8x`` and the single-segment ones they
+start from, ``tiny-icae-4x-segment`` / ``tiny-icae-8x-segment``.
 
-    python -m icae.scripts.build_compressor --rate 4        # about 3 h on 2 CPU cores; writes icae/assets/tiny-icae-4x
-    python -m icae.scripts.build_compressor --rate 8        # tiny-icae-8x
+    python -m icae.scripts.build_compressor --rate 4        # one run, about 2 h on 2 CPU cores -> tiny-icae-4x-segment
+    python -m icae.scripts.build_compressor --rate 4 --config icae/configs/compressor_long_4x.yaml   # -> tiny-icae-4x
     python -m icae.scripts.build_compressor --rate 4 max_steps=200 --out /tmp/try   # any key of the config
 
-The recipe is ``icae/configs/compressor_tiny_<rate>x.yaml`` (the one that broke the frozen decoder's plateau, see
-docs/fidelity.md): the shipped ``tiny-qwen2-lm`` base, a LoRA encoder and a LoRA decoder adapter (``freeze_decoder:
-false``), position identifiers, k = 8 slots per segment, the AE objective with a 0.1 share of LM (``lambda``), lr 2e-3.
-It trains on the base LM's corpus (standard-library packages, tests and modules a-m, never the RepoQA/trajectory
-packages) and evaluates on modules n-z, which neither the base nor the compressor ever reads.
+The single-segment recipe is ``icae/configs/compressor_tiny_<rate>x.yaml`` (the one that broke the frozen decoder's
+plateau, see docs/fidelity.md): the shipped ``tiny-qwen2-lm`` base, a LoRA encoder and a LoRA decoder adapter
+(``freeze_decoder: false``), position identifiers, k = 8 slots per segment, the AE objective with a 0.1 share of LM
+(``lambda``), lr 2e-3, one segment per sample. It trains on the base LM's corpus (standard-library packages, tests
+and modules a-m, never the RepoQA/trajectory packages) and evaluates on modules n-z, which neither the base nor the
+compressor ever reads.
 
-Steps: write both corpora -> prepare the samples -> pretrain (checkpoints every save_steps: an interrupted build
-resumes) -> copy the final checkpoint into the asset directory with its training record (``TRAINING.md``,
-``training_log.json``, ``loss.png``).
+The long-memory recipe ``icae/configs/compressor_long_<rate>x.yaml`` goes on from the single-segment compressor
+through a curriculum of multi-segment contexts (``curriculum_lengths``: 128 to 1,024 tokens), each decoded whole from
+all its slots, with generated tool outputs in the mix (``python -m icae.scripts.write_tool_outputs``, run by the build
+when the file is missing): see :mod:`icae.training.curriculum` and docs/fidelity.md.
+
+Steps: write the corpora -> prepare the samples -> pretrain (checkpoints every save_steps: an interrupted build
+resumes; a curriculum resumes at its first unfinished stage) -> copy the final weights into the asset directory with
+the training record (``TRAINING.md``, ``training_log.json``, ``loss.png``).
 """
 
 from __future__ import annotations
@@ -80,13 +87,14 @@ def main(argv: list[str] | None = None) -> Path:
                         help="the recipe (default icae/configs/compressor_tiny_<rate>x.yaml; the long-context "
                              "curriculum: icae/configs/compressor_long_<rate>x.yaml)")
     parser.add_argument("--work", default="runs/build_compressor", help="corpora, prepared data and checkpoints")
-    parser.add_argument("--out", default=None, help="the asset directory (default icae/assets/tiny-icae-<rate>x)")
+    parser.add_argument("--out", default=None, help="the asset directory (default icae/assets/tiny-icae-<rate>x for a "
+                                                    "curriculum, icae/assets/tiny-icae-<rate>x-segment for one run)")
     parser.add_argument("--tool_outputs", type=int, default=3000,
                         help="records of generated training tool outputs, when the recipe's extra_dataset_repos names "
                              "a missing tool_outputs*.jsonl in the work directory")
     args, rest = parser.parse_known_args(argv)
     work = Path(args.work) / f"{args.rate}x"
-    out = Path(args.out) if args.out else ASSETS / f"tiny-icae-{args.rate}x"
+    out = Path(args.out) if args.out else None
     corpus, held = Path(args.work) / "base_corpus.jsonl", Path(args.work) / "stdlib_n_z.jsonl"
     recipe = Path(args.config) if args.config else CONFIGS / f"compressor_tiny_{args.rate}x.yaml"
     config = load_config(recipe, [
@@ -99,8 +107,9 @@ def main(argv: list[str] | None = None) -> Path:
     extra = [str(Path(args.work) / s) if not Path(s).is_absolute() else s for s in config.pretrain.extra_dataset_repos]
     config = config.replace(extra_dataset_repos=extra)  # relative sources live in the work directory
     stages = curriculum.plan(config, work) if config.pretrain.curriculum_lengths else None
-    if stages is None:  # one run, as the shipped single-segment compressors were built
-        return build_single(config, args, rest, out)
+    if stages is None:  # one run, as the single-segment compressors were built
+        return build_single(config, args, rest, out or ASSETS / f"tiny-icae-{args.rate}x-segment")
+    out = out or ASSETS / f"tiny-icae-{args.rate}x"
     restore, history, seconds, legs = config.model.restore_from, [], 0.0, []
     for stage in stages:
         stage_cfg = curriculum.stage_config(config, stage, restore)
