@@ -193,3 +193,21 @@ def test_bad_arguments_are_one_message_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         entry(main, ["--split", "test", "--out", str(tmp_path / "x.jsonl")], prog="w")
     assert e.value.code == 2 and "invalid choice: 'test'" in capsys.readouterr().err
+
+
+def test_stats_count_tokens_per_record_and_refuse_bad_lines(tmp_path, capsys):
+    from icae.models.loading import load_tokenizer
+    from icae.scripts import tool_output_stats
+
+    tok = load_tokenizer("tiny-qwen2-lm")
+    texts = ["x", "def f():\n    return 1\n" * 30, "ls -la\n" * 200]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({"kind": k, "text": t}) + "\n" for k, t in zip(["a", "b", "b"], texts)))
+    out = tool_output_stats.main([str(path)])[str(path)]
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert out["lengths"] == lengths and lengths[0] < 64 < lengths[1]
+    assert sum(out["buckets"].values()) == 3 and out["buckets"]["0-63"] == 1
+    path.write_text('{"kind": "a", "text": "x"}\nnot json\n')
+    with pytest.raises(SystemExit) as e:
+        entry(tool_output_stats.main, [str(path)], prog="s")
+    assert e.value.code == 2 and "line 2" in capsys.readouterr().err
