@@ -30,14 +30,14 @@ STEPS = 10
 
 
 def saved_outputs() -> list[str]:
-    """Tool outputs as a shell prints them (listings, grep hits, a traceback, test results), 150-400 tokens each."""
-    listing = "total 96\n" + "\n".join(f"-rw-r--r-- 1 agent agent {1000 + 37 * i:5d} Nov 30 12:{i:02d} src/module_{i}.py"
-                                       for i in range(14))
-    grep = "\n".join(f"src/module_{i}.py:{10 + 3 * i}:    def handle_{i}(self, request, timeout={i}):" for i in range(12))
+    """Tool outputs as a shell prints them (a listing, grep hits, a traceback, test results), 100-200 tokens each."""
+    listing = "total 48\n" + "\n".join(f"-rw-r--r-- 1 agent agent {1000 + 37 * i:5d} Nov 30 12:{i:02d} src/mod_{i}.py"
+                                       for i in range(6))
+    grep = "\n".join(f"src/mod_{i}.py:{10 + 3 * i}:    def handle_{i}(self, request):" for i in range(7))
     trace = ("Traceback (most recent call last):\n" + "".join(
-        f'  File "/repo/src/module_{i}.py", line {20 + i}, in handle_{i}\n    return self.next.handle(request)\n'
-        for i in range(8)) + "ValueError: request 17 has no route")
-    tests = "\n".join(f"tests/test_module_{i}.py::test_handle_{i} {'PASSED' if i % 3 else 'FAILED'}" for i in range(16))
+        f'  File "/repo/src/mod_{i}.py", line {20 + i}, in handle_{i}\n    return self.next(request)\n'
+        for i in range(4)) + "ValueError: request 17 has no route")
+    tests = "\n".join(f"tests/test_mod_{i}.py::test_handle_{i} {'PASSED' if i % 3 else 'FAILED'}" for i in range(8))
     return [listing, grep, trace, tests]
 
 

@@ -40,7 +40,7 @@ SLOT = "<|pad|>"  # stands for one memory slot in training: its embedding is rep
 
 def _observation(rng: random.Random, vocab: list[str]) -> str:
     """A tool output as text, or (half the time) as the memory slots a compressor would make of it."""
-    return SLOT * rng.randint(4, 64) if rng.random() < 0.5 else _noise(rng, 0, 60, vocab)
+    return SLOT * rng.randint(4, 64) if rng.random() < 0.7 else _noise(rng, 0, 30, vocab)
 
 
 def conversation(rng: random.Random, mode: str, turns: int, vocab: list[str]) -> list[dict]:
@@ -68,9 +68,11 @@ def random_slots(shape: tuple[int, int, int]) -> torch.Tensor:
     return vectors / rms * torch.empty(rows, 1, 1).uniform_(0.2, 1.5)
 
 
-def train(out_dir: str | Path, mode: str, steps: int = 900, seed: int = 0, init: str | Path | None = None) -> Path:
+def train(out_dir: str | Path, mode: str, steps: int = 900, seed: int = 0, init: str | Path | None = None,
+          turns: int = 2, batch: int = 8) -> Path:
     """Write a tiny Qwen2 LM that answers ``REPLY[mode]`` (then ``<|im_end|>``) to ``out_dir``; returns it. ``mode``
-    both: the tools reply when the prompt offers tools, else the text reply. ``init``: continue from that model."""
+    both: the tools reply when the prompt offers tools, else the text reply. ``init``: continue from that model;
+    ``turns``: earlier turns in a conversation, at most (agent runs: 10)."""
     from transformers import AutoModelForCausalLM
 
     from icae.models.loading import build_tiny_model, tiny_tokenizer
@@ -95,7 +97,7 @@ def train(out_dir: str | Path, mode: str, steps: int = 900, seed: int = 0, init:
 
     def example() -> tuple[list[int], list[int]]:
         kind = rng.choice(list(REPLY)) if mode == "both" else mode
-        messages = conversation(rng, kind, rng.randint(0, 2), vocab)
+        messages = conversation(rng, kind, rng.randint(0, turns), vocab)
         prompt = tokenizer.apply_chat_template(messages, tools=[BASH_TOOL] if kind == "tools" else None,
                                                tokenize=False, add_generation_prompt=True, chat_template=template)
         ids = encode(prompt)
@@ -110,7 +112,7 @@ def train(out_dir: str | Path, mode: str, steps: int = 900, seed: int = 0, init:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for _ in range(steps):
-            rows = [example() for _ in range(8)]
+            rows = [example() for _ in range(batch)]
             width = max(len(ids) for ids, _ in rows)
             ids = torch.tensor([r + [0] * (width - len(r)) for r, _ in rows])
             labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
@@ -128,7 +130,7 @@ def train(out_dir: str | Path, mode: str, steps: int = 900, seed: int = 0, init:
             optimizer.step()
             optimizer.zero_grad()
     model.save_pretrained(out_dir)
-    (out_dir / "standin.json").write_text(json.dumps({"mode": mode, "steps": steps, "init": str(init) if init else None,
+    (out_dir / "standin.json").write_text(json.dumps({"mode": mode, "steps": steps, "init": str(init) if init else None, "turns": turns,
                                                      "final_loss": float(loss.detach())}))
     return out_dir
 
@@ -138,5 +140,7 @@ if __name__ == "__main__":
     import time
 
     began = time.perf_counter()
-    path = train(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 900, init=sys.argv[4] if len(sys.argv) > 4 else None)
+    path = train(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 900,
+                 init=sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "-" else None,
+                 turns=int(sys.argv[5]) if len(sys.argv) > 5 else 2, batch=int(sys.argv[6]) if len(sys.argv) > 6 else 8)
     print(path, (path / "standin.json").read_text(), f"{time.perf_counter() - began:.1f} s")
