@@ -71,7 +71,7 @@ class Live:
 
 
 def standin_path() -> Path:
-    """The committed stand-in (built by ``python -m tests.serve.toolmodel tests/serve/assets/standin both 400``)."""
+    """The committed stand-in (tests/serve/toolmodel.py; its standin.json says how it was trained)."""
     if not (ASSET / "standin.json").is_file():
         pytest.skip(f"the stand-in agent model is missing from {ASSET}: python -m tests.serve.toolmodel {ASSET} both")
     return ASSET

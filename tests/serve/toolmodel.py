@@ -6,6 +6,12 @@ overfit, in a few hundred CPU steps, to write ``REPLY[mode]`` after ``<|im_start
 mini-swe-agent's ``bash`` tool after a line of text, in ``text`` mode the fenced block mini-swe-agent's text-based mode
 reads. What the server does with that text (rendering, parsing, streaming, compression) is what is tested; the
 model only has to write it, token by token, through the real decoding loop.
+
+The committed model (tests/serve/assets/standin) was trained in stages on this machine's shared CPU, each continuing
+the previous (``python -m tests.serve.toolmodel OUT both STEPS [INIT] [TURNS] [BATCH]``; its standin.json names the
+last stage): 600 steps from scratch on random-token contexts, 300 adding calls begun by the server and random slot
+vectors, 300 with slot-like vectors (about 25 min of CPU in all, under load). The builder reproduces a stand-in of
+the same kind, not the same bits: the stages ran while it grew.
 """
 
 from __future__ import annotations
