@@ -3,6 +3,7 @@
     icae serve --config_path icae/configs/serve_tiny.yaml [restore_from=...] [--host 127.0.0.1 --port 8000]
     python -m icae.serve --config_path icae/configs/serve_tiny.yaml
     icae serve --help          every config key, as --key VALUE (or key=VALUE)
+    icae serve --config_path icae/configs/serve_tiny.yaml --backend llamacpp [--gguf DIR] [--weights q8_0]
 
 Config -> the model (``restore_from``: a checkpoint, a shipped compressor such as ``tiny-icae-4x``, an original-tool
 file; ``model_type: llm`` serves SimpleLLM for A/B runs) -> the engine (caches, batching) -> uvicorn. Point any
@@ -30,6 +31,12 @@ def parser():
                                 description=__doc__, argument_default=argparse.SUPPRESS,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config_path", default=None, help="YAML config file (see icae/configs/).")
+    engine = p.add_argument_group("engine (docs/engines.md)")
+    engine.add_argument("--backend", choices=["torch", "llamacpp"], help="torch (default) or llamacpp")
+    engine.add_argument("--gguf", metavar="DIR", help="--backend llamacpp: a GGUF export (icae export --format gguf); "
+                        "default: restore_from, exported once into $ICAE_HOME/gguf")
+    engine.add_argument("--weights", choices=["f32", "f16", "q8_0", "q4_k"], help="--backend llamacpp: weight type "
+                        "(default f32)")
     sections = {**SECTIONS, "training": TrainingKeys}
     for name in ["serve", *[s for s in sections if s != "serve"]]:
         group = p.add_argument_group(f"{name} keys")
@@ -43,12 +50,20 @@ def parser():
     return p
 
 
-def config_from_args(argv: list[str] | None):
+ENGINE_FLAGS = ("backend", "gguf", "weights")
+
+
+def config_from_args(argv: list[str] | None, engine: dict | None = None):
+    """The config; ``engine``, if given, receives the engine flags (``ENGINE_FLAGS``) that were set."""
     import sys
 
     args, rest = parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     given = vars(args)
     path = given.pop("config_path", None)
+    for key in ENGINE_FLAGS:
+        if key in given and engine is not None:
+            engine[key] = given.pop(key)
+        given.pop(key, None)
     return load_config(path, [f"{key}={value}" for key, value in given.items()] + rest)
 
 
@@ -81,11 +96,21 @@ def main(argv: list[str] | None = None) -> None:
 
     import sys
 
-    config = config_from_args(argv)
+    flags: dict = {}
+    config = config_from_args(argv, flags)
+    if flags.get("backend", "torch") != "llamacpp" and ({"gguf", "weights"} & set(flags)):
+        from icae.errors import UserError
+
+        raise UserError("--gguf and --weights choose the llama.cpp engine's files: add --backend llamacpp")
     if config.serve.host not in LOOPBACK and not api_key_of(config):
         print(f"warning: serving on {config.serve.host} without an API key: anyone who can reach this port can use the "
               "model; set api_key (or ICAE_API_KEY)", file=sys.stderr, flush=True)
-    engine, name = build(config)
+    if flags.get("backend") == "llamacpp":
+        from icae.engines.llamacpp_serve import build as build_llamacpp
+
+        engine, name = build_llamacpp(config, flags.get("gguf"), flags.get("weights", "f32"))
+    else:
+        engine, name = build(config)
     print(f"serving {name!r} ({config.model.model_type}) at http://{config.serve.host}:{config.serve.port}/v1", flush=True)
     uvicorn.run(create_app(engine, name, api_key_of(config)), host=config.serve.host, port=config.serve.port, log_level="warning")
 

@@ -119,3 +119,15 @@ def test_build_exports_the_configured_checkpoint_once_and_serves_it(tmp_path, mo
     assert len(list((Path(os.environ["ICAE_HOME"]) / "gguf").glob("ckpt-*"))) == 1
     with pytest.raises(UserError, match="--gguf DIR"):
         build(small_config("tiny-qwen2"))
+
+
+def test_serve_flags_choose_the_engine(capsys):
+    from icae.cli import main
+    from icae.scripts.serve import config_from_args
+
+    flags = {}
+    config = config_from_args(["--config_path", "icae/configs/serve_tiny.yaml", "--backend", "llamacpp", "--weights",
+                               "q8_0", "--port", "9123"], flags)
+    assert flags == {"backend": "llamacpp", "weights": "q8_0"} and config.serve.port == 9123
+    assert main(["serve", "--config_path", "icae/configs/serve_tiny.yaml", "--gguf", "somewhere"]) == 2
+    assert "add --backend llamacpp" in capsys.readouterr().err
