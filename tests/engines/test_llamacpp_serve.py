@@ -131,3 +131,36 @@ def test_serve_flags_choose_the_engine(capsys):
     assert flags == {"backend": "llamacpp", "weights": "q8_0"} and config.serve.port == 9123
     assert main(["serve", "--config_path", "icae/configs/serve_tiny.yaml", "--gguf", "somewhere"]) == 2
     assert "add --backend llamacpp" in capsys.readouterr().err
+
+
+def test_the_app_serves_a_conversation_on_the_llamacpp_engine(monkeypatch):
+    """The OpenAI-compatible app over the llama.cpp engine (the shipped compressor, exported; the double's compute):
+    the observation is compressed, and the next turn continues the first one's kept history."""
+    pytest.importorskip("gguf", reason="the gguf package is not installed: pip install -e '.[engines]'")
+    from fastapi.testclient import TestClient
+
+    from icae.config import load_config
+    from icae.engines import llamacpp
+    from icae.engines.llamacpp_serve import build
+    from icae.models import load_checkpoint
+    from icae.serve.app import create_app
+
+    config = load_config("icae/configs/serve_tiny.yaml")
+    model = load_checkpoint("tiny-icae-4x", train=False)
+    monkeypatch.setattr(llamacpp, "LlamaRuntime", lambda path, adapters, options: TorchRuntime(model, 4))
+    config = config.replace(max_batch_size=2, max_conversations=1)
+    engine, name = build(config)
+    client = TestClient(create_app(engine, name))
+    tool = "def f(x):\n    return [i * x for i in range(10) if i % 2]\n" * 3
+    messages = [{"role": "user", "content": "fix f"}, {"role": "tool", "content": tool}]
+    out = client.post("/v1/chat/completions", json={"model": name, "messages": messages, "max_tokens": 6,
+                                                    "temperature": 0}).json()
+    usage = out["usage"]["compression"]
+    assert usage["compressed_observations"] == 1 and usage["tokens_saved"] > 0
+    messages += [{"role": "assistant", "content": out["choices"][0]["message"]["content"] or "ok"},
+                 {"role": "user", "content": "and now?"}]
+    again = client.post("/v1/chat/completions", json={"model": name, "messages": messages, "max_tokens": 6,
+                                                      "temperature": 0}).json()
+    second = again["usage"]["compression"]
+    assert second["reused_positions"] >= usage["decoder_positions"] and second["compressed_observations"] == 0
+    assert second["prefilled_positions"] == second["decoder_positions"] - second["reused_positions"]
