@@ -67,6 +67,14 @@ def config_from_args(argv: list[str] | None, engine: dict | None = None):
     return load_config(path, [f"{key}={value}" for key, value in given.items()] + rest)
 
 
+def exposure_warning(config) -> str | None:
+    """What to say when the server listens beyond this machine with no API key (None: nothing to say)."""
+    if config.serve.host in LOOPBACK or api_key_of(config):
+        return None
+    return (f"warning: serving on {config.serve.host} without an API key: anyone who can reach this port can use the "
+            "model; set api_key (or ICAE_API_KEY)")
+
+
 def api_key_of(config):
     import os
 
@@ -102,9 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         from icae.errors import UserError
 
         raise UserError("--gguf and --weights choose the llama.cpp engine's files: add --backend llamacpp")
-    if config.serve.host not in LOOPBACK and not api_key_of(config):
-        print(f"warning: serving on {config.serve.host} without an API key: anyone who can reach this port can use the "
-              "model; set api_key (or ICAE_API_KEY)", file=sys.stderr, flush=True)
+    warning = exposure_warning(config)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if flags.get("backend") == "llamacpp":
         from icae.engines.llamacpp_serve import build as build_llamacpp
 

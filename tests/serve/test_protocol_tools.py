@@ -144,3 +144,26 @@ def test_with_tools_each_content_is_its_own_span_and_observations_are_compressed
                                          for s in spans)
     plain = renderer.render(ChatRequest(model="m", messages=messages, tools=[tool], tool_choice="none"))
     assert not plain.tool_names and "# Tools" not in "".join(tok.decode(s.ids) for s in plain.job.spans)
+
+
+def test_serve_help_lists_every_config_key_and_flags_set_them(monkeypatch, capsys):
+    import dataclasses
+
+    from icae.config import SECTIONS, TrainingKeys
+    from icae.scripts import serve
+
+    with pytest.raises(SystemExit):
+        serve.parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    keys = [f.name for cls in [*SECTIONS.values(), TrainingKeys] for f in dataclasses.fields(cls) if f.name != "extra"]
+    assert [k for k in keys if f"--{k} VALUE" not in text] == []
+    config = serve.config_from_args(["--port", "9001", "compress_user_min_tokens=null", "--cors_origins", "[http://a]"])
+    assert (config.serve.port, config.serve.compress_user_min_tokens, config.serve.cors_origins) == (9001, None,
+                                                                                                     ["http://a"])
+    monkeypatch.delenv("ICAE_API_KEY", raising=False)
+    assert serve.exposure_warning(config) is None  # 127.0.0.1
+    exposed = serve.config_from_args(["--host", "0.0.0.0"])
+    assert "without an API key" in serve.exposure_warning(exposed)
+    assert serve.exposure_warning(serve.config_from_args(["--host", "0.0.0.0", "--api_key", "k"])) is None
+    monkeypatch.setenv("ICAE_API_KEY", "from-env")
+    assert serve.exposure_warning(exposed) is None
