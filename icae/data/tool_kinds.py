@@ -209,6 +209,7 @@ def py_compile(ctx: Context) -> Output:
         edited = inject_syntax_error(read(tree.root / rel).splitlines(), ctx)
         if edited is None:
             continue
+        rel = f"src/{rel}"  # not in the working directory, where it would shadow the module py_compile imports
         target = ctx.sandbox / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("\n".join(edited) + "\n", encoding="utf-8")

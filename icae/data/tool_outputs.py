@@ -73,6 +73,7 @@ HELDOUT_ONLY = ("grep -C/-A", "tail -n", "git show")
 EXCLUDED_STDLIB_DIRS = SKIPPED + DOWNSTREAM + ("test", "idlelib", "tkinter", "turtledemo")
 TIME_PATTERN = re.compile(r"\b\d+\.\d\ds\b( \(\d+:\d\d:\d\d\))?")  # pytest's "in 0.12s" / "in 61.02s (0:01:01)"
 TIMEOUT_S = 60
+EMPTY_RETRIES = 5
 KIND_WEIGHTS = {"ls": 8, "grep": 11, "find": 6, "open": 12, "swe_search": 6, "files": 9, "pytest": 10,
                 "traceback": 12, "git": 10, "pip": 3, "py_compile": 6, "json": 7}
 BUNDLE_SHARE = 0.4  # of the records' trees: the top-level modules (a-m or n-z); the rest are packages
@@ -261,11 +262,14 @@ def generate(split: str, count: int, seed: int = 0, max_chars: int = 12_000, wor
             rng = record_rng(split, seed, i)
             kind = draw_kind(rng, kinds)
             sandbox = work_dir / f"{i:05d}"
-            if sandbox.exists():
-                shutil.rmtree(sandbox)
-            sandbox.mkdir()
             try:
-                out = runners[kind](Context(split, trees, sandbox, rng, env))
+                for _ in range(EMPTY_RETRIES):  # an empty output (find matching nothing) teaches nothing: draw again
+                    if sandbox.exists():
+                        shutil.rmtree(sandbox)
+                    sandbox.mkdir()
+                    out = runners[kind](Context(split, trees, sandbox, rng, env))
+                    if out.text.strip():
+                        break
                 text, truncated = cap(out.text, max_chars)
                 yield {"text": text, "kind": out.kind, "command": shlex.join(out.command), "cwd": str(out.cwd),
                        "truncated": truncated}
