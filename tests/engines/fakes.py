@@ -93,3 +93,6 @@ class TorchRuntime:
 
     def free_sampler(self, chain):
         pass
+
+    def close(self):
+        pass
