@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     record = long_tool_output(load_tokenizer(config.model.model_name_or_path))
     long = whole_part(record)
-    print(f"\n2. A long held-out tool output (`{' '.join(record['command'])}`, {record['kind']}), read WHOLE from all "
+    print(f"\n2. A long held-out tool output (`{record['command']}`, {record['kind']}), read WHOLE from all "
           "its slots at once, as the server and every downstream task read a compressed context")
     print(f"{'compressor':<16}{'tokens':>8}{'slots':>7}{'whole':>9}{'per segment':>13}{'no memory':>11}   (BLEU-1)")
     for name, r in long.items():
