@@ -30,14 +30,14 @@ STEPS = 10
 
 
 def saved_outputs() -> list[str]:
-    """Tool outputs as a shell prints them (a listing, grep hits, a traceback, test results), 100-200 tokens each."""
+    """Tool outputs as a shell prints them (a listing, grep hits, a traceback, test results), 70-130 tokens each."""
     listing = "total 48\n" + "\n".join(f"-rw-r--r-- 1 agent agent {1000 + 37 * i:5d} Nov 30 12:{i:02d} src/mod_{i}.py"
-                                       for i in range(6))
-    grep = "\n".join(f"src/mod_{i}.py:{10 + 3 * i}:    def handle_{i}(self, request):" for i in range(7))
+                                       for i in range(3))
+    grep = "\n".join(f"src/mod_{i}.py:{10 + 3 * i}:    def handle_{i}(self, request):" for i in range(4))
     trace = ("Traceback (most recent call last):\n" + "".join(
         f'  File "/repo/src/mod_{i}.py", line {20 + i}, in handle_{i}\n    return self.next(request)\n'
-        for i in range(4)) + "ValueError: request 17 has no route")
-    tests = "\n".join(f"tests/test_mod_{i}.py::test_handle_{i} {'PASSED' if i % 3 else 'FAILED'}" for i in range(8))
+        for i in range(2)) + "ValueError: request 17 has no route")
+    tests = "\n".join(f"tests/test_mod_{i}.py::test_handle_{i} {'PASSED' if i % 3 else 'FAILED'}" for i in range(5))
     return [listing, grep, trace, tests]
 
 
@@ -52,7 +52,8 @@ def start_server(model_dir: Path):
     config = load_config(None, {
         "model_name_or_path": str(model_dir), "model_type": "icae", "fixed_mem_size": 4, "mean_compression_rate": 4,
         "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "min_tokens_to_compress": 16, "train": False,
-        "use_position_identifiers": True, "model_max_length": 4096, "torch_threads": 1})
+        "use_position_identifiers": True, "model_max_length": 4096, "torch_threads": 1,
+        "compress_user_min_tokens": 64})
     torch.set_num_threads(1)
     model = build_model(config).eval()
     s = config.serve

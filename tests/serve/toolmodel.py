@@ -9,9 +9,11 @@ model only has to write it, token by token, through the real decoding loop.
 
 The committed model (tests/serve/assets/standin) was trained in stages on this machine's shared CPU, each continuing
 the previous (``python -m tests.serve.toolmodel OUT both STEPS [INIT] [TURNS] [BATCH]``; its standin.json names the
-last stage): 600 steps from scratch on random-token contexts, 300 adding calls begun by the server and random slot
-vectors, 300 with slot-like vectors (about 25 min of CPU in all, under load). The builder reproduces a stand-in of
-the same kind, not the same bits: the stages ran while it grew.
+last stage): 600 steps from scratch on random-token contexts (2 earlier turns at most), 300 adding calls begun by the
+server and random slot vectors, 300 with slot-like vectors, then 200 (batch 4) and 400 (batch 8) with up to 10
+earlier turns, as an agent's 10 steps have (about 45 min on the shared CPU in all). The builder reproduces a stand-in
+of the same kind, not the same bits: the stages ran while it grew. It breaks down on contexts longer than it saw
+(say, ten observations of 200 tokens each).
 """
 
 from __future__ import annotations
