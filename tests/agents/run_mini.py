@@ -18,7 +18,7 @@ import yaml  # noqa: E402
 from minisweagent.agents.default import DefaultAgent  # noqa: E402
 from minisweagent.models import get_model  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[2] / "icae" / "configs" / "mini_swe_agent.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "docs" / "agents" / "mini_swe_agent.yaml"
 
 
 class SavedOutputs:
