@@ -246,7 +246,7 @@ def test_a_non_streaming_client_that_leaves_stops_its_request():
     try:
         before = dict(server.engine.metrics.counters)
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(server.url + "/v1/chat/completions", timeout=1.0, json={
+            httpx.post(server.url + "/v1/chat/completions", timeout=0.3, json={
                 "model": "tiny", "messages": CONVERSATION[:2], "max_tokens": 1900, "temperature": 0,
                 "stop": ["\u2603"]})
         for _ in range(600):
