@@ -7,8 +7,8 @@
    back. Reported at each rate: held-out BLEU-1 and exact match of the greedy reconstruction, and the teacher-forced
    token accuracy, beside the no-memory baseline (the same decoder with the slots removed: what its language-model
    prior alone reconstructs); three examples, original beside reconstruction.
-2. A long held-out tool output (a ``pytest`` failure or a traceback of a few hundred tokens, made by running commands
-   over trees no compressor trained on) compressed by each shipped compressor and read back **whole** from all its
+2. A long held-out tool output (a traceback of a few hundred tokens, made by running a script that fails in a library
+   no compressor trained on) compressed by each shipped compressor and read back **whole** from all its
    slots at once (how the server and every downstream task read it), beside segment by segment and no memory.
 3. A short live training from scratch with the same recipe (the config), measured the same way before and after.
 
@@ -75,18 +75,19 @@ def shipped_part(config) -> dict:
     return out
 
 
-def long_tool_output(tokenizer, low: int = 200, high: int = 450) -> dict:
-    """A held-out tool output of ``low``..``high`` tokens: the first pytest failure or traceback that the tool-output
-    generator makes (seed 0) by running commands over trees no compressor trained on."""
+def long_tool_output(tokenizer, low: int = 250, high: int = 450) -> dict:
+    """A held-out tool output of ``low``..``high`` tokens: the first traceback that the tool-output generator makes
+    (seed 0) by running a script that fails in a library no compressor trained on. A traceback rather than a pytest
+    run: pytest prints its duration, so its text (and what the compressors make of it) would change from run to run."""
     from icae.data.tool_outputs import generate
 
-    # A sandbox of its own (no wait on a pretraining generator's lock), at a fixed path: the paths that pytest and
-    # tracebacks print are part of the text, so the same path makes the same text on every run.
+    # A sandbox of its own (no wait on a pretraining generator's lock), at a fixed path: tracebacks print it, so the
+    # same path makes the same text on every run.
     sandbox = Path(tempfile.gettempdir()) / "icae-demo-tool-output"
-    for record in generate("heldout", 12, seed=0, work_dir=sandbox, kinds=("pytest", "traceback")):
+    for record in generate("heldout", 12, seed=0, work_dir=sandbox, kinds=("traceback",)):
         if low <= len(tokenizer(record["text"], add_special_tokens=False)["input_ids"]) <= high:
             return record
-    raise RuntimeError(f"no held-out pytest or traceback output of {low}-{high} tokens in 12 tries")
+    raise RuntimeError(f"no held-out traceback of {low}-{high} tokens in 12 tries")
 
 
 def whole_part(record: dict) -> dict:
