@@ -46,6 +46,9 @@ RECIPES = {
     "serve": "serve",
     "build-compressor": "build_compressor",
     "build-tokenizer": "build_tiny_tokenizer",
+    "write-tool-outputs": "write_tool_outputs",
+    "tool-output-stats": "tool_output_stats",
+    "fidelity": "fidelity",
 }
 
 

@@ -45,3 +45,12 @@ def test_data_recipes_and_data_errors(tmp_path, capsys):
     assert main(["inference-trajectories", "task=trajectories", f"dataset_repo={tmp_path / 'bad.jsonl'}"]) == 2
     err = capsys.readouterr().err
     assert "no assistant turn" in err and "Traceback" not in err
+
+
+def test_the_long_memory_commands_are_routed(capsys):
+    from icae.cli import main as cli
+
+    assert cli(["fidelity", "--samples", "0"]) == 2
+    assert "--samples must be >= 1" in capsys.readouterr().err
+    assert cli(["write-tool-outputs", "--split", "train", "--out", "x.jsonl", "--count", "0"]) == 2
+    assert "--count must be >= 1" in capsys.readouterr().err
