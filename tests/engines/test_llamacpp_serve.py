@@ -12,6 +12,7 @@ from icae.models.decoding import SamplingParams
 from icae.serve.engine import Job
 from tests.conftest import make_model, small_config
 from tests.engines.fakes import TorchRuntime, engine_for
+from tests.serve.test_engine import finish  # the same wait-for-the-end helper
 
 OBS = list(range(100, 140))  # 40 tokens: 12 slots at k=4, rate 4
 
@@ -36,14 +37,6 @@ def make_job(spans, max_tokens, positions, emit=None) -> Job:
     job.emit = (lambda e: (emit(job, e), events.put(e))) if emit else events.put
     job.events = events
     return job
-
-
-def finish(job, timeout=120):
-    while True:
-        event = job.events.get(timeout=timeout)
-        if event is None:
-            return job
-        assert "error" not in event, event
 
 
 def test_served_tokens_equal_pytorch_and_a_next_turn_continues_the_kept_history(served_pair):
