@@ -6,7 +6,7 @@
 - encoder: per segment ``[tokens; k memory tokens]`` with the encoder adapter on and the segment's position ids; the
   final-norm hidden states at the memory rows are the slots (Hugging Face's ``last_hidden_state``). The segments of a
   call run together, one llama.cpp sequence each.
-- decoder: ``[slots; special token?; prompt]`` (or the seed layout's chat frame) with the decoder adapter on (or none
+- decoder: ``[slots; special token?; prompt]`` (or the original layout's chat frame) with the decoder adapter on (or none
   when the decoder is the frozen base), positions as :func:`icae.models.layouts.decoder_inputs` gives them, then one
   token per step for every unfinished row at once; greedy or llama.cpp's samplers.
 
@@ -16,6 +16,7 @@ Every input is an embedding (see the manifest's note on positions); token ids ar
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -26,7 +27,6 @@ from icae.engines.llamacpp_runtime import LlamaRuntime, RuntimeOptions
 from icae.engines.llamacpp_spans import LlamaCppState, SpanMixin
 from icae.engines.manifest import EMBEDDINGS_NAME, TOKENIZER_DIR, Manifest
 from icae.errors import UserError
-from icae.models import segments
 from icae.models.base import CompressorBase
 from icae.models.icae import ICAE
 from icae.models.decoding import SamplingParams
@@ -65,9 +65,8 @@ class LlamaCppICAE(SpanMixin):
     # tokenization, segment choice and span cache, by construction.
     tokenize, _rows, compress, reconstruct = (CompressorBase.tokenize, CompressorBase._rows, CompressorBase.compress,
                                               CompressorBase.reconstruct)
-    compress_spans, seed_stop_ids = CompressorBase.compress_spans, CompressorBase.seed_stop_ids
-    token_memory = CompressorBase.token_memory
-    uses_position_identifiers, memory_length = ICAE.uses_position_identifiers, ICAE.memory_length
+    compress_spans, token_memory = CompressorBase.compress_spans, CompressorBase.token_memory
+    uses_position_identifiers, memory_length = CompressorBase.uses_position_identifiers, CompressorBase.memory_length
     compress_for_spans = ICAE.compress_for_spans
 
     def __init__(self, directory: str | Path, weights: str = "f32", options: RuntimeOptions | dict | None = None):
@@ -101,7 +100,6 @@ class LlamaCppICAE(SpanMixin):
         self.embed_ids = TokenTable(path)
         self.weights = weights
         self.vocab_size = m.vocab_size
-        self._frame = None
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, weights: str = "f32", **options) -> "LlamaCppICAE":
@@ -110,20 +108,16 @@ class LlamaCppICAE(SpanMixin):
     def close(self) -> None:
         self.runtime.close()
 
-    # ----------------------------------------------------------------------------------------- inputs
-    @property
-    def chat_frame(self):
-        if self._frame is None:
-            from icae.models.seed import chat_frame
-
-            self._frame = chat_frame(self.tokenizer)
-        return self._frame
+    @functools.cached_property
+    def layout(self):
+        """The PyTorch ICAE's layout for this export's config and tokenizer."""
+        return ICAE.make_layout(self.args, self.tokenizer)
 
     # ----------------------------------------------------------------------------------------- encoder
     def segment_plan(self, row: torch.Tensor, rate: int, framed: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """One context -> its segments' token ids and the position ids of ``[tokens; k memory tokens]``: the PyTorch
-        ICAE's own cutting (it reads only ``args`` and ``chat_frame``)."""
-        return ICAE._segment(self, row, rate, framed)
+        ICAE's own cutting (its layout's)."""
+        return self.layout.segments(row, rate, framed)
 
     def encode_segments(self, plan: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Slots ``(k, hidden)`` of each segment; up to ``n_seq_max`` segments per llama.cpp pass."""
@@ -155,7 +149,7 @@ class LlamaCppICAE(SpanMixin):
         rate, k = compression_rate or self.args.mean_compression_rate, self.args.fixed_mem_size
         plan, owners = [], []
         for i, row in enumerate(rows):
-            if segments.compresses(self.args, row.numel()):
+            if self.layout.compresses(row.numel()):
                 for seg in self.segment_plan(row, rate, framed):
                     plan.append(seg)
                     owners.append(i)
@@ -206,8 +200,8 @@ class LlamaCppICAE(SpanMixin):
         empty = torch.zeros(0, dtype=torch.long)
         prompts = self._rows(prompt_ids, prompt_attention_mask, "prompt_ids") if prompt_ids is not None else [empty] * batch
         prefixes = self._rows(prefix_ids, None, "prefix_ids") if prefix_ids is not None else None
-        if self.args.layout == "seed" and "stop_token_ids" not in sampling:
-            sampling["stop_token_ids"] = self.seed_stop_ids()
+        if "stop_token_ids" not in sampling and self.layout.stop_ids is not None:
+            sampling["stop_token_ids"] = self.layout.stop_ids
         params = SamplingParams.of(**sampling)
         rows = self.decoder_rows(memory, modes, prompts, prefixes)
         if seed is None and generator is not None:

@@ -17,8 +17,6 @@ from collections import OrderedDict
 
 import torch
 
-from icae.data.trajectories import turn_stop_ids
-from icae.models.seed import chat_frame
 from icae.serve.caches import SlotCache
 from icae.serve.engine import Engine, Job
 from icae.serve.metrics import Metrics
@@ -39,8 +37,7 @@ class LlamaCppEngine(Engine):
         self.conversations = self.histories
         self.metrics = Metrics()
         self.renderer = Renderer(model, config, default_max_tokens)
-        self.frame = chat_frame(self.tokenizer) if model.args.layout == "seed" else None
-        self.stop_ids = set(turn_stop_ids(self.tokenizer)) | (set(model.seed_stop_ids()) if self.frame else set())
+        self.stop_ids = set(model.layout.turn_stop_ids)
         self._queue: "queue.Queue[Job]" = queue.Queue()
         self._worker = threading.Thread(target=self._loop, name="icae-llamacpp-engine", daemon=True)
         self._worker.start()

@@ -20,6 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from icae.config.layout_names import LAYOUT_NAMES, canonical_layout
 from icae.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
@@ -60,8 +61,9 @@ class Manifest:
         unknown = sorted(set(self.weights) - set(WEIGHT_TYPES))
         if unknown or not self.weights:
             problems.append(f"weights: types {unknown or 'none'}; known: {WEIGHT_TYPES}")
-        if self.layout not in ("native", "seed"):
-            problems.append(f"layout must be native or seed, got {self.layout!r}")
+        object.__setattr__(self, "layout", canonical_layout(self.layout))  # an export that says 'seed': original
+        if self.layout not in LAYOUT_NAMES:
+            problems.append(f"layout must be one of {', '.join(LAYOUT_NAMES)}, got {self.layout!r}")
         if self.fixed_mem_size <= 0 or self.hidden_size <= 0 or self.lora_r <= 0:
             problems.append("fixed_mem_size, hidden_size and lora_r must be positive")
         if self.format_version != FORMAT_VERSION:

@@ -5,7 +5,7 @@
   tokens) go in as they are; the decoder adapter, when one was trained (``freeze_decoder: false``), is a vLLM LoRA
   (:func:`write_peft_decoder_adapter` writes it in peft's format) and the frozen base decodes otherwise. vLLM numbers
   the positions of a prompt 0..n-1, so it serves exactly the settings whose *decoder* positions are contiguous:
-  ``layout: seed`` (always), and ``layout: native`` with ``use_position_identifiers: false``. Native with position
+  ``layout: original`` (always), and ``layout: native`` with ``use_position_identifiers: false``. Native with position
   identifiers gives slots their ids inside the original text and the AE token id 0; vLLM cannot, and is refused
   (:func:`servable`): serve that checkpoint with PyTorch or llama.cpp.
 - **Compressor.** :class:`SlotService` wraps the PyTorch ICAE (its encoder takes any position ids): it compresses a
@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 
 from icae.errors import UserError
+from icae.models.framing import layout_class
 from icae.models.memory import Memory, Span
 
 DECODER_ADAPTER_DIR = "decoder_adapter"
@@ -33,11 +34,11 @@ def servable(args) -> list[str]:
     problems = []
     if args.model_type != "icae":
         problems.append(f"model_type {args.model_type!r}: the vLLM backend serves an ICAE")
-    if args.layout == "native" and args.use_position_identifiers and args.do_compress:
-        problems.append("layout: native with use_position_identifiers: true decodes slots at their ids in the "
+    if layout_class(args.layout)(args, None).decoder_keeps_positions:
+        problems.append(f"layout: {args.layout} with use_position_identifiers: true decodes slots at their ids in the "
                         "original text (and the AE token at id 0); vLLM numbers prompt positions 0..n-1. Serve it "
                         "with --backend torch or llamacpp, or train with use_position_identifiers: false or "
-                        "layout: seed")
+                        "layout: original")
     return problems
 
 
@@ -146,8 +147,8 @@ class VllmICAE:
         prompts = self.model._rows(prompt_ids, None, "prompt_ids") if prompt_ids is not None else None
         with torch.no_grad():
             inputs = self.model.decoder_inputs(memory, mode, prompts)
-        if self.model.args.layout == "seed" and stop_token_ids is None:
-            stop_token_ids = self.model.seed_stop_ids()
+        if stop_token_ids is None:
+            stop_token_ids = self.model.layout.stop_ids
         return self._run(_unpadded(inputs), stop_token_ids, **sampling)
 
     def generate_spans(self, rows: Sequence[Sequence[Span]], stop_token_ids=None, **sampling) -> tuple[list, dict]:

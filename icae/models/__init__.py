@@ -1,7 +1,9 @@
 """Model code: ICAE, the SimpleLLM baseline, and what they share (no data, no training loops).
 
-Rooms: ``memory`` (the containers), ``layouts`` (decoder inputs), ``decoding`` (sampling and the KV-cache loop),
-``lora`` (adapters), ``checkpoint`` and ``restore`` (saving and loading), ``segments`` (segment arithmetic),
+Rooms: ``memory`` (the containers), ``framing`` (the layout objects: native and the original tool's, and
+``original``, its arithmetic; ``original_format``, its checkpoint file), ``layouts`` (decoder inputs), ``decoding``
+(sampling and the KV-cache loop), ``lora`` (adapters), ``checkpoint`` and ``restore`` (saving and loading),
+``segments`` (segment arithmetic),
 ``loading`` (base models and the built-in tiny ones), ``base`` (the abstract compressor), ``icae``, ``simple_llm``,
 ``auto`` (by model_type).
 """

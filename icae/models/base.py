@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import functools
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -21,7 +20,7 @@ from icae.config import Config, ConfigError, ModelArguments
 from icae.models import arguments, checkpoint, decoding, kv, layouts
 from icae.models.loading import load_base_model
 from icae.models.restore import restore_weights
-from icae.models.seed import ChatFrame, chat_frame
+from icae.models.framing import Layout, build_layout
 from icae.models.decoding import SamplingParams, decode
 from icae.models.memory import CompressorOutput, DecoderState, Memory, Span, as_id_list, check_nonempty
 
@@ -31,6 +30,9 @@ class CompressorBase(nn.Module, abc.ABC):
 
     model_type: ClassVar[str]  # the config's model_type that builds this class
     special_names = ("ae", "lm", "ft")
+    meaning_keys: ClassVar[tuple[str, ...]]  # config keys that change what the trained tensors mean (checkpoint.py)
+    compresses_contexts: ClassVar[bool] = False  # contexts become slots (ICAE), or stay tokens (SimpleLLM)
+    answers_in_turn: ClassVar[bool] = False  # original layout: answers end with the chat turn's end, not EOS
 
     def __init__(self, args: ModelArguments, base_model, tokenizer):
         super().__init__()
@@ -42,6 +44,12 @@ class CompressorBase(nn.Module, abc.ABC):
         # Taken before any training: full fine-tuning changes the weights, but not which base they came from.
         self.base_fingerprint = checkpoint.base_fingerprint(base_model)
         self.model = base_model  # subclasses may wrap it (a PeftModel)
+        self.layout = self.make_layout(args, tokenizer)
+
+    @classmethod
+    def make_layout(cls, args: ModelArguments, tokenizer) -> Layout:
+        """The layout ``args.layout`` names, for this class (built without the model: data loaders read it first)."""
+        return build_layout(args, tokenizer, cls.compresses_contexts, cls.answers_in_turn)
 
     # ----------------------------------------------------------------------------------------- building
     def _check_sizes(self, base_config) -> None:
@@ -159,7 +167,8 @@ class CompressorBase(nn.Module, abc.ABC):
         return None
 
     def uses_position_identifiers(self) -> bool:
-        return False
+        """Whether the *decoder* keeps the slots' position ids (the layout's choice)."""
+        return self.layout.decoder_keeps_positions
 
     def tokenize(self, texts: Sequence[str]) -> list[torch.Tensor]:
         enc = self.tokenizer(list(texts), add_special_tokens=False)
@@ -200,12 +209,7 @@ class CompressorBase(nn.Module, abc.ABC):
 
     def memory_length(self, num_tokens: int) -> int:
         """Decoder positions a context of ``num_tokens`` tokens occupies once it is memory (SimpleLLM: itself)."""
-        return num_tokens
-
-    @functools.cached_property
-    def chat_frame(self) -> ChatFrame:
-        """The seed layout's frame of a user turn, read off the tokenizer's chat template."""
-        return chat_frame(self.tokenizer)
+        return self.layout.memory_length(num_tokens)
 
     def decoder_inputs(self, memory: Memory, mode, prompts=None, targets=None, prefixes=None) -> dict[str, torch.Tensor]:
         """What the decoder reads in the AE/LM/FT layouts: see :func:`icae.models.layouts.decoder_inputs`."""
@@ -240,7 +244,7 @@ class CompressorBase(nn.Module, abc.ABC):
         (default: row i reads context i), so one compressed context can serve several objectives. The loss is the mean
         cross-entropy over all target tokens, or, with ``mode_weights``, the weighted sum of each layout's mean. A
         precomputed ``memory`` may replace ``input_ids``. ``spans`` (one list of :class:`Span` per row) selects the
-        interleaved layout instead: see :meth:`forward_spans`. ``prefix_ids`` (seed layout): tokens read before the
+        interleaved layout instead: see :meth:`forward_spans`. ``prefix_ids`` (original layout): tokens read before the
         memory, inside the framed user turn (RepoQA's first instruction).
         """
         if spans is not None:
@@ -299,10 +303,9 @@ class CompressorBase(nn.Module, abc.ABC):
         return [self.ae_target(r) for r in context_rows]
 
     def ae_target(self, context: torch.Tensor) -> torch.Tensor:
-        """What autoencoding learns: the context, then EOS (seed layout: then the chat template's end of turn, as the
-        original)."""
-        end = list(self.chat_frame.suffix) if self.args.layout == "seed" else [self.tokenizer.eos_token_id]
-        return torch.cat([torch.as_tensor(context).cpu().long(), torch.tensor(end, dtype=torch.long)])
+        """What autoencoding learns: the context, then the layout's end (EOS; the original layout: the chat template's
+        end of turn, as the original)."""
+        return torch.cat([torch.as_tensor(context).cpu().long(), torch.tensor(self.layout.ae_end, dtype=torch.long)])
 
     # ----------------------------------------------------------------------------------------- interleaved layout
     def compress_spans(self, rows: Sequence[Sequence[Span]], cache: dict | None = None) -> tuple[dict, dict]:
@@ -426,14 +429,9 @@ class CompressorBase(nn.Module, abc.ABC):
         prefixes = None if prefix_ids is None else self._rows(prefix_ids, None, "prefix_ids")
         inputs = layouts.decoder_inputs(self, memory, mode, prompts, None, prefixes)
         inputs.pop("labels")
-        if self.args.layout == "seed" and "stop_token_ids" not in sampling:
-            sampling["stop_token_ids"] = self.seed_stop_ids()
+        if "stop_token_ids" not in sampling and self.layout.stop_ids is not None:
+            sampling["stop_token_ids"] = self.layout.stop_ids
         return decode(self, inputs, SamplingParams.of(**sampling), generator)
-
-    def seed_stop_ids(self) -> list[int]:
-        """Seed layout: a turn ends at EOS or at the chat template's end-of-turn token."""
-        end = [t for t in self.chat_frame.suffix if t in self.tokenizer.all_special_ids][:1]
-        return sorted({self.tokenizer.eos_token_id, *end})
 
     def reconstruct(self, contexts, **sampling) -> list[str]:
         """Autoencode: compress and decode in the AE layout (default length: the longest context + 8)."""

@@ -12,7 +12,7 @@ The base is recorded twice: by name in ``icae_config.yaml`` (``model_name_or_pat
 ``icae_meta.json``. Loading refuses what would give silently wrong results: a weights file whose sha256 differs from
 the recorded one (checkpoints written before checksums load without this check), a tensor that is not finite, a base
 model whose fingerprint differs from the one the tensors were trained on (without the metadata file: a base named
-differently from the config's), and overrides of keys that change what the trained tensors mean (``MEANING_KEYS``).
+differently from the config's), and overrides of keys that change what the trained tensors mean (:func:`meaning_keys`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from icae.config import Config, ConfigError, load_config
+from icae.config.layout_names import canonical_layout
 from icae.errors import UserError
 from icae.models.loading import resolve_checkpoint
 from icae.utils.io import atomic_path, atomic_write_json
@@ -32,11 +33,6 @@ from icae.utils.io import atomic_path, atomic_write_json
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "icae_config.yaml"
 META_NAME = "icae_meta.json"
-# Keys that change what trained tensors mean: a checkpoint loads only with the values it was trained with (SimpleLLM's:
-# only those of its adapter).
-MEANING_KEYS = ("model_type", "layout", "fixed_mem_size", "mean_compression_rate", "use_position_identifiers", "do_compress",
-                "use_lora", "lora_r", "lora_alpha", "lora_target_modules", "freeze_decoder",
-                "add_special_token_for_lm")
 
 
 class CheckpointError(UserError):
@@ -156,7 +152,7 @@ def is_checkpoint(directory: str | Path) -> bool:
 
 
 def checkpoint_config(directory: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """The config a checkpoint was saved with, plus ``overrides``; an override of a ``MEANING_KEYS`` key that differs
+    """The config a checkpoint was saved with, plus ``overrides``; an override of a :func:`meaning_keys` key that differs
     from the saved value is refused, naming every such key with both values. ``directory`` may be the name of a
     shipped compressor (``tiny-icae-4x``)."""
     directory = resolve_checkpoint(directory)
@@ -167,14 +163,22 @@ def checkpoint_config(directory: str | Path, overrides: dict[str, Any] | None = 
     return saved.replace(**{**(overrides or {}), "restore_from": None})
 
 
-LLM_MEANING_KEYS = ("model_type", "layout", "use_lora", "lora_r", "lora_alpha", "lora_target_modules")
+def meaning_keys(model_type: str) -> tuple[str, ...]:
+    """Keys that change what the trained tensors of a ``model_type`` model mean (its class's ``meaning_keys``): a
+    checkpoint loads only with the values it was trained with."""
+    from icae.models.auto import MODEL_CLASSES  # the classes import this module
+
+    return MODEL_CLASSES[model_type].meaning_keys
 
 
 def check_same_meaning(saved: Config, new: Config | dict[str, Any], what: str) -> None:
-    """Raise ConfigError naming each MEANING_KEYS key whose value in ``new`` differs from ``saved``."""
+    """Raise ConfigError naming each of the saved model's :func:`meaning_keys` whose value in ``new`` differs from
+    ``saved`` (a layout's earlier name is its name)."""
     old = saved.to_dict()
-    values = new.to_dict() if isinstance(new, Config) else {k: v for k, v in new.items() if k in MEANING_KEYS}
-    keys = LLM_MEANING_KEYS if old["model_type"] == "llm" else MEANING_KEYS
+    keys = meaning_keys(old["model_type"])
+    values = new.to_dict() if isinstance(new, Config) else {k: v for k, v in new.items() if k in keys}
+    if "layout" in values:
+        values["layout"] = canonical_layout(values["layout"])
     changed = [f"{k}: {what} was trained with {old[k]!r}, got {values[k]!r} (it changes what the trained tensors "
                "mean; use the trained value or train anew)" for k in keys if k in values and values[k] != old[k]]
     if changed:

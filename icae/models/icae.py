@@ -24,9 +24,6 @@ from icae.models.base import CompressorBase
 from icae.models.checkpoint import CheckpointError
 from icae.models.lora import DECODER_ADAPTER, ENCODER_ADAPTER
 from icae.models.memory import Memory
-from icae.models import segments
-from icae.models.seed import seed_memory_positions, seed_segments
-from icae.models.segments import memory_position_ids, segment_lengths
 from icae.utils.padding import pad
 
 LORA_PREFIX = "lora."  # the encoder's adapter (peft's "default") in checkpoints
@@ -45,6 +42,10 @@ class ICAE(CompressorBase):
     """In-Context AutoEncoder over any Hugging Face causal LM (Qwen2/2.5/3, Mistral, Llama, ...)."""
 
     model_type = "icae"
+    meaning_keys = ("model_type", "layout", "fixed_mem_size", "mean_compression_rate", "use_position_identifiers",
+                    "do_compress", "use_lora", "lora_r", "lora_alpha", "lora_target_modules", "freeze_decoder",
+                    "add_special_token_for_lm")
+    compresses_contexts = True
 
     def __init__(self, args: ModelArguments, base_model, tokenizer):
         super().__init__(args, base_model, tokenizer)
@@ -128,28 +129,21 @@ class ICAE(CompressorBase):
             return None
         return self.special_embeddings[self.special_names.index(mode)][None]  # (1, hidden)
 
-    def uses_position_identifiers(self) -> bool:
-        """Whether the *decoder* keeps the slots' position ids (the seed layout decodes at contiguous positions)."""
-        return self.args.use_position_identifiers and self.args.do_compress and self.args.layout == "native"
-
     # ----------------------------------------------------------------------------------------- encoder side
-    def memory_length(self, num_tokens: int) -> int:
-        return segments.memory_length(self.args, num_tokens)
-
     def compress_ids(self, rows: list[torch.Tensor], compression_rate: int | None = None, framed: bool = True) -> Memory:
         """Compress each context into ``n_segments * k`` slots; returns a right-padded :class:`Memory`.
 
-        Contexts too short to compress (``segments.memory_length``: shorter than ``min_tokens_to_compress``; in the seed
-        layout, shorter than k) and all contexts when ``do_compress`` is off are fed to the decoder as their own token
+        Contexts too short to compress (``layout.compresses``: shorter than ``min_tokens_to_compress``; in the
+        original layout, shorter than k) and all contexts when ``do_compress`` is off are fed to the decoder as their own token
         embeddings. ``compression_rate`` overrides ``mean_compression_rate`` for this call (a compressor trained at one
-        rate reconstructs worse at another: measure it). ``framed`` (seed layout): frame each context with the chat
+        rate reconstructs worse at another: measure it). ``framed`` (original layout): frame each context with the chat
         template before cutting it, as the original does for every recipe but agent observations.
         """
         arguments.check_id_rows(rows, self.vocab_size)
         arguments.check_compression_rate(compression_rate)
         if not self.args.do_compress:
             return self.token_memory(rows)
-        short = {i for i, r in enumerate(rows) if not segments.compresses(self.args, r.numel())}
+        short = {i for i, r in enumerate(rows) if not self.layout.compresses(r.numel())}
         if not short:
             return self._compress_segments(rows, compression_rate, framed)
         long = [i for i in range(len(rows)) if i not in short]
@@ -163,38 +157,15 @@ class ICAE(CompressorBase):
                                 [r.numel() for r in rows])
 
     def compress_for_spans(self, rows: list[torch.Tensor]) -> Memory:
-        """Agent observations: the seed layout compresses them unframed, as the original's trajectory recipes do."""
+        """Agent observations: the original layout compresses them unframed, as the original's trajectory recipes do."""
         return self.compress_ids(rows, framed=False)
-
-    def _segment(self, row: torch.Tensor, rate: int, framed: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """One context -> its segments, each with the position ids of ``[tokens; k memory tokens]``."""
-        k, identifiers = self.args.fixed_mem_size, self.args.use_position_identifiers
-        out = []
-        if self.args.layout == "seed":
-            ids = torch.tensor(self.chat_frame.wrap(row.tolist()), dtype=torch.long) if framed else row
-            for a, b in seed_segments(ids.numel(), k, rate):
-                n = b - a
-                pos = (torch.cat([torch.arange(1, n + 1), seed_memory_positions(n, k)]) if identifiers
-                       else torch.arange(n + k))
-                out.append((ids[a:b], pos))
-            return out
-        start = 0
-        for n in segment_lengths(row.numel(), k, rate):
-            if identifiers:
-                # Global 1-based positions: id 0 is left to the AE token that starts a reconstruction.
-                pos = torch.cat([torch.arange(start + 1, start + n + 1), memory_position_ids(start + 1, start + n, k)])
-            else:
-                pos = torch.arange(n + k)
-            out.append((row[start : start + n], pos))
-            start += n
-        return out
 
     def _compress_segments(self, rows: list[torch.Tensor], compression_rate: int | None = None,
                            framed: bool = True) -> Memory:
         k, rate = self.args.fixed_mem_size, compression_rate or self.args.mean_compression_rate
         segments, seg_pos, owners = [], [], []
         for i, row in enumerate(rows):
-            for seg, pos in self._segment(row, rate, framed):
+            for seg, pos in self.layout.segments(row, rate, framed):
                 segments.append(seg)
                 seg_pos.append(pos)
                 owners.append(i)

@@ -46,8 +46,9 @@ def decoder_inputs(
     targets: list[torch.Tensor] | None = None,
     prefixes: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The left-padded decoder batch ``[memory; special?; prompt; target]`` (seed layout: the chat frame around
-    ``prefix; memory; prompt``, then the target, and no special token).
+    """The left-padded decoder batch ``[before; memory; special?; after; target]`` framed by ``model.layout``
+    (:meth:`~icae.models.framing.Layout.frame_row`): native, ``[memory; special?; prompt; target]``; original, the chat
+    frame around ``prefix; memory; prompt``, then the target, and no special token.
 
     Position ids: contiguous ``0..n-1`` by default. With position identifiers (native layout), slots keep their ids; in
     the AE layout the special token takes id 0 and the reconstruction takes the original ids 1..L; in the LM/FT layouts
@@ -65,30 +66,24 @@ def decoder_inputs(
     targets = targets if targets is not None else [empty] * batch
     if not (len(prompts) == len(targets) == batch):
         raise ValueError(f"batch sizes differ: memory {batch}, prompts {len(prompts)}, targets {len(targets)}")
-    seed = model.args.layout == "seed"
-    if prefixes is not None and not seed:
-        raise ValueError("prefix_ids (tokens before the memory) belong to the seed layout; set layout: seed")
+    layout = model.layout
+    if prefixes is not None and not layout.takes_prefix:
+        raise ValueError(f"prefix_ids (tokens before the memory) belong to the original layout; this model's is "
+                         f"{layout.name!r} (set layout: original)")
     prefixes = prefixes if prefixes is not None else [empty] * batch
     device, identifiers = model.device, model.uses_position_identifiers()
     rows = []
     for i in range(batch):
         slots, slot_pos = memory.sample(i)
-        if seed:  # user_prefix prefix [slots] prompt suffix assistant_prefix target, contiguous positions
-            frame, prompt = model.chat_frame, prompts[i].tolist()
-            before = torch.tensor([*frame.user_prefix, *prefixes[i].tolist()], dtype=torch.long, device=device)
-            # FT prompts (a question) sit in the user turn; an LM prompt starts the continuation, after the header.
-            inside, outside = ([], prompt) if modes[i] == "lm" else (prompt, [])
-            after = torch.tensor([*inside, *frame.suffix, *frame.assistant_prefix, *outside], dtype=torch.long,
-                                 device=device)
-            embeds = torch.cat([model.embed(before), slots.to(model.dtype),
-                                model.embed(torch.cat([after, targets[i].to(device)]))])
-            n_after = embeds.shape[0] - slots.shape[0]
-        else:
-            special = model.special_embedding(modes[i])
-            text = torch.cat([prompts[i].to(device), targets[i].to(device)])
-            parts = [slots.to(model.dtype)] + ([special.to(model.dtype)] if special is not None else [])
-            embeds = torch.cat(parts + [model.embed(text)])  # (n_i, hidden)
-            n_after = embeds.shape[0] - slots.shape[0]
+        before, special, after = layout.frame_row(modes[i], prompts[i].tolist(), prefixes[i].tolist())
+        parts = [model.embed(torch.tensor(before, dtype=torch.long))] if before else []
+        parts.append(slots.to(model.dtype))
+        token = model.special_embedding(modes[i]) if special else None
+        if token is not None:
+            parts.append(token.to(model.dtype))
+        text = torch.cat([torch.tensor(after, dtype=torch.long, device=device), targets[i].to(device)])
+        embeds = torch.cat(parts + [model.embed(text)])  # (n_i, hidden)
+        n_after = embeds.shape[0] - slots.shape[0]
         if identifiers:
             start = 0 if modes[i] == "ae" else int(memory.context_lengths[i]) + 1
             positions = torch.cat([slot_pos.to(device), torch.arange(start, start + n_after, device=device)])

@@ -5,7 +5,7 @@ Accepted, as the original tool accepts them:
 - a checkpoint directory of this project (``icae_config.yaml`` + ``model.safetensors``): its config must agree with
   the model's on every key that changes what the tensors mean, and its base model must be the model's;
 - a ``.safetensors`` file written by the original tool (``icae.*``, ``memory_token_embed.weight``, ``decoder.*``):
-  see :mod:`icae.models.seed_format`;
+  see :mod:`icae.models.original_format`;
 - a directory of (sharded) Hugging Face model weights (``model.safetensors`` or ``model-0000x-of-0000y.safetensors``
   with their index, e.g. a fully fine-tuned base): loaded as the base weights (here one copy serves both the encoder
   and the decoder; the original loaded it into its decoder copy);
@@ -15,6 +15,7 @@ Accepted, as the original tool accepts them:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from icae.config import load_config
 from icae.errors import UserError
-from icae.models import checkpoint, seed_format
+from icae.models import checkpoint, original_format
 from icae.models.checkpoint import CheckpointError
 from icae.models.loading import resolve_checkpoint
 
@@ -34,17 +35,17 @@ def restore_weights(model, source: str | Path) -> None:
         path = fetch_from_hub(str(source), "restore_from")
     if checkpoint.is_checkpoint(path):
         saved = load_config(path / checkpoint.CONFIG_NAME)
-        checkpoint.check_same_meaning(saved, {k: getattr(model.args, k) for k in checkpoint.MEANING_KEYS},
+        checkpoint.check_same_meaning(saved, dataclasses.asdict(model.args),
                                       f"restore_from {path}")
         model.load_checkpoint(path)
     elif path.is_file() and path.suffix == ".safetensors":
         state = checkpoint.load_trained_tensors(path)
-        if not seed_format.is_seed_state(state):
+        if not original_format.is_original_state(state):
             raise CheckpointError(f"restore_from {path}: a .safetensors file that is neither a checkpoint of the original "
                                   "tool (icae.*, memory_token_embed.weight) nor of this project (a directory)")
         if model.model_type != "icae":
             raise CheckpointError(f"restore_from {path}: a checkpoint of the original tool's ICAE; set model_type: icae")
-        seed_format.load_seed_state(model, state, str(path))
+        original_format.load_original_state(model, state, str(path))
     elif path.is_dir() and _weight_files(path):
         load_base_weights(model, path)
     else:

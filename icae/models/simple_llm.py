@@ -25,6 +25,8 @@ class SimpleLLM(CompressorBase):
     embeddings)."""
 
     model_type = "llm"
+    meaning_keys = ("model_type", "layout", "use_lora", "lora_r", "lora_alpha", "lora_target_modules")  # its adapter's
+    answers_in_turn = True  # the original layout: the original's SimpleLLM ends an answer with the chat turn's end
 
     def __init__(self, args: ModelArguments, base_model, tokenizer):
         super().__init__(args, base_model, tokenizer)

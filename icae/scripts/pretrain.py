@@ -20,7 +20,7 @@ from icae.config import Config, ConfigError, config_from_cli
 from icae.data.collators import PretrainingCollator
 from icae.data.prepare_data_for_pretraining import load_pretraining
 from icae.models import build_model
-from icae.models.seed import chat_frame
+from icae.models.framing import Layout
 from icae.scripts import entry
 from icae.training import PretrainingTrainer
 from icae.training.results import free_path, results_dir
@@ -28,12 +28,12 @@ from icae.training.trainer import resolve_resume
 from icae.utils.io import atomic_write_json, ensure_writable
 
 
-def make_collator(config: Config, tokenizer) -> PretrainingCollator:
-    pre = config.pretrain
-    ae_end = chat_frame(tokenizer).suffix if config.model.layout == "seed" else None
+def make_collator(config: Config, layout: Layout) -> PretrainingCollator:
+    pre, tokenizer = config.pretrain, layout.tokenizer
     return PretrainingCollator(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                lm_ratio=pre.lm_ratio, lm_lambda=pre.lm_lambda, min_tokens_for_lm=pre.min_tokens_for_lm,
-                               leave_tokens_for_lm=pre.leave_tokens_for_lm, seed=config.seed, ae_end=ae_end)
+                               leave_tokens_for_lm=pre.leave_tokens_for_lm, seed=config.seed,
+                               ae_end=tuple(layout.ae_end))
 
 
 def build_trainer(config: Config, callbacks=None) -> PretrainingTrainer:
@@ -55,7 +55,7 @@ def build_trainer(config: Config, callbacks=None) -> PretrainingTrainer:
         args=config.training_arguments(remove_unused_columns=False),  # the collator reads continuation_ids, sample_id
         train_dataset=split.train,
         eval_dataset=split.test if len(split.test) else None,  # eval_size 0: no held-out split, no evaluation
-        data_collator=make_collator(config, model.tokenizer),
+        data_collator=make_collator(config, model.layout),
         icae_config=config,
         callbacks=callbacks,
     )

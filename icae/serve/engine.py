@@ -18,10 +18,8 @@ from typing import Callable, Optional
 
 import torch
 
-from icae.data.trajectories import turn_stop_ids
 from icae.models import DecoderState, Span, kv
 from icae.models.decoding import Batch, Row, SamplingParams, TokenLogprob
-from icae.models.seed import chat_frame
 from icae.serve.caches import PrefixCache, SlotCache, elements
 from icae.serve.metrics import Metrics
 from icae.serve.render import Renderer, RequestError  # noqa: F401  (RequestError: importable from here too)
@@ -73,8 +71,7 @@ class Engine:
         self.conversations = self.prefixes  # /health counts its leaves as cached conversations
         self.metrics = Metrics()
         self.renderer = Renderer(model, config, default_max_tokens)
-        self.frame = chat_frame(self.tokenizer) if model.args.layout == "seed" else None
-        self.stop_ids = set(turn_stop_ids(self.tokenizer)) | (set(model.seed_stop_ids()) if self.frame else set())
+        self.stop_ids = set(model.layout.turn_stop_ids)
         self.batch = Batch(model)
         self._jobs: dict[Row, Job] = {}
         self._queue: "queue.Queue[Job]" = queue.Queue()

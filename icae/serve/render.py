@@ -3,7 +3,7 @@
 Two renderings, both ending with the assistant's header:
 
 - **Without tools** (and with ``tool_choice: none``): as the trajectory recipes render a conversation
-  (``icae.data.trajectories.render_turns``, ChatML turns; the base's chat frame with ``layout: seed``), so a served
+  (``icae.data.trajectories.render_turns``, ChatML turns; the base's chat frame with ``layout: original``), so a served
   conversation looks like the ones the compressor was fine-tuned on.
 - **With tools**: through a chat template that renders tools (the tokenizer's when it does, else ``chat_template``,
   else the shipped ChatML template with Hermes tool calls): the template is rendered once with a marker in place of
@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from icae.data.trajectories import from_messages, render_turns, turn_stop_ids
+from icae.data.trajectories import from_messages, render_turns
 from icae.errors import UserError
 from icae.models import Span
 from icae.models.decoding import SamplingParams
-from icae.models.seed import chat_frame
 
 if TYPE_CHECKING:
     from icae.serve.engine import Job
@@ -75,8 +74,8 @@ class Renderer:
     def __init__(self, model, config, default_max_tokens: Optional[int]):
         self.model, self.config, self.default_max_tokens = model, config, default_max_tokens
         self.tokenizer = model.tokenizer
-        self.frame = chat_frame(self.tokenizer) if model.args.layout == "seed" else None
-        self.stop_ids = set(turn_stop_ids(self.tokenizer)) | (set(model.seed_stop_ids()) if self.frame else set())
+        self.layout = model.layout
+        self.stop_ids = set(self.layout.turn_stop_ids)
         serve = config.serve
         self.user_min_tokens, self.max_prompt_tokens = serve.compress_user_min_tokens, serve.max_prompt_tokens
         own = getattr(self.tokenizer, "chat_template", None)
@@ -120,10 +119,7 @@ class Renderer:
 
     def assistant_header(self) -> tuple[list[int], list[int]]:
         """(tokens that open the assistant's turn, thinking-frame tokens fed after them and not kept in the cache)."""
-        if self.frame is None:
-            return self._encode("<|im_start|>assistant\n"), []
-        cut = len(self.frame.assistant_prefix) - self.frame.think
-        return list(self.frame.assistant_prefix[:cut]), list(self.frame.assistant_prefix[cut:])
+        return self.layout.turn_header("assistant")
 
     # ------------------------------------------------------------------------------------------ rendering
     def _encode(self, text: str) -> list[int]:
@@ -145,8 +141,7 @@ class Renderer:
 
     def _observation(self, role: str, n_tokens: int, user_index: int, user_min: Optional[int]) -> bool:
         """Whether a content of ``n_tokens`` tokens becomes memory slots (``user_index``: 0 for the first user message)."""
-        args = self.model.args
-        minimum = args.fixed_mem_size if args.layout == "seed" else args.min_tokens_to_compress
+        minimum = self.layout.compress_threshold
         if role == "user":
             if user_index == 0 or user_min is None or n_tokens < user_min:
                 return False
@@ -162,10 +157,9 @@ class Renderer:
                 raise RequestError(f"messages[{i}] ({m['role']}) has no content", param=f"messages[{i}].content")
         if tools is not None:
             return self._template_spans(messages, tools, user_min)
-        args = self.model.args
         turns = render_turns(self.tokenizer, trajectory, self.config.trajectories.compress_roles,
-                             args.fixed_mem_size if args.layout == "seed" else args.min_tokens_to_compress,
-                             self.model.memory_length, self.frame)
+                             self.layout.compress_threshold, self.model.memory_length,
+                             getattr(self.layout, "frame", None))
         users = 0
         for turn in turns:
             if turn.role == "user":
@@ -216,10 +210,9 @@ class Renderer:
             spans.append(Span(self._encode(body[at:])))
         header = self._encode(full[len(body):])
         think: list[int] = []
-        if self.frame is not None and self.frame.think:
-            tail = list(self.frame.assistant_prefix[-self.frame.think:])
-            if header[-len(tail):] == tail:
-                header, think = header[:-len(tail)], tail
+        _, tail = self.layout.turn_header("assistant")  # a think block the template opens: fed, not kept
+        if tail and header[-len(tail):] == tail:
+            header, think = header[:-len(tail)], tail
         return spans + [Span(header)], think
 
     # ------------------------------------------------------------------------------------------ the job

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from icae.models import build_model
 from icae.models.loading import load_base_model
-from icae.models.seed import chat_frame, seed_memory_positions, seed_segments
+from icae.models.original import chat_frame, original_memory_positions, original_segments
 from tests.conftest import small_config
 
 K, RATE = 4, 2
@@ -134,11 +134,11 @@ def test_the_original_decoder_adapter_loads_and_decodes(tmp_path):
 
 
 def test_segment_and_position_rules_on_hand_worked_cases():
-    assert seed_segments(10, 4, 1) == [(0, 4), (4, 8), (8, 10)]  # n = 3 segments of ceil(10/3) = 4, the last shorter
-    assert seed_segments(9, 4, 1) == [(0, 3), (3, 6), (6, 9)]
-    assert seed_segments(8, 4, 2) == [(0, 8)]
-    assert seed_memory_positions(10, 4).tolist() == [1, 4, 7, 10]
-    assert seed_memory_positions(5, 4).tolist() == [1, 2, 3, 5]  # linspace 1, 2.33, 3.67, 5 truncated
+    assert original_segments(10, 4, 1) == [(0, 4), (4, 8), (8, 10)]  # n = 3 segments of ceil(10/3) = 4, the last shorter
+    assert original_segments(9, 4, 1) == [(0, 3), (3, 6), (6, 9)]
+    assert original_segments(8, 4, 2) == [(0, 8)]
+    assert original_memory_positions(10, 4).tolist() == [1, 4, 7, 10]
+    assert original_memory_positions(5, 4).tolist() == [1, 2, 3, 5]  # linspace 1, 2.33, 3.67, 5 truncated
 
 
 def test_chat_frame_of_the_tiny_tokenizer():

@@ -27,7 +27,7 @@ from icae.utils.io import atomic_path
 ENCODER, DECODER, MEMORY = "icae.", "decoder.", "memory_token_embed.weight"
 
 
-def is_seed_state(keys) -> bool:
+def is_original_state(keys) -> bool:
     """A state dict written by the original tool (recognised by its key names)."""
     return any(k == MEMORY or k.startswith(ENCODER) for k in keys)
 
@@ -41,13 +41,13 @@ def _lora_name(ours: str) -> tuple[str, str] | None:
     return None
 
 
-def load_seed_state(model, state: dict[str, torch.Tensor], source: str) -> None:
+def load_original_state(model, state: dict[str, torch.Tensor], source: str) -> None:
     """Load the original's tensors into ``model`` (an ICAE): both adapters' LoRA and the memory/special embeddings.
 
     The file's base weights are compared with the loaded base model and not loaded (one copy of the base serves encoder
     and decoder here); a warning names how many differ.
     """
-    if not is_seed_state(state):
+    if not is_original_state(state):
         raise UserError(f"{source}: not a checkpoint of the original tool (no icae.* or {MEMORY} tensors)")
     problems, lora = [], {}
     peft_state = model.model.state_dict()
@@ -101,7 +101,7 @@ def _differing_base(model, state: dict[str, torch.Tensor]) -> int:
     return differ
 
 
-def seed_state(model, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+def original_state(model, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
     """The original tool's state dict for ``model`` (an ICAE): LoRA in float32, base weights and the memory embeddings
     in ``dtype`` (the original's files are bfloat16; float32 keeps every bit)."""
     out: dict[str, torch.Tensor] = {}
@@ -125,11 +125,11 @@ def seed_state(model, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Te
     return out
 
 
-def write_seed_file(model, path: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+def write_original_file(model, path: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Write ``model`` as a ``.safetensors`` file of the original tool (atomically)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file({k: v.cpu() for k, v in seed_state(model, dtype).items()}, str(tmp), metadata={"format": "pt"})
+        save_file({k: v.cpu() for k, v in original_state(model, dtype).items()}, str(tmp), metadata={"format": "pt"})
     return path
