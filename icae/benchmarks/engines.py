@@ -164,6 +164,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from icae.scripts import entry
+    from icae.errors import entry
 
     entry(main)

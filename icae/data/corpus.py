@@ -5,11 +5,13 @@ No hub is reachable on CI or the developers' machines, so demos and tests draw r
 
 from __future__ import annotations
 
+import argparse
 import ast
 import sysconfig
 from pathlib import Path
 from typing import Iterator
 
+from icae.errors import entry
 from icae.utils.io import atomic_write_jsonl
 
 DEFAULT_MODULES = ("textwrap", "string", "bisect", "heapq", "shlex", "fnmatch", "glob", "colorsys", "calendar", "difflib")
@@ -105,8 +107,20 @@ def write_stdlib_corpus(out: str | Path, first: str = "n", last: str = "z", root
     return write_corpus(out, top_level_modules(first, last, root), root)
 
 
-if __name__ == "__main__":  # the earlier entry point; the recipe lives in icae.scripts.write_corpus
-    from icae.scripts import entry
-    from icae.scripts.write_corpus import main
+def main(argv: list[str] | None = None) -> Path:
+    """The recipe (also ``python -m icae.scripts.write_corpus``): it lives here so that the earlier command
+    ``python -m icae.data.corpus`` runs this module without the library importing a recipe."""
+    parser = argparse.ArgumentParser(description="Write standard-library code as a JSONL corpus.")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--first", default="n", help="top-level modules from this letter (default n)")
+    parser.add_argument("--last", default="z", help="... to this letter (default z)")
+    parser.add_argument("--base", choices=("narrow", "wide"), default=None,
+                        help="instead: the base-model corpus (narrow: modules a-m; wide: also packages and tests)")
+    a = parser.parse_args(argv)
+    out = write_corpus(a.out, base_corpus_files(a.base)) if a.base else write_stdlib_corpus(a.out, a.first, a.last)
+    print(out)
+    return out
 
+
+if __name__ == "__main__":  # the earlier entry point
     entry(main)

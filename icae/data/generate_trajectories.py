@@ -15,14 +15,18 @@ Output: OpenAI-style chat JSONL, ``{"id", "messages": [{"role", "content"}]}``. 
 
 from __future__ import annotations
 
+import argparse
 import ast
 import difflib
 import random
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
+from icae.errors import entry
+from icae.utils.io import atomic_write_jsonl
 
 SYSTEM = ("You are an autonomous programmer working in a repository. Each turn, write one short DISCUSSION line and "
           "one command in a ``` block. Commands: search_dir <text>, open <path> <line>, "
@@ -131,8 +135,25 @@ def generate(sources: list[Path], num: int, seed: int = 0) -> list[dict]:
     return [make_trajectory(root, f, i) for i, (root, f) in enumerate(chosen)]
 
 
-if __name__ == "__main__":  # the earlier entry point; the recipe lives in icae.scripts.generate_trajectories
-    from icae.scripts import entry
-    from icae.scripts.generate_trajectories import main
+def main(argv: list[str] | None = None) -> Path:
+    """The recipe (also ``python -m icae.scripts.generate_trajectories``): it lives here so that the earlier command
+    ``python -m icae.data.generate_trajectories`` runs this module without the library importing a recipe."""
+    p = argparse.ArgumentParser(description="Write SWE-agent-style trajectories with real observations.")
+    p.add_argument("--source", nargs="*", default=[], help="Source directories.")
+    p.add_argument("--stdlib", nargs="*", default=[], help="Standard-library packages (json email http ...).")
+    p.add_argument("--num", type=int, default=20, help="Number of trajectories (at most one per function).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="Output .jsonl file.")
+    a = p.parse_args(argv)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    sources = [Path(s) for s in a.source] + [stdlib / n.replace(".", "/") for n in a.stdlib]
+    if not sources:
+        p.error("give --source DIR and/or --stdlib PACKAGE")
+    rows = generate(sources, a.num, a.seed)
+    atomic_write_jsonl(a.out, rows)
+    print(f"{a.out}: {len(rows)} trajectories")
+    return Path(a.out)
 
+
+if __name__ == "__main__":  # the earlier entry point
     entry(main)

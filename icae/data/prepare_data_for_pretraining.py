@@ -22,13 +22,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from icae.config import Config
+from icae.config import Config, config_from_cli
 from icae.data.sources import SourceError, iter_documents, token_prefix
 from icae.data.split_paths import INFO_NAME, check_prepared_inputs, check_split_outputs, load_split
 from icae.data.tasks import Split
+from icae.errors import entry
 from icae.models.loading import load_tokenizer
 from icae.utils.io import atomic_write_json, temp_dir
-
 
 
 def sample_lengths(config: Config) -> tuple[int, int]:
@@ -232,8 +232,16 @@ def load_pretraining(config: Config, tokenizer=None) -> Split:
     return Split(train, held, {"train_samples": len(train), "eval_samples": len(held)})
 
 
-if __name__ == "__main__":  # the original tool's entry point; the recipe lives in icae.scripts
-    from icae.scripts import entry
-    from icae.scripts.prepare_data_for_pretraining import main
+def main(argv: list[str] | None = None) -> dict:
+    """The recipe (``python -m icae.data.prepare_data_for_pretraining``, also ``icae.scripts.`` and ``icae prepare``):
+    it lives here so that the original tool's command runs this module without importing a recipe."""
+    config = config_from_cli(argv, description=__doc__.split("\n\n")[0])
+    info = prepare(config)
+    print(f"{info['documents']} documents, {info['tokens']} tokens -> {info['train_samples']} train / "
+          f"{info['eval_samples']} eval samples of {info['context_length']}+{info['continuation_length']} tokens\n"
+          f"train: {config.pretrain.train_output_file}\neval:  {config.pretrain.eval_output_file}")
+    return info
 
+
+if __name__ == "__main__":  # the original tool's entry point
     entry(main)

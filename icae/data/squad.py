@@ -13,6 +13,7 @@ Layout of a sample (:class:`icae.data.collators.FinetuneCollator`): the context 
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from icae.data.sources import SourceError, hub_dataset
 from icae.config.sections import SquadArguments
 from icae.data.tasks import AnswerSample, Split, limit
+from icae.errors import entry
 from icae.models.seed import chat_frame
 
 NATIVE_QA_TEMPLATE = SquadArguments().qa_prompt_template
@@ -200,8 +202,19 @@ def load_squad_task(config, tokenizer, train: bool = True, test: bool = True) ->
     return out
 
 
-if __name__ == "__main__":  # the earlier entry point; the recipe lives in icae.scripts.squad_fixture
-    from icae.scripts import entry
-    from icae.scripts.squad_fixture import main
+def main(argv: list[str] | None = None) -> None:
+    """The recipe (also ``python -m icae.scripts.squad_fixture``): it lives here so that the earlier command
+    ``python -m icae.data.squad`` runs this module without the library importing a recipe."""
+    parser = argparse.ArgumentParser(description="Write small SQuAD-format fixture files (train.json, dev.json).")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--version", default="1.1", choices=["1.1", "2.0"])
+    parser.add_argument("--n_train", type=int, default=16)
+    parser.add_argument("--n_eval", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    a = parser.parse_args(argv)
+    for path in write_fixture(a.out, a.n_train, a.n_eval, a.seed, a.version):
+        print(path)
 
+
+if __name__ == "__main__":  # the earlier entry point
     entry(main)

@@ -11,8 +11,15 @@ import shutil
 from functools import lru_cache
 from pathlib import Path
 
-from icae.data.tool_outputs import (FIXED_TIME, HELDOUT_DISTRIBUTIONS, HELDOUT_PACKAGES, Context, Output, run,
-                                    site_packages)
+from icae.data.tool_context import (
+    FIXED_TIME,
+    HELDOUT_DISTRIBUTIONS,
+    HELDOUT_PACKAGES,
+    Context,
+    Output,
+    run,
+    site_packages,
+)
 
 IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]{3,}\b")
 DEFINITION = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)

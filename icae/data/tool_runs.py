@@ -7,8 +7,8 @@ import ast
 import re
 from pathlib import Path
 
+from icae.data.tool_context import FIXED_TIME, Context, Output, Tree, run
 from icae.data.tool_kinds import DEFINITION, copy_tree, identifier, read
-from icae.data.tool_outputs import FIXED_TIME, Context, Output, Tree, run
 from icae.data.tool_tracebacks import snippet
 
 # Modules whose import has side effects (a browser, a poem, a display) or cannot work here.

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from icae.data.tool_context import Context, Output, run
 from icae.data.tool_kinds import identifier, read
-from icae.data.tool_outputs import Context, Output
 
 
 def file_lines(text: str) -> list[str]:
@@ -102,8 +102,6 @@ def find_file(name: str, directory: Path, found: list[str]) -> str:
 
 
 def swe_search(ctx: Context) -> Output:
-    from icae.data.tool_outputs import run
-
     tree = ctx.tree()
     base = tree.root / tree.name if tree.package else tree.root
     r = ctx.rng.random()

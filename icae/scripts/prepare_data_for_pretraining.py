@@ -4,25 +4,15 @@
     python -m icae.data.prepare_data_for_pretraining ...      (the original tool's path: the same recipe)
 
 Config -> read ``dataset_repo`` (or ``long_text_cache``) -> tokenise and cut into windows -> hold out whole documents
-(or draw the held-out samples from ``eval_dataset_repo``) -> write both splits atomically. See
-:mod:`icae.data.prepare_data_for_pretraining` for the rules.
+(or draw the held-out samples from ``eval_dataset_repo``) -> write both splits atomically. The recipe's ``main``
+lives in :mod:`icae.data.prepare_data_for_pretraining` (with the rules), so that the original tool's command runs
+without the library importing a recipe; this module is its name among the recipes.
 """
 
 from __future__ import annotations
 
-from icae.config import config_from_cli
-from icae.data.prepare_data_for_pretraining import prepare
+from icae.data.prepare_data_for_pretraining import main
 from icae.scripts import entry
-
-
-def main(argv: list[str] | None = None) -> dict:
-    config = config_from_cli(argv, description=__doc__)
-    info = prepare(config)
-    print(f"{info['documents']} documents, {info['tokens']} tokens -> {info['train_samples']} train / "
-          f"{info['eval_samples']} eval samples of {info['context_length']}+{info['continuation_length']} tokens\n"
-          f"train: {config.pretrain.train_output_file}\neval:  {config.pretrain.eval_output_file}")
-    return info
-
 
 if __name__ == "__main__":
     entry(main)
