@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from icae.config import Config
+from icae.config import Config, ModelArguments
 from icae.models.base import CompressorBase
 from icae.models.checkpoint import checkpoint_config
+from icae.models.framing import Layout
 from icae.models.icae import ICAE
 from icae.models.simple_llm import SimpleLLM
 
 MODEL_CLASSES: dict[str, type[CompressorBase]] = {"icae": ICAE, "llm": SimpleLLM}
+
+
+def layout_for(args: ModelArguments, tokenizer) -> Layout:
+    """The layout a model of config ``args`` has (``model.layout``), built before the model is loaded: what a data
+    loader reads (:mod:`icae.models.framing`)."""
+    return MODEL_CLASSES[args.model_type].make_layout(args, tokenizer)
 
 
 def build_model(config: Config) -> CompressorBase:
