@@ -52,6 +52,8 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,6 +81,7 @@ from icae.data.tool_context import (  # noqa: F401  (re-exported: the generator'
     split_trees,
 )
 from icae.errors import UserError
+from icae.utils.io import atomic_write_jsonl
 
 
 @contextmanager
@@ -156,3 +159,22 @@ def generate(split: str, count: int, seed: int = 0, max_chars: int = 12_000, wor
             finally:
                 if not keep_work:
                     shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def write_tool_outputs(split: str, out: str | Path, count: int, seed: int = 0, max_chars: int = 12_000,
+                       work_dir: Path | None = None, kinds: tuple[str, ...] | None = None, keep_work: bool = False,
+                       overwrite: bool = False) -> Path:
+    """Generate ``count`` records of ``split`` and write them to ``out`` atomically, with a one-line summary (kinds,
+    records cut, seconds). An existing ``out`` is replaced only with ``overwrite``, and then said."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass overwrite (--overwrite) to replace it, or choose another file")
+    if out.exists():
+        print(f"replacing the existing {out}")
+    start = time.perf_counter()
+    rows = list(generate(split, count, seed, max_chars, work_dir, kinds, keep_work))
+    atomic_write_jsonl(out, rows)
+    made = Counter(r["kind"] for r in rows)
+    print(f"{out}: {len(rows)} {split} records in {time.perf_counter() - start:.0f} s "
+          f"({', '.join(f'{k} {n}' for k, n in sorted(made.items()))}; {sum(r['truncated'] for r in rows)} cut)")
+    return out

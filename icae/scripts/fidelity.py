@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from icae.data.tool_outputs import write_tool_outputs
 from icae.errors import UserError
 from icae.models import ICAE, load_checkpoint
 from icae.scripts import entry
@@ -161,10 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not source.is_file():
         if args.tool_outputs:
             raise UserError(f"--tool_outputs {source}: no such file")
-        from icae.scripts import write_tool_outputs
-
-        write_tool_outputs.main(["--split", "heldout", "--out", str(source), "--seed", str(args.seed), "--count", "300",
-                                 "--work-dir", str(SANDBOX)])
+        write_tool_outputs("heldout", source, 300, args.seed, work_dir=SANDBOX)
     texts = load_texts(source)
     results = {"tool_outputs": str(source), "seed": args.seed, "compressors": {}}
     for checkpoint in args.checkpoint or ["tiny-icae-4x", "tiny-icae-8x"]:

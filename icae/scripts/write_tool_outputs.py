@@ -8,14 +8,11 @@
 from __future__ import annotations
 
 import argparse
-import time
-from collections import Counter
 from pathlib import Path
 
-from icae.data.tool_outputs import KIND_WEIGHTS, SPLITS, generate
+from icae.data.tool_outputs import KIND_WEIGHTS, SPLITS, write_tool_outputs
 from icae.errors import UserError
 from icae.scripts import entry
-from icae.utils.io import atomic_write_jsonl
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -43,16 +40,8 @@ def main(argv: list[str] | None = None) -> Path:
         problems.append(f"--out {out} is a directory; give a .jsonl file")
     if problems:
         raise UserError("; ".join(problems))
-    if out.exists():
-        print(f"replacing the existing {out}")
-    start = time.perf_counter()
-    rows = list(generate(a.split, a.count, a.seed, a.max_chars, a.work_dir, tuple(a.kinds) if a.kinds else None,
-                     a.keep_work))
-    atomic_write_jsonl(out, rows)
-    kinds = Counter(r["kind"] for r in rows)
-    print(f"{out}: {len(rows)} {a.split} records in {time.perf_counter() - start:.0f} s "
-          f"({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}; {sum(r['truncated'] for r in rows)} cut)")
-    return out
+    return write_tool_outputs(a.split, out, a.count, a.seed, a.max_chars, a.work_dir,
+                              tuple(a.kinds) if a.kinds else None, a.keep_work, a.overwrite)
 
 
 if __name__ == "__main__":
