@@ -27,9 +27,10 @@ from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpu
 from icae.data.prepare_data_for_pretraining import prepare, windows
 from icae.models import ICAE, load_checkpoint
 from icae.models.loading import SHIPPED_COMPRESSORS, load_tokenizer
-from icae.scripts import entry, pretrain
-from icae.training.evaluation import reconstruct
+from icae.scripts import entry
 from icae.training import evaluate_pretraining
+from icae.training.evaluation import reconstruct
+from icae.training.pretraining import build_trainer
 from icae.training.results import free_stem, results_dir
 from icae.utils.io import atomic_write_json
 from icae.utils.plotting import pyplot, save_png
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{long[best]['whole']['reconstruction']}")
 
     info = prepare(config, show_progress=False)
-    trainer = pretrain.build_trainer(config)
+    trainer = build_trainer(config)
     model = trainer.accelerator.unwrap_model(trainer.model)
     samples = list(trainer.eval_dataset)
     num = config.pretrain.eval_ae_num_samples
