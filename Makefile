@@ -40,15 +40,16 @@ bench-peers: peers
 
 # The llama.cpp backend's environment (.engines/llamacpp): this project, and llama-cpp-python built from source with
 # the machine's cmake and gcc (PyPI has no wheel of it): 193 compile steps, about 15 min on one free core
-# (CMAKE_BUILD_PARALLEL_LEVEL=1; raise it where cores are free). Compilers here run at idle priority, so on a busy
-# machine the build waits for idle CPU. docs/engines.md.
+# (CMAKE_BUILD_PARALLEL_LEVEL=1; raise it where cores are free). The build directory is kept (.engines/build), so an
+# interrupted build resumes where it stopped. docs/engines.md.
 LLAMACPP := .engines/llamacpp
 $(LLAMACPP)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LLAMACPP)
 	$(LLAMACPP)/bin/python -m pip install --upgrade pip
 	$(LLAMACPP)/bin/python -m pip install torch==2.13.0
 	$(LLAMACPP)/bin/python -m pip install -e '.[dev,engines]'
-	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-1} $(LLAMACPP)/bin/python -m pip install llama-cpp-python==0.3.36
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-1} $(LLAMACPP)/bin/python -m pip install \
+		-C build-dir=$(CURDIR)/.engines/build llama-cpp-python==0.3.36
 	touch $@
 
 llamacpp: $(LLAMACPP)/.installed

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from icae.config.base import MAX_MEMORY_SLOTS, ConfigError, Section, _at_least, _help  # noqa: F401 - re-exported
+from icae.config.layout_names import canonical_layout
 from icae.config.runtime import BenchArguments, ServeArguments  # noqa: F401 - re-exported
 
 
@@ -42,11 +43,12 @@ class ModelArguments(Section):
     use_position_identifiers: bool = _help(
         "Give memory tokens position ids spread uniformly over the span they summarise (off: contiguous ids).", False
     )
-    layout: Literal["native", "seed"] = _help(
+    layout: Literal["native", "original", "seed"] = _help(
         "How contexts become slots and prompts: 'native' (this project's: balanced segments, centred position ids, "
-        "learned AE/LM/FT tokens, positions kept in the decoder) or 'seed' (exactly the original tool's: segments of "
-        "ceil(L/n) tokens, memory ids linspace(1, len, k) truncated, every encoder input and decoder prompt framed by "
-        "the base model's chat template, contiguous decoder positions). Checkpoints of the original tool need 'seed'.",
+        "learned AE/LM/FT tokens, positions kept in the decoder) or 'original' (exactly the original tool's: segments "
+        "of ceil(L/n) tokens, memory ids linspace(1, len, k) truncated, every encoder input and decoder prompt framed "
+        "by the base model's chat template, contiguous decoder positions). Checkpoints of the original tool need "
+        "'original'. 'seed' is its earlier name, still read as 'original' (with a notice).",
         "native",
     )
     do_compress: bool = _help(
@@ -88,6 +90,10 @@ class ModelArguments(Section):
         "Original key. Checkpoints hold the decoder's adapter whenever one is trained (freeze_decoder false) and never "
         "the frozen base weights; accepted, no effect.", False
     )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", canonical_layout(self.layout))  # 'seed' -> 'original', said once
+        super().__post_init__()
 
     def problems(self) -> list[str]:
         out = []
@@ -202,6 +208,11 @@ class PretrainArguments(Section):
         "per_device_train_batch_size of each curriculum stage (empty: the config's for every stage).",
         default_factory=list,
     )
+    curriculum_segment_sample_ratios: list[float] = _help(
+        "segment_sample_ratio of each curriculum stage from curriculum_mix_from on (one per curriculum_lengths entry; "
+        "empty: segment_sample_ratio for every such stage). A late stage can give more of its samples to single "
+        "segments to win back one-segment fidelity.", default_factory=list,
+    )
 
     def problems(self) -> list[str]:
         out = _at_least(self, 1, "context_length", "token_num", optional=True)
@@ -210,15 +221,17 @@ class PretrainArguments(Section):
         if not 0.0 <= self.segment_sample_ratio < 1.0:
             out.append(f"segment_sample_ratio must be in [0, 1), got {self.segment_sample_ratio}")
         lengths, steps, sizes = self.curriculum_lengths, self.curriculum_steps, self.curriculum_batch_sizes
-        if len(steps) != len(lengths) or (sizes and len(sizes) != len(lengths)):
-            out.append(f"curriculum_steps ({len(steps)}) and curriculum_batch_sizes ({len(sizes)}, or none) must give "
-                       f"one value per curriculum_lengths entry ({len(lengths)})")
+        ratios = self.curriculum_segment_sample_ratios
+        if len(steps) != len(lengths) or (sizes and len(sizes) != len(lengths)) or (ratios and len(ratios) != len(lengths)):
+            out.append(f"curriculum_steps ({len(steps)}), curriculum_batch_sizes ({len(sizes)}, or none) and "
+                       f"curriculum_segment_sample_ratios ({len(ratios)}, or none) must give one value per "
+                       f"curriculum_lengths entry ({len(lengths)})")
+        if any(not isinstance(r, (int, float)) or not 0.0 <= r < 1.0 for r in ratios):
+            out.append(f"curriculum_segment_sample_ratios must hold numbers in [0, 1), got {ratios}")
         for name, values in (("curriculum_lengths", lengths), ("curriculum_steps", steps),
                              ("curriculum_batch_sizes", sizes)):
             if any(not isinstance(v, int) or v < 1 for v in values):
                 out.append(f"{name} must hold integers >= 1, got {values}")
-        if any(b <= a for a, b in zip(lengths, lengths[1:])):
-            out.append(f"curriculum_lengths must increase stage by stage, got {lengths}")
         out += _at_least(self, 0, "continuation_length", optional=True)
         out += _at_least(self, 0, "min_len", "eval_size", "leave_tokens_for_lm", "eval_ae_num_samples")
         out += _at_least(self, 1, "min_tokens_for_lm")

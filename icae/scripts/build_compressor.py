@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> Path:
                      "context_length": stage.context_length} for h in log["log_history"]]
         seconds += log["train_seconds"]
         legs.append({"stage": stage.index, "context_length": stage.context_length, "steps": stage.max_steps,
-                     "batch_size": stage.batch_size, "train_seconds": log["train_seconds"]})
+                     "batch_size": stage.batch_size, "train_seconds": log["train_seconds"],
+                     "segment_sample_ratio": stage_cfg.pretrain.segment_sample_ratio})
         restore = str(stage.final)
     command = (f"python -m icae.scripts.build_compressor --rate {args.rate}" + (f" --config {args.config}" if
                args.config else "") + (" " + " ".join(rest) if rest else ""))

@@ -3,7 +3,8 @@
 A compressor trained on one segment at a time cannot read many segments' slots together: its decoder has never seen
 more than one segment's slots. Each stage trains on contexts of ``curriculum_lengths[i]`` tokens (so of
 ``length / (fixed_mem_size * mean_compression_rate)`` segments), the AE target being the whole context decoded from
-all its slots; the decoder learns to read twice as many segments per stage. A stage is one ordinary pretraining run
+all its slots; the decoder learns to read twice as many segments per stage (a later stage may also go back to a
+shorter length to consolidate, e.g. with more one-segment samples: ``curriculum_segment_sample_ratios``). A stage is one ordinary pretraining run
 (its own prepared data, checkpoints and resume) whose ``restore_from`` is the previous stage's final weights; the
 first stage starts from the config's ``restore_from``. Stages before ``curriculum_mix_from`` read ``dataset_repo`` alone;
 the later ones add ``extra_dataset_repos`` (generated tool outputs) and one-segment windows (``segment_sample_ratio``).
@@ -27,6 +28,7 @@ class Stage:
     max_steps: int
     batch_size: int
     directory: Path
+    segment_sample_ratio: float | None = None  # None: the config's segment_sample_ratio
 
     @property
     def final(self) -> Path:
@@ -44,17 +46,20 @@ def plan(config: Config, work: str | Path) -> list[Stage]:
                                          config.model.fixed_mem_size * config.model.mean_compression_rate]
     steps = pre.curriculum_steps or [config.training.steps]
     sizes = pre.curriculum_batch_sizes or [config.training.per_device_train_batch_size] * len(lengths)
-    return [Stage(i, length, n, size, work / f"stage{i}-{length}")
-            for i, (length, n, size) in enumerate(zip(lengths, steps, sizes))]
+    ratios = pre.curriculum_segment_sample_ratios or [None] * len(lengths)
+    return [Stage(i, length, n, size, work / f"stage{i}-{length}", ratio)
+            for i, (length, n, size, ratio) in enumerate(zip(lengths, steps, sizes, ratios))]
 
 
 def stage_config(config: Config, stage: Stage, restore_from: str | None) -> Config:
     """The pretraining config of one stage: its context length, steps, batch size, data and run directories."""
     mixed = stage.index >= config.pretrain.curriculum_mix_from
+    ratio = config.pretrain.segment_sample_ratio if stage.segment_sample_ratio is None else stage.segment_sample_ratio
     return config.replace(
         extra_dataset_repos=config.pretrain.extra_dataset_repos if mixed else [],
-        segment_sample_ratio=config.pretrain.segment_sample_ratio if mixed else 0.0,
+        segment_sample_ratio=ratio if mixed else 0.0,
         context_length=stage.context_length, max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size,
         train_output_file=str(stage.directory / "data" / "train"), eval_output_file=str(stage.directory / "data" / "eval"),
         output_dir=str(stage.directory / "run"), restore_from=restore_from,
-        curriculum_lengths=[], curriculum_steps=[], curriculum_batch_sizes=[], curriculum_mix_from=0)
+        curriculum_lengths=[], curriculum_steps=[], curriculum_batch_sizes=[], curriculum_segment_sample_ratios=[],
+        curriculum_mix_from=0)

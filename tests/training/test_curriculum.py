@@ -34,6 +34,20 @@ def test_stages_follow_the_config(tmp_path):
     assert second.pretrain.curriculum_lengths == []  # a stage is an ordinary run
 
 
+def test_a_late_stage_can_go_back_to_a_shorter_length_with_its_own_segment_ratio(tmp_path):
+    cfg = load_config(None, {"curriculum_lengths": [64, 256, 128], "curriculum_steps": [3, 2, 1],
+                             "curriculum_segment_sample_ratios": [0.0, 0.2, 0.5], "segment_sample_ratio": 0.1,
+                             "curriculum_mix_from": 1, "restore_from": None})
+    stages = curriculum.plan(cfg, tmp_path)
+    assert [s.directory.name for s in stages] == ["stage0-64", "stage1-256", "stage2-128"]
+    ratios = [curriculum.stage_config(cfg, s, None).pretrain.segment_sample_ratio for s in stages]
+    assert ratios == [0.0, 0.2, 0.5]  # stage 0 is before curriculum_mix_from: no segment windows whatever it says
+    without = load_config(None, {"curriculum_lengths": [64, 128], "curriculum_steps": [1, 1],
+                                 "segment_sample_ratio": 0.3, "curriculum_mix_from": 1, "restore_from": None})
+    assert [curriculum.stage_config(without, s, None).pretrain.segment_sample_ratio
+            for s in curriculum.plan(without, tmp_path)] == [0.0, 0.3]
+
+
 def test_no_curriculum_is_one_stage_at_the_context_length(tmp_path):
     cfg = load_config(None, {"context_length": 96, "max_steps": 7, "per_device_train_batch_size": 3})
     assert [(s.context_length, s.max_steps, s.batch_size) for s in curriculum.plan(cfg, tmp_path)] == [(96, 7, 3)]
@@ -41,7 +55,10 @@ def test_no_curriculum_is_one_stage_at_the_context_length(tmp_path):
 
 @pytest.mark.parametrize("values, problem", [
     ({"curriculum_lengths": [64, 128], "curriculum_steps": [10]}, "one value per curriculum_lengths"),
-    ({"curriculum_lengths": [128, 64], "curriculum_steps": [1, 1]}, "must increase"),
+    ({"curriculum_lengths": [64, 128], "curriculum_steps": [1, 1], "curriculum_segment_sample_ratios": [0.2]},
+     "one value per"),
+    ({"curriculum_lengths": [64, 128], "curriculum_steps": [1, 1], "curriculum_segment_sample_ratios": [0.2, 1.0]},
+     "numbers in \\[0, 1\\)"),
     ({"curriculum_lengths": [64, 0], "curriculum_steps": [1, 1]}, "integers >= 1"),
     ({"curriculum_lengths": [64], "curriculum_steps": [5], "curriculum_batch_sizes": [1, 2]}, "one value per"),
     ({"segment_sample_ratio": 1.0}, "segment_sample_ratio"),
