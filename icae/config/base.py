@@ -41,6 +41,22 @@ class Section:
         return []
 
 
+def check_one_owner(sections: dict[str, type], aliases: dict[str, str] | None = None) -> None:
+    """A flat YAML key must belong to one section: refuse (``TypeError``, at import time: a programming error, not a
+    user's) a key that two sections declare, where the loader would silently give it to one of them, and an alias
+    spelt like a declared key. ``sections``: section name -> its dataclass."""
+    owners: dict[str, list[str]] = {}
+    for name, cls in sections.items():
+        for f in dataclasses.fields(cls):
+            owners.setdefault(f.name, []).append(f"{name} ({cls.__name__})")
+    problems = [f"{key!r} is declared by {' and '.join(where)}" for key, where in owners.items() if len(where) > 1]
+    problems += [f"alias {alias!r} (for {key!r}) is also declared by {' and '.join(owners[alias])}"
+                 for alias, key in (aliases or {}).items() if alias in owners]
+    if problems:
+        raise TypeError("config keys must each have one section (the YAML is flat): " + "; ".join(problems)
+                        + "; rename one of each")
+
+
 def _at_least(obj, minimum: int | float, *names: str, optional: bool = False) -> list[str]:
     out = []
     for name in names:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from icae.config.base import check_one_owner
 from icae.config.bounds import YAMLTooLarge, library_problems, quote, read_yaml
 from icae.config.sections import (
     SECTIONS,
@@ -39,6 +40,7 @@ from icae.utils.io import atomic_write_text
 
 # Keys spelt differently here because they are Python keywords.
 ALIASES = {"lambda": "lm_lambda"}
+check_one_owner({**SECTIONS, "training": TrainingKeys}, ALIASES)  # a key two sections declare is refused here
 
 
 @dataclass(frozen=True)
