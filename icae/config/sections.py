@@ -23,7 +23,7 @@ class ModelArguments(Section):
 
     model_name_or_path: str = _help(
         "Base causal LM: a Hugging Face hub id, a local directory, or a built-in model ('tiny-qwen2', 'tiny-qwen3', "
-        "'tiny-mistral': random, built offline; 'tiny-qwen2-lm', 'mini-qwen2-lm': trained, shipped).",
+        "'tiny-mistral': random, built offline; 'tiny-qwen2-lm': trained, shipped).",
         "tiny-qwen2",
     )
     model_type: Literal["icae", "llm"] = _help(

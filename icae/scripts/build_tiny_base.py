@@ -1,7 +1,8 @@
-"""Train a small language model that ships as a frozen-decoder base (``tiny-qwen2-lm``, ``mini-qwen2-lm``).
+"""Train a small language model as a frozen-decoder base (``tiny-qwen2-lm``, shipped; ``mini-qwen2-lm``, not shipped).
 
-    python -m icae.scripts.build_tiny_base --preset tiny    # tiny-qwen2-lm: hidden 128, 2 layers (the original asset)
-    python -m icae.scripts.build_tiny_base --preset mini    # mini-qwen2-lm: hidden 256, 4 layers, 5000 steps (~80 min)
+    python -m icae.scripts.build_tiny_base --preset tiny    # tiny-qwen2-lm: hidden 128, 2 layers (the shipped asset)
+    python -m icae.scripts.build_tiny_base --preset mini    # icae/assets/mini-qwen2-lm: hidden 256, 4 layers, 5000
+                                                            # steps (~80 min); not shipped: give its directory by path
 
 A frozen decoder must be a trained language model: with a random one, an ICAE learns nothing on held-out text. This
 script trains a Qwen2-architecture model with the shipped 4096-token BPE as a causal LM on Python standard-library
