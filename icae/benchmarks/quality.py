@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from icae.benchmarks.peers import portable_model_dir, run_peer
 from icae.data.prepare_data_for_pretraining import windows
 from icae.models import load_checkpoint
+from icae.models.layouts import IGNORE
 from icae.models.loading import load_base_model, load_tokenizer, resolve_model_path
 
 
@@ -33,7 +34,7 @@ def icae_scores(model, context: list[int], continuation: list[int], memory=True)
         mem = mem.without_slots()
     out = model(memory=mem, mode="lm", target_ids=[continuation])
     logits, labels = out.logits[0, :-1].float(), out.labels[0, 1:]
-    keep = labels != -100
+    keep = labels != IGNORE
     return (float((logits.argmax(-1)[keep] == labels[keep]).float().mean()),
             float(F.cross_entropy(logits[keep], labels[keep])))
 

@@ -6,19 +6,40 @@ alone achieves. A compressor is only useful where it beats that.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from icae.data.tasks import AnswerSample
-from icae.metrics import bleu1, exact_match
 from icae.errors import UserError
+from icae.metrics import bleu1, exact_match
 from icae.models.base import CompressorBase
+from icae.models.layouts import IGNORE
 
 
-def _token_accuracy(out) -> tuple[int, int]:
-    pred = out.logits[:, :-1].argmax(dim=-1)
-    target = out.labels[:, 1:]
-    counted = target != -100
-    return int(((pred == target) & counted).sum()), int(counted.sum())
+@dataclass
+class Tally:
+    """One objective's teacher-forced sums over batches, weighted by the tokens that carry a loss."""
+
+    loss_sum: float = 0.0  # each batch's mean loss * its counted tokens
+    correct: int = 0  # counted tokens predicted right (greedy)
+    total: int = 0  # counted tokens
+
+    def add(self, out) -> None:
+        """Add one forward's ``out.loss`` (mean over counted tokens) and its greedy token accuracy."""
+        pred, target = out.logits[:, :-1].argmax(dim=-1), out.labels[:, 1:]  # (batch, n), (batch, n)
+        counted = target != IGNORE
+        total = int(counted.sum())
+        self.correct += int(((pred == target) & counted).sum())
+        self.total += total
+        self.loss_sum += out.loss.item() * total
+
+    def metrics(self, objective: str) -> dict:
+        """``{objective}_loss`` and ``{objective}_token_accuracy``; nothing when no token was counted."""
+        if not self.total:
+            return {}
+        return {f"{objective}_loss": self.loss_sum / self.total,
+                f"{objective}_token_accuracy": self.correct / self.total}
 
 
 @torch.no_grad()
@@ -39,36 +60,24 @@ def evaluate_pretraining(
     """
     was_training = model.training
     model.eval()
-    sums = {"ae": [0.0, 0, 0], "lm": [0.0, 0, 0]}  # loss * tokens, correct, tokens
+    ae, lm = Tally(), Tally()
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         contexts = [torch.tensor(s["input_ids"]) for s in chunk]
         memory = model.compress(contexts)
         if no_memory:
             memory = memory.without_slots()
-        out = model(memory=memory, mode="ae", target_ids=[model.ae_target(c) for c in contexts])
-        correct, total = _token_accuracy(out)
-        sums["ae"][0] += out.loss.item() * total
-        sums["ae"][1] += correct
-        sums["ae"][2] += total
+        ae.add(model(memory=memory, mode="ae", target_ids=[model.ae_target(c) for c in contexts]))
         lm_rows = [i for i, s in enumerate(chunk) if len(s.get("continuation_ids") or []) >= max(min_tokens_for_lm, leave_tokens_for_lm + 1)]
         if lm_rows:
             conts = [list(chunk[i]["continuation_ids"]) for i in lm_rows]
-            out = model(
+            lm.add(model(
                 memory=memory.select(lm_rows),
                 mode="lm",
                 prompt_ids=[c[:leave_tokens_for_lm] for c in conts],
                 target_ids=[c[leave_tokens_for_lm:] for c in conts],
-            )
-            correct, total = _token_accuracy(out)
-            sums["lm"][0] += out.loss.item() * total
-            sums["lm"][1] += correct
-            sums["lm"][2] += total
-    metrics = {}
-    for objective, (loss_sum, correct, total) in sums.items():
-        if total:
-            metrics[f"{objective}_loss"] = loss_sum / total
-            metrics[f"{objective}_token_accuracy"] = correct / total
+            ))
+    metrics = {**ae.metrics("ae"), **lm.metrics("lm")}
     gen = samples[:num_generate]
     if gen:
         contexts = [torch.tensor(s["input_ids"]) for s in gen]
@@ -110,9 +119,9 @@ def teacher_forced_scores(model: CompressorBase, samples: list[AnswerSample], mo
         out = model(memory=memory, mode=mode, prompt_ids=[torch.tensor(s.prompt_ids) for s in chunk],
                     target_ids=[torch.tensor(s.target_ids) for s in chunk], prefix_ids=prefixes)
         logits, target = out.logits[:, :-1].float(), out.labels[:, 1:]  # (batch, n, vocab), (batch, n)
-        counted = target != -100
+        counted = target != IGNORE
         correct = ((logits.argmax(dim=-1) == target) & counted).sum(dim=1)
-        loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")  # (batch, n)
+        loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")  # (batch, n)
         for i in range(len(chunk)):
             n = max(int(counted[i].sum()), 1)
             scores.append({"token_accuracy": int(correct[i]) / n, "loss": float((loss[i] * counted[i]).sum()) / n})

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from icae.data.tasks import AnswerSample
@@ -23,3 +24,23 @@ def test_teacher_forced_scores_match_the_model_loss_and_the_baseline_drops_the_m
     pred = out.logits[0, :-1].argmax(-1)
     target = out.labels[0, 1:]
     assert scores[0]["token_accuracy"] == ((pred == target) & (target != -100)).sum().item() / 4
+
+
+def test_tally_weights_each_batch_by_its_counted_tokens():
+    """Hand-computed: batch 1 counts 2 tokens (1 right, loss 0.5), batch 2 counts 3 (2 right, loss 2.0):
+    loss (0.5*2 + 2.0*3) / 5 = 1.4, accuracy 3/5; an ignored label never counts, even where the guess is right."""
+    from types import SimpleNamespace
+
+    from icae.models.layouts import IGNORE
+    from icae.training.evaluation import Tally
+
+    def out(guesses, labels, loss):  # logits at position t guess label t+1; one-hot over a vocabulary of 3
+        logits = torch.nn.functional.one_hot(torch.tensor([guesses + [0]]), 3).float()
+        return SimpleNamespace(logits=logits, labels=torch.tensor([labels]), loss=torch.tensor(loss))
+
+    tally = Tally()
+    assert tally.metrics("ae") == {}
+    tally.add(out([2, 1, 0], [IGNORE, 2, 0, IGNORE], 0.5))  # targets 2, 0, ignored: right, wrong, (right) not counted
+    assert (tally.correct, tally.total, tally.loss_sum) == (1, 2, 1.0)
+    tally.add(out([1, 1, 0], [IGNORE, 1, 1, 1], 2.0))  # right, right, wrong
+    assert tally.metrics("lm") == {"lm_loss": pytest.approx(1.4), "lm_token_accuracy": pytest.approx(0.6)}
