@@ -5,8 +5,10 @@
 Each trajectory asks the agent to document one function of the tree. The agent searches for its definition, opens
 the file at the line the search reported, inserts a comment line after the ``def`` line, checks that the file still
 compiles and submits. Observations are real: grep-style search output over the tree, file windows in SWE-agent's
-format (``[File: path (N lines total)]`` and numbered lines), the output of actually running
-``python -m py_compile`` on the edited copy, and the final unified diff. Each action depends on the previous
+format (``[File: path (N lines total)]`` and numbered lines), what ``python -m py_compile`` prints for the edited
+file (computed in-process: nothing runs), and the final unified diff. Every text is formatted by
+:mod:`icae.data.trajectory_tools`, which the agent environment :mod:`icae.agent` shares, so an agent trained on these
+trajectories reads the same observations there. Each action depends on the previous
 observation (the path and line come from the search result; the edit repeats the ``def`` line seen in the window),
 so predicting the assistant turns needs what the compressed observations hold.
 
@@ -16,109 +18,48 @@ Output: OpenAI-style chat JSONL, ``{"id", "messages": [{"role", "content"}]}``. 
 from __future__ import annotations
 
 import argparse
-import ast
-import difflib
 import random
-import subprocess
-import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
+from icae.data import trajectory_tools as tt
+from icae.data.trajectory_tools import NO_OUTPUT, SYSTEM, WINDOW  # noqa: F401  (the generator's public names)
 from icae.errors import entry
 from icae.utils.io import atomic_write_jsonl
-
-SYSTEM = ("You are an autonomous programmer working in a repository. Each turn, write one short DISCUSSION line and "
-          "one command in a ``` block. Commands: search_dir <text>, open <path> <line>, "
-          "edit <start>:<end> with the new lines and end_of_edit, python -m py_compile <path>, submit.")
-WINDOW = 24
-NO_OUTPUT = "Your command ran successfully and did not produce any output."
 
 
 def _functions(root: Path) -> list[tuple[str, str, int, str]]:
     """``(path, name, def line number (1-based), first docstring line)`` of documented top-level functions with a
     unique name whose ``def`` fits on one line."""
-    found, counts = [], {}
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
+    sources = []
+    for path in tt.python_files(root):
         try:
-            source = path.read_text(encoding="utf-8")
-            tree = ast.parse(source)
-        except (SyntaxError, UnicodeDecodeError, ValueError):
+            sources.append((path.relative_to(root.parent).as_posix(), path.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:
             continue
-        lines = source.splitlines()
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                counts[node.name] = counts.get(node.name, 0) + 1
-        for node in tree.body:
-            doc = ast.get_docstring(node) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
-            if doc and lines[node.lineno - 1].rstrip().endswith(":") and not node.name.startswith("_"):
-                found.append((path.relative_to(root.parent).as_posix(), node.name, node.lineno, doc.strip().splitlines()[0]))
-    return [f for f in found if counts[f[1]] == 1]
-
-
-def _window(path: str, lines: list[str], center: int) -> str:
-    start = max(1, center - WINDOW // 2)
-    end = min(len(lines), start + WINDOW - 1)
-    body = "\n".join(f"{i}:{lines[i - 1]}" for i in range(start, end + 1))
-    above, below = start - 1, len(lines) - end
-    return (f"[File: {path} ({len(lines)} lines total)]\n({above} more lines above)\n{body}\n"
-            f"({below} more lines below)")
+    return tt.documented_functions(sources)
 
 
 def _search(root: Path, text: str) -> str:
-    hits = []
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if text in line:
-                hits.append(f"{path.relative_to(root.parent).as_posix()}:{i}:{line.strip()}")
-    return f'Found {len(hits)} matches for "{text}" in the repository:\n' + "\n".join(hits[:20])
-
-
-def _compile(source: str) -> str:
-    """Really run ``python -m py_compile`` on the edited file; its output, or SWE-agent's no-output line."""
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "edited.py"
-        target.write_text(source, encoding="utf-8")
-        run = subprocess.run([sys.executable, "-m", "py_compile", str(target)], capture_output=True, text=True,
-                             timeout=60)
-    return (run.stdout + run.stderr).replace(str(target), "edited.py").strip() or NO_OUTPUT
-
-
-def _assistant(thought: str, command: str) -> dict:
-    return {"role": "assistant", "content": f"DISCUSSION\n{thought}\n\n```\n{command}\n```"}
+    return tt.search(text, ((p.relative_to(root.parent).as_posix(), p.read_text(encoding="utf-8", errors="replace"))
+                            for p in tt.python_files(root)))
 
 
 def make_trajectory(root: Path, function: tuple[str, str, int, str], index: int) -> dict:
+    """The trajectory solving ``function``'s task, each observation what the command shows on the tree (the same
+    text :mod:`icae.agent` shows an agent for the same action)."""
     path, name, line, summary = function
     source = (root.parent / path).read_text(encoding="utf-8")
     lines = source.splitlines()
     def_line = lines[line - 1]
-    indent = " " * (len(def_line) - len(def_line.lstrip()) + 4)
-    comment = f"{indent}# {summary}"
-    edited_lines = lines[:line] + [comment] + lines[line:]
+    edited_lines = lines[:line] + [tt.comment_for(def_line, summary)] + lines[line:]
     edited = "\n".join(edited_lines) + ("\n" if source.endswith("\n") else "")
-    diff = "".join(difflib.unified_diff(source.splitlines(keepends=True), edited.splitlines(keepends=True),
-                                        f"a/{path}", f"b/{path}"))
-    messages = [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"Add a comment under the definition of `{name}` that summarises it: "
-                                    f"\"{summary}\""},
-        _assistant(f"I need to find where `{name}` is defined.", f"search_dir \"def {name}(\""),
-        {"role": "tool", "content": _search(root, f"def {name}(")},
-        _assistant(f"It is defined in {path} at line {line}. Let me open it there.", f"open {path} {line}"),
-        {"role": "tool", "content": _window(path, lines, line)},
-        _assistant(f"I will insert the comment after line {line}.",
-                   f"edit {line}:{line}\n{def_line}\n{comment}\nend_of_edit"),
-        {"role": "tool", "content": _window(path, edited_lines, line)},
-        _assistant("Let me check that the file still compiles.", f"python -m py_compile {path}"),
-        {"role": "tool", "content": _compile(edited)},
-        _assistant("The comment is in place and the file compiles. Submitting.", "submit"),
-        {"role": "tool", "content": diff},
-    ]
+    observations = [_search(root, f"def {name}("), tt.window(path, lines, line), tt.window(path, edited_lines, line),
+                    tt.compile_output(edited.encode("utf-8"), path), tt.diff(path, source, edited)]
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": tt.instruction(name, summary)}]
+    for (thought, command), observation in zip(tt.reference_steps(path, name, line, def_line, summary), observations):
+        messages += [{"role": "assistant", "content": tt.assistant_text(thought, command)},
+                     {"role": "tool", "content": observation}]
     return {"id": f"{Path(path).stem}__{name}__{index}", "messages": messages}
 
 
