@@ -16,6 +16,7 @@ from icae.benchmarks.peers import portable_model_dir, run_peer
 from icae.data.squad import load_squad_task
 from icae.metrics import squad_scores
 from icae.models import SimpleLLM, load_checkpoint
+from icae.models.auto import layout_for
 from icae.models.loading import load_base_model
 
 
@@ -58,7 +59,7 @@ def qa(config, budgets: list[int]) -> tuple[list[dict], dict]:
     icae = load_checkpoint(b.bench_squad_icae, train=False).eval()
     squad = config.replace(model_name_or_path=llm.args.model_name_or_path, task="qa", dataset_repo=b.bench_squad_dev,
                            eval_dataset_repo=b.bench_squad_dev)
-    samples = load_squad_task(squad, llm.tokenizer, train=False).test
+    samples = load_squad_task(squad, layout_for(squad.model, llm.tokenizer), train=False).test
     contexts = [s.input_ids for s in samples]
     max_new = config.inference.max_out_length
     rows = [summary("SimpleLLM, full context", 1, answers(llm, contexts, samples, max_new), 1.0)]

@@ -29,7 +29,7 @@ from pathlib import Path
 from icae.config import ConfigError
 from icae.data.sources import SourceError, split_tasks
 from icae.data.tasks import AnswerSample, Split
-from icae.models.seed import chat_frame
+from icae.models.framing import Layout
 
 ENV_PATH = "REPOQA_DATA_OVERRIDE_PATH"
 COMMENT_PREFIX = {"python": "#", "ruby": "#", "shell": "#"}  # every other language: //
@@ -215,10 +215,13 @@ class NeedleTask(AnswerSample):
 
 
 def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ratios: list[float],
-                seed_end: list[int] | None = None) -> tuple[list, int]:
+                layout: Layout | None = None) -> tuple[list, int]:
     """One :class:`NeedleTask` per needle (in file order); returns the tasks and how many needles did not fit in
-    ``budget``. ``seed_end`` (seed layout): the original's task, the instruction before the code context as well
-    (``prefix_ids``) and the bare needle then ``seed_end`` as the target."""
+    ``budget``. ``layout`` (None: native) whose answers have an ``answer_end`` (the original layout): the original's
+    task, the bare needle then that end as the target, and, where the layout ``takes_prefix``, the instruction before
+    the code context as well (``prefix_ids``)."""
+    end = layout.answer_end if layout is not None else None
+    prefixed = layout is not None and layout.takes_prefix
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     tasks, skipped = [], 0
     for language, repos in data.items():
@@ -232,11 +235,11 @@ def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ra
                     skipped += 1
                     continue
                 prompt = f"\n\nFunction description: {needle['description'].strip()}\n\n{INSTRUCTION}\n"
-                target = (encode(fenced(codes[i], language)) + [tokenizer.eos_token_id] if seed_end is None
-                          else encode(codes[i]) + seed_end)
+                target = (encode(fenced(codes[i], language)) + [tokenizer.eos_token_id] if end is None
+                          else encode(codes[i]) + end)
                 tasks.append(NeedleTask(
                     input_ids=context["input_ids"], prompt_ids=encode(prompt), target_ids=target,
-                    prefix_ids=[] if seed_end is None else encode(INSTRUCTION + "\n\n"),
+                    prefix_ids=encode(INSTRUCTION + "\n\n") if prefixed else [],
                     task_id=f"{language}::{repo['repo']}::{needle['name']}", language=language, repo=repo["repo"],
                     name=needle["name"], description=needle["description"], position_ratio=ratio, needle_index=i,
                     needles=codes, needle_start=context["needle_start"],
@@ -244,17 +247,15 @@ def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ra
     return tasks, skipped
 
 
-def load_repoqa_task(config, tokenizer) -> Split[NeedleTask]:
+def load_repoqa_task(config, layout: Layout) -> Split[NeedleTask]:
     """The needles of the configured dataset, split by the training seed (the same split for fine-tuning and
-    inference); with ``test_fraction: 0`` every needle is a test task too (a zero-shot run)."""
+    inference); with ``test_fraction: 0`` every needle is a test task too (a zero-shot run). ``layout``: the model's
+    (:mod:`icae.models.framing`), which gives the tokenizer and the task's form."""
     if config.data.task != "repoqa":
         raise ConfigError([f"task: the RepoQA recipes run 'repoqa', got {config.data.task!r}"], "config")
     data = load_repoqa(config.data.dataset_repo, config.repoqa.languages)
-    seed_end = None
-    if config.model.layout == "seed":
-        seed_end = [tokenizer.eos_token_id] if config.model.model_type == "icae" else list(chat_frame(tokenizer).suffix)
-    tasks, skipped = build_tasks(tokenizer, data, config.repoqa.code_context_size, config.repoqa.needle_position_ratios,
-                                 seed_end)
+    tasks, skipped = build_tasks(layout.tokenizer, data, config.repoqa.code_context_size,
+                                 config.repoqa.needle_position_ratios, layout)
     if not tasks:
         raise SourceError(f"{config.data.dataset_repo}: none of the {skipped} needles fits in code_context_size="
                           f"{config.repoqa.code_context_size} tokens: raise code_context_size")

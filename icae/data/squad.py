@@ -16,18 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
-from dataclasses import dataclass
-
 from icae.data.sources import SourceError, hub_dataset
-from icae.config.sections import SquadArguments
 from icae.data.tasks import AnswerSample, Split, limit
 from icae.errors import entry
-from icae.models.seed import chat_frame
-
-NATIVE_QA_TEMPLATE = SquadArguments().qa_prompt_template
-SEED_QA_TEMPLATE = "Based on the context, answer the following question in 5 words or less without formatting: {question}"
+from icae.models.framing import Layout
 from icae.utils.io import atomic_write_json
 
 
@@ -168,8 +163,8 @@ class QASample(AnswerSample):
 def qa_sample(tokenizer, record: dict, template: str, end: list[int] | None = None) -> QASample:
     """Token ids of one QA sample: context (compressed), prompt (question), target (answer + EOS).
 
-    ``end`` (seed layout) instead: the answer as the original tokenises it (no leading space), then ``end`` (EOS for
-    ICAE, the chat template's end of turn for SimpleLLM, as the original)."""
+    ``end`` (the layout's ``answer_end``; original layout) instead: the answer as the original tokenises it (no leading
+    space), then ``end`` (EOS for ICAE, the chat template's end of turn for SimpleLLM, as the original)."""
     answer = record["answers"][0] if record["answers"] and not record["is_impossible"] else ""
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     target = (encode(" " + answer) if answer else []) + [tokenizer.eos_token_id] if end is None else \
@@ -183,14 +178,13 @@ def qa_sample(tokenizer, record: dict, template: str, end: list[int] | None = No
     )
 
 
-def load_squad_task(config, tokenizer, train: bool = True, test: bool = True) -> Split[QASample]:
+def load_squad_task(config, layout: Layout, train: bool = True, test: bool = True) -> Split[QASample]:
     """Training questions (``dataset_repo``, ``dataset_split``, at most ``max_train_samples``) and test questions
     (``eval_dataset_repo`` or ``dataset_repo``, ``eval_split``, at most ``num_samples`` or ``max_eval_samples``);
-    ``train``/``test`` False skips reading that part."""
-    data, template, end = config.data, config.squad.qa_prompt_template, None
-    if config.model.layout == "seed":  # the original's prompt (unless one was configured) and answer endings
-        template = SEED_QA_TEMPLATE if template == NATIVE_QA_TEMPLATE else template
-        end = [tokenizer.eos_token_id] if config.model.model_type == "icae" else list(chat_frame(tokenizer).suffix)
+    ``train``/``test`` False skips reading that part. ``layout`` (the model's, :mod:`icae.models.framing`) gives the
+    tokenizer, the prompt template and how answers end."""
+    data, tokenizer = config.data, layout.tokenizer
+    template, end = layout.qa_template(config.squad.qa_prompt_template), layout.answer_end
     out = Split([], [], {"source": data.dataset_repo, "eval_source": data.eval_dataset_repo or data.dataset_repo})
     if train:
         records = limit(load_squad(data.dataset_repo, data.dataset_split), data.max_train_samples)

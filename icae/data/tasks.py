@@ -1,8 +1,10 @@
 """The one shape of every task's data: typed samples in a train/test :class:`Split`.
 
-Each task module has one loader, ``load_<task>(config, tokenizer) -> Split`` (``load_squad_task``,
-``load_repoqa_task``, ``load_trajectory_task``, ``load_pretraining``); data code reads the config and the tokenizer,
-never the model.
+Each task module has one loader, ``load_<task>(config, ...) -> Split`` (``load_squad_task(config, layout)``,
+``load_repoqa_task(config, layout)``, ``load_trajectory_task(config)``, ``load_pretraining(config)``). A loader reads
+the config's data keys and, where samples depend on the model, its layout (:mod:`icae.models.framing`: the tokenizer,
+prompt and answer frames; ``icae.models.auto.layout_for`` builds it before the model is loaded); never the model, never
+``config.model``.
 """
 
 from __future__ import annotations

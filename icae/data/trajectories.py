@@ -33,9 +33,8 @@ from typing import TypedDict
 from icae.config import ConfigError
 from icae.data.sources import SourceError, hub_dataset, json_file, json_lines, split_tasks
 from icae.data.tasks import Split
+from icae.models.framing import Layout, NativeLayout
 from icae.models.memory import Span
-from icae.models.seed import CONTENT, ChatFrame, chat_frame
-from icae.models.segments import memory_length
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -51,7 +50,6 @@ class Trajectory(TypedDict):
     id: str
     messages: list[Message]
 FORMATS = ("auto", "messages", "swe_smith", "swe_agent", "nebius")
-TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
 
 
 # ---------------------------------------------------------------------------------------------- converters
@@ -232,7 +230,7 @@ class Turn:
     content: list[int]
     footer: list[int]
     compress: bool = False
-    think: list[int] = field(default_factory=list)  # seed layout: the header's tail read only while this turn is made
+    think: list[int] = field(default_factory=list)  # original layout: the header's tail, read only while it is made
 
 
     @property
@@ -254,7 +252,7 @@ class Turn:
 
 
 def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tokens_to_compress: int,
-                 memory_length=None, frame: ChatFrame | None = None) -> list[Turn]:
+                 memory_length=None, layout: Layout | None = None) -> list[Turn]:
     """Tokenise each message of a trajectory; decide which contents are compressed.
 
     A content is compressed when its role is in ``compress_roles`` (never the assistant's), it has at least
@@ -262,36 +260,23 @@ def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tok
     has tokens (with ``min_tokens_to_compress: 0`` a 5-token output would otherwise grow to a whole segment of slots).
     SimpleLLM's memory is the tokens themselves: its observations stay marked, so baselines can drop them.
 
-    ``frame`` (seed layout) renders turns as the original: user turns and observations framed as user turns of the
-    chat template, assistant turns under the assistant header, whose empty think block (Qwen3) is read only by the turn
-    being made; the system turn as the template renders it.
+    ``layout`` gives each turn's header, think block and footer (None: ChatML turns, the native layout's). The original
+    layout renders turns as the original: user turns and observations framed as user turns of the chat template,
+    assistant turns under the assistant header, whose empty think block (Qwen3) is read only by the turn being made;
+    the system turn as the template renders it.
     """
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    footer = encode(TURN_END + "\n") if frame is None else list(frame.suffix)
+    layout = layout if layout is not None else NativeLayout(None, tokenizer)
+    footer = layout.turn_footer
     turns = []
     for m in trajectory["messages"]:
         content = encode(m["content"])
         n = len(content)
         compress = (m["role"] in compress_roles and m["role"] != "assistant" and n >= max(min_tokens_to_compress, 1)
                     and (memory_length is None or memory_length(n) <= n))
-        think: list[int] = []
-        if frame is None:
-            header = encode(f"{TURN_START}{m['role']}\n")
-        elif m["role"] == "assistant":
-            cut = len(frame.assistant_prefix) - frame.think
-            header, think = list(frame.assistant_prefix[:cut]), list(frame.assistant_prefix[cut:])
-        elif m["role"] == "system":
-            header = system_header(tokenizer)
-        else:
-            header = list(frame.user_prefix)
+        header, think = layout.turn_header(m["role"])
         turns.append(Turn(m["role"], header, content, footer, compress, think))
     return turns
-
-
-def system_header(tokenizer) -> list[int]:
-    """The tokens the chat template puts before a system message's content."""
-    text = tokenizer.apply_chat_template([{"role": "system", "content": CONTENT}], tokenize=False)
-    return tokenizer(text.split(CONTENT)[0], add_special_tokens=False)["input_ids"]
 
 
 def fed_length(turn: Turn, memory_length) -> int:
@@ -335,9 +320,9 @@ def trajectory_rows(turns: list[Turn], drop_memory: bool = False) -> list[tuple[
 
 
 def turn_stop_ids(tokenizer) -> list[int]:
-    """Token ids that end a generated turn: ``<|im_end|>`` when it is one token, and EOS."""
-    ids = tokenizer(TURN_END, add_special_tokens=False)["input_ids"]
-    return sorted({tokenizer.eos_token_id, *(ids if len(ids) == 1 else [])})
+    """Token ids that end a generated ChatML turn: ``<|im_end|>`` when it is one token, and EOS (a model's own:
+    ``model.layout.turn_stop_ids``)."""
+    return NativeLayout(None, tokenizer).turn_stop_ids
 
 
 @dataclass
@@ -362,11 +347,9 @@ def load_trajectory_task(config, tokenizer=None) -> Split[Trajectory]:
     return Split(*split_tasks(trajectories, data.test_fraction, config.seed))
 
 
-def rendered(config, tokenizer, trajectory: Trajectory) -> list[Turn]:
-    """A trajectory's turns for the configured model, cut to ``max_history_tokens`` of decoder input."""
-    length = lambda n: memory_length(config.model, n)  # noqa: E731
-    seed = config.model.layout == "seed"
-    turns = render_turns(tokenizer, trajectory, config.trajectories.compress_roles,
-                         config.model.fixed_mem_size if seed else config.model.min_tokens_to_compress, length,
-                         chat_frame(tokenizer) if seed else None)
-    return truncate(turns, config.trajectories.max_history_tokens, length)
+def rendered(config, layout: Layout, trajectory: Trajectory) -> list[Turn]:
+    """A trajectory's turns for a model of ``layout`` (its own, :mod:`icae.models.framing`: turn frames, compress
+    threshold, memory length), cut to ``max_history_tokens`` of decoder input."""
+    turns = render_turns(layout.tokenizer, trajectory, config.trajectories.compress_roles, layout.compress_threshold,
+                         layout.memory_length, layout)
+    return truncate(turns, config.trajectories.max_history_tokens, layout.memory_length)

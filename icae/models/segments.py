@@ -46,18 +46,3 @@ def memory_position_ids(first: int, last: int, mem_size: int) -> torch.Tensor:
     ids = torch.floor(centres + 0.5).long()  # half-up rounding
     return ids.clamp(min=first)
 
-
-def compresses(args, num_tokens: int) -> bool:
-    """Whether an ICAE compresses a context of ``num_tokens`` tokens (``args``: :class:`~icae.config.ModelArguments`):
-    ``do_compress`` on, and at least ``min_tokens_to_compress`` tokens (seed layout: at least k, as the original)."""
-    threshold = args.fixed_mem_size if args.layout == "seed" else args.min_tokens_to_compress
-    return args.model_type == "icae" and args.do_compress and num_tokens >= threshold
-
-
-def memory_length(args, num_tokens: int) -> int:
-    """Decoder positions an unframed context of ``num_tokens`` tokens occupies once it is memory, from the config
-    alone: ``n_segments * k`` slots when it is compressed (:func:`compresses`), the tokens themselves otherwise
-    (SimpleLLM's memory is its context). Both layouts cut ``ceil(L / (k * rate))`` segments."""
-    if not compresses(args, num_tokens):
-        return num_tokens
-    return num_segments(num_tokens, args.fixed_mem_size, args.mean_compression_rate) * args.fixed_mem_size

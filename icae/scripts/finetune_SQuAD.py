@@ -19,6 +19,7 @@ import torch
 from icae.config import config_from_cli
 from icae.data.squad import load_squad_task
 from icae.models import build_model
+from icae.models.auto import layout_for
 from icae.models.loading import load_tokenizer
 from icae.scripts import entry
 from icae.training.finetune import finetune
@@ -27,7 +28,7 @@ from icae.training.finetune import finetune
 def main(argv: list[str] | None = None, callbacks=None) -> Path:
     config = config_from_cli(argv, description=__doc__)
     config.require("finetune_SQuAD", "dataset_repo", "output_dir")
-    split = load_squad_task(config, load_tokenizer(config.model.model_name_or_path), test=False)
+    split = load_squad_task(config, layout_for(config.model, load_tokenizer(config.model.model_name_or_path)), test=False)
     torch.manual_seed(config.seed)
     model = build_model(config)
     final = finetune(config, model, split.train, callbacks)

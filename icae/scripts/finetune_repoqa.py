@@ -19,6 +19,7 @@ from icae.config import config_from_cli
 from icae.data.repoqa import load_repoqa_task
 from icae.data.tasks import limit
 from icae.models import build_model
+from icae.models.auto import layout_for
 from icae.models.loading import load_tokenizer
 from icae.scripts import entry
 from icae.training.finetune import finetune
@@ -27,7 +28,7 @@ from icae.training.finetune import finetune
 def main(argv: list[str] | None = None, callbacks=None) -> Path:
     config = config_from_cli(argv, description=__doc__)
     config.require("finetune_repoqa", "output_dir")
-    split = load_repoqa_task(config, load_tokenizer(config.model.model_name_or_path))
+    split = load_repoqa_task(config, layout_for(config.model, load_tokenizer(config.model.model_name_or_path)))
     train = limit(split.train, config.data.max_train_samples)
     torch.manual_seed(config.seed)
     model = build_model(config)

@@ -29,6 +29,7 @@ from icae.config import ConfigError, config_from_cli
 from icae.data.tasks import limit
 from icae.data.trajectories import TrajectoryCollator, load_trajectory_task, rendered
 from icae.models import build_model
+from icae.models.auto import layout_for
 from icae.models.loading import load_tokenizer
 from icae.scripts import entry
 from icae.training.finetune import finetune
@@ -39,13 +40,13 @@ def main(argv: list[str] | None = None, callbacks=None) -> Path:
     config.require("finetune_trajectories", "dataset_repo", "output_dir")
     split = load_trajectory_task(config)
     train = limit(split.train, config.data.max_train_samples)
-    tokenizer = load_tokenizer(config.model.model_name_or_path)
+    layout = layout_for(config.model, load_tokenizer(config.model.model_name_or_path))
     # Turns are tokenised into an Arrow table batch by batch (compact, unlike Python lists of ids). A trajectory whose
     # first assistant turn is beyond max_history_tokens leaves nothing to learn and is dropped.
     raw = Dataset.from_list(train)
     key = hashlib.sha1(json.dumps([config.to_dict(), len(train)], default=str).encode()).hexdigest()
     samples = raw.map(
-        lambda row: {"turns": [dataclasses.asdict(t) for t in rendered(config, tokenizer, row)]},
+        lambda row: {"turns": [dataclasses.asdict(t) for t in rendered(config, layout, row)]},
         remove_columns=raw.column_names, new_fingerprint=f"turns-{key}", desc="rendering turns",
     ).filter(lambda row: len(row["turns"]) > 0, new_fingerprint=f"kept-{key}")
     if len(samples) == 0:

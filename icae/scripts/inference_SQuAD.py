@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(config.seed)  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()
-    samples = load_squad_task(config, model.tokenizer, train=False).test
+    samples = load_squad_task(config, model.layout, train=False).test
     batch_size = config.training.per_device_eval_batch_size
     run = qa_rows if config.data.task == "qa" else ae_rows
     metrics, predictions, summary = run(model, samples, config, batch_size)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(config.seed)  # new tensors (untrained memory tokens) reproducible
     model = build_model(config)
     model.freeze_for_inference()
-    split = load_repoqa_task(config, model.tokenizer)
+    split = load_repoqa_task(config, model.layout)
     tasks = limit(split.test, config.inference.num_samples)
     batch_size = config.training.per_device_eval_batch_size
     rows, summary = generate_batched(model, tasks, "ft", batch_size, config.inference.max_out_length, desc="retrieving")

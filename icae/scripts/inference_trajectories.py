@@ -36,7 +36,7 @@ import torch
 
 from icae.config import config_from_cli
 from icae.data.tasks import limit
-from icae.data.trajectories import fed_length, load_trajectory_task, rendered, trajectory_rows, turn_stop_ids
+from icae.data.trajectories import fed_length, load_trajectory_task, rendered, trajectory_rows
 from icae.metrics import bleu1, exact_match, positional_match
 from icae.models import Span, build_model
 from icae.scripts import entry
@@ -125,7 +125,7 @@ def generate_incremental_turns(model, config, present, cache, counts, stops):
 
 def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[list[dict], dict]:
     tok = model.tokenizer
-    stops = turn_stop_ids(tok)
+    stops = model.layout.turn_stop_ids
     cache: dict = {}
     counts = {"compressed": 0, "cache_hits": 0}
     predictions, skipped_turns = [], 0
@@ -133,7 +133,7 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
     started = time.perf_counter()
     for start in range(0, len(trajectories), batch_size):
         chunk = trajectories[start : start + batch_size]
-        all_turns = [rendered(config, tok, t) for t in chunk]
+        all_turns = [rendered(config, model.layout, t) for t in chunk]
         for traj, turns in zip(chunk, all_turns):
             skipped_turns += sum(m["role"] == "assistant" for m in traj["messages"]) - sum(t.loss for t in turns)
         present = [(start + j, t, turns) for j, (t, turns) in enumerate(zip(chunk, all_turns)) if turns]

@@ -158,8 +158,7 @@ class Renderer:
         if tools is not None:
             return self._template_spans(messages, tools, user_min)
         turns = render_turns(self.tokenizer, trajectory, self.config.trajectories.compress_roles,
-                             self.layout.compress_threshold, self.model.memory_length,
-                             getattr(self.layout, "frame", None))
+                             self.layout.compress_threshold, self.model.memory_length, self.layout)
         users = 0
         for turn in turns:
             if turn.role == "user":

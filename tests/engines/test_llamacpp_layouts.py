@@ -1,4 +1,4 @@
-"""The llama.cpp backend feeds the PyTorch ICAE's inputs: decoder rows (AE/FT/LM, native and seed layouts, with and
+"""The llama.cpp backend feeds the PyTorch ICAE's inputs: decoder rows (AE/FT/LM, native and original layouts, with and
 without position identifiers) and interleaved rows, built from the engine's own tables (token, memory and special
 embeddings) and with the padding removed. No llama.cpp needed."""
 
@@ -11,7 +11,7 @@ from tests.engines.fakes import engine_for as _engine_for
 
 
 SETTINGS = [dict(layout="native", use_position_identifiers=True), dict(layout="native", use_position_identifiers=False),
-            dict(layout="seed", use_position_identifiers=True), dict(layout="seed", use_position_identifiers=False)]
+            dict(layout="original", use_position_identifiers=True), dict(layout="original", use_position_identifiers=False)]
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s['layout']}-ids{int(s['use_position_identifiers'])}")

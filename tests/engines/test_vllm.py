@@ -19,7 +19,7 @@ elif not torch.cuda.is_available():
 @pytest.mark.parametrize("overrides,ok", [
     (dict(layout="native", use_position_identifiers=True), False),
     (dict(layout="native", use_position_identifiers=False), True),
-    (dict(layout="seed", use_position_identifiers=True), True),  # seed decodes at contiguous positions
+    (dict(layout="original", use_position_identifiers=True), True),  # original decodes at contiguous positions
     (dict(layout="native", use_position_identifiers=True, do_compress=False), True),
 ])
 def test_servable_exactly_or_refused(overrides, ok):

@@ -1,4 +1,4 @@
-"""layout: seed reproduces the original tool: its checkpoint file loads, and slots and decoder inputs equal a short
+"""layout: original reproduces the original tool: its checkpoint file loads, and slots and decoder inputs equal a short
 independent re-statement of its compress loop and prompt building (written here from its description)."""
 
 import math
@@ -80,7 +80,7 @@ def original_compress(encoder, memory_token_embed, ids: list[int], identifiers: 
 @pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-mistral"])
 def test_original_checkpoint_loads_and_compresses_as_the_original(name, identifiers, tmp_path):
     encoder, _, memory_token_embed, tok = original_checkpoint(name, tmp_path / "model.safetensors", decoder=False)
-    model = build_model(small_config(name, layout="seed", fixed_mem_size=K, mean_compression_rate=RATE,
+    model = build_model(small_config(name, layout="original", fixed_mem_size=K, mean_compression_rate=RATE,
                                      lora_target_modules=["q_proj", "v_proj"], use_position_identifiers=identifiers,
                                      restore_from=str(tmp_path / "model.safetensors"))).eval()
     torch.testing.assert_close(model.memory_embeddings, memory_token_embed[:K])
@@ -92,9 +92,9 @@ def test_original_checkpoint_loads_and_compresses_as_the_original(name, identifi
         torch.testing.assert_close(model.compress([ids]).slots[0], expected, atol=1e-5, rtol=1e-4)
 
 
-def test_seed_decoder_prompts_are_the_originals(tmp_path):
+def test_original_decoder_prompts_are_the_originals(tmp_path):
     encoder, _, memory_token_embed, tok = original_checkpoint("tiny-qwen2", tmp_path / "m.safetensors", decoder=False)
-    model = build_model(small_config("tiny-qwen2", layout="seed", fixed_mem_size=K, mean_compression_rate=RATE,
+    model = build_model(small_config("tiny-qwen2", layout="original", fixed_mem_size=K, mean_compression_rate=RATE,
                                      lora_target_modules=["q_proj", "v_proj"],
                                      restore_from=str(tmp_path / "m.safetensors"))).eval()
     prefix, suffix, assistant = original_frame(tok)
@@ -118,7 +118,7 @@ def test_seed_decoder_prompts_are_the_originals(tmp_path):
 
 def test_the_original_decoder_adapter_loads_and_decodes(tmp_path):
     _, decoder, memory_token_embed, tok = original_checkpoint("tiny-qwen2", tmp_path / "d.safetensors", decoder=True)
-    model = build_model(small_config("tiny-qwen2", layout="seed", fixed_mem_size=K, mean_compression_rate=RATE,
+    model = build_model(small_config("tiny-qwen2", layout="original", fixed_mem_size=K, mean_compression_rate=RATE,
                                      lora_target_modules=["q_proj", "v_proj"], freeze_decoder=False,
                                      restore_from=str(tmp_path / "d.safetensors"))).eval()
     memory = model.compress([list(range(40, 52))])
@@ -129,7 +129,7 @@ def test_the_original_decoder_adapter_loads_and_decodes(tmp_path):
         theirs = decoder(inputs_embeds=inputs["inputs_embeds"]).logits  # the original's separate decoder
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
     with pytest.raises(Exception, match="freeze_decoder: false"):
-        build_model(small_config("tiny-qwen2", layout="seed", fixed_mem_size=K, mean_compression_rate=RATE,
+        build_model(small_config("tiny-qwen2", layout="original", fixed_mem_size=K, mean_compression_rate=RATE,
                                  lora_target_modules=["q_proj", "v_proj"], restore_from=str(tmp_path / "d.safetensors")))
 
 
@@ -156,7 +156,7 @@ def test_export_round_trip(tmp_path, dtype):
     from icae.models import ICAE
     from icae.scripts import export
 
-    model = build_model(small_config("tiny-qwen2", layout="seed", fixed_mem_size=K, mean_compression_rate=RATE,
+    model = build_model(small_config("tiny-qwen2", layout="original", fixed_mem_size=K, mean_compression_rate=RATE,
                                      lora_target_modules=["q_proj", "v_proj"], freeze_decoder=False,
                                      use_position_identifiers=True))
     with torch.no_grad():
@@ -164,13 +164,13 @@ def test_export_round_trip(tmp_path, dtype):
             if "lora_B" in n:
                 p.normal_(0, 0.05)
     model.save_pretrained(tmp_path / "ckpt")
-    out = export.main(["--format", "seed", str(tmp_path / "ckpt"), str(tmp_path / "seed.safetensors"), "--dtype", dtype])
+    out = export.main(["--format", "original", str(tmp_path / "ckpt"), str(tmp_path / "o.safetensors"), "--dtype", dtype])
     from safetensors.torch import load_file
 
     keys = set(load_file(str(out)))
     assert "memory_token_embed.weight" in keys and any(k.startswith("decoder.") and "lora_A.default" in k for k in keys)
     assert any(k.startswith("icae.base_model.model.") and k.endswith("lora_B.default.weight") for k in keys)
-    again = build_model(small_config("tiny-qwen2", layout="seed", fixed_mem_size=K, mean_compression_rate=RATE,
+    again = build_model(small_config("tiny-qwen2", layout="original", fixed_mem_size=K, mean_compression_rate=RATE,
                                      lora_target_modules=["q_proj", "v_proj"], freeze_decoder=False,
                                      use_position_identifiers=True, restore_from=str(out))).eval()
     model.eval()
@@ -181,5 +181,5 @@ def test_export_round_trip(tmp_path, dtype):
         ids = list(range(30, 60))
         torch.testing.assert_close(again.compress([ids]).slots, model.compress([ids]).slots, atol=0, rtol=0)
     with pytest.raises(Exception, match="exists"):
-        export.main(["--format", "seed", str(tmp_path / "ckpt"), str(out)])
+        export.main(["--format", "seed", str(tmp_path / "ckpt"), str(out)])  # the format's earlier name
     assert isinstance(again, ICAE)

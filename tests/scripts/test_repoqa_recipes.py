@@ -61,11 +61,13 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
 def test_fine_tuning_and_inference_share_a_disjoint_split(dataset, tmp_path):
     from icae.config import load_config
     from icae.data.repoqa import load_repoqa_task
+    from icae.models.auto import layout_for
     from icae.models.loading import tiny_tokenizer
 
     config = load_config(None, common(dataset, "tiny-qwen2", "icae", tmp_path))
-    split = load_repoqa_task(config, tiny_tokenizer())
-    again = load_repoqa_task(load_config(None, common(dataset, "tiny-qwen2", "llm", tmp_path)), tiny_tokenizer())
+    split = load_repoqa_task(config, layout_for(config.model, tiny_tokenizer()))
+    llm = load_config(None, common(dataset, "tiny-qwen2", "llm", tmp_path))
+    again = load_repoqa_task(llm, layout_for(llm.model, tiny_tokenizer()))
     assert [t.task_id for t in split.test] == [t.task_id for t in again.test]
     assert not {t.task_id for t in split.train} & {t.task_id for t in split.test}
     assert len(split.train) + len(split.test) + split.info["skipped_needles"] == 8

@@ -92,7 +92,7 @@ def model_of(name, **overrides):
 
 
 @pytest.mark.parametrize("name, window, layout", [("tiny-qwen2", None, "native"), ("tiny-mistral", 8, "native"),
-                                                  ("tiny-qwen2", None, "seed")])
+                                                  ("tiny-qwen2", None, "original")])
 def test_a_cached_prefix_gives_what_a_fresh_prefill_gives(name, window, layout):
     model = model_of(name, layout=layout)
     model.base_config.sliding_window = window
@@ -105,7 +105,7 @@ def test_a_cached_prefix_gives_what_a_fresh_prefill_gives(name, window, layout):
     hit = tree.match(items, len(items) - 1)
     assert hit.length == 4 + model.memory_length(40) + 2 + 3 and hit.virtual == 4 + 40 + 2 + 3
     reused = DecoderState(kv.from_tensors(hit.layers), hit.length, hit.virtual)
-    think = [Span([20, 21, 22])] if layout == "seed" else []  # the original layout's think block: read, not kept
+    think = [Span([20, 21, 22])] if layout == "original" else []  # the original layout's think block: read, not kept
     group, kept, _ = model.prefill_incremental(reused, [Span([12, 13, 14])], slots, think)
     fresh, fresh_kept, _ = model.prefill_incremental(None, branch, slots, think)
     assert kept.length == fresh_kept.length == kv.length(kept.cache) == hit.length + 3

@@ -1,4 +1,4 @@
-"""layout: seed renders trajectories as the original tool: observations framed as user turns, compressed unframed when
+"""layout: original renders trajectories as the original tool: observations framed as user turns, compressed unframed when
 they have at least k tokens, and an empty think block (Qwen3's) read only by the assistant turn being made."""
 
 import pytest
@@ -7,8 +7,9 @@ import torch
 from icae.config import load_config
 from icae.data.trajectories import rendered, trajectory_rows
 from icae.models import build_model
+from icae.models.auto import layout_for
 from icae.models.loading import build_tiny_model, tiny_tokenizer
-from icae.models.seed import chat_frame
+from icae.models.original import chat_frame
 
 # A Qwen3-style template written for this test: assistant turns open with an empty think block when thinking is off.
 THINK_TEMPLATE = (
@@ -28,7 +29,7 @@ TRAJECTORY = {"id": "t", "messages": [
 
 
 def config(name, **extra):
-    return load_config(None, {"model_name_or_path": name, "task": "trajectories", "layout": "seed",
+    return load_config(None, {"model_name_or_path": name, "task": "trajectories", "layout": "original",
                               "fixed_mem_size": 4, "mean_compression_rate": 4, "lora_r": 4, "lora_alpha": 8,
                               "lora_dropout": 0.0, **extra})
 
@@ -42,10 +43,11 @@ def think_model(tmp_path_factory):
     return str(path)
 
 
-def test_seed_turns_follow_the_original_rendering():
+def test_original_turns_follow_the_original_rendering():
     tok = tiny_tokenizer()
     frame = chat_frame(tok)
-    turns = rendered(config("tiny-qwen2"), tok, TRAJECTORY)
+    cfg = config("tiny-qwen2")
+    turns = rendered(cfg, layout_for(cfg.model, tok), TRAJECTORY)
     decode = lambda ids: tok.decode(ids)  # noqa: E731
     assert [decode(t.header) for t in turns] == ["<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n",
                                                  "<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_start|>user\n",
@@ -57,8 +59,9 @@ def test_seed_turns_follow_the_original_rendering():
 
 
 def test_a_think_block_is_read_only_by_the_turn_being_made(think_model):
-    tok = build_model(config(think_model)).tokenizer
-    turns = rendered(config(think_model), tok, TRAJECTORY)
+    model = build_model(config(think_model))
+    tok = model.tokenizer
+    turns = rendered(config(think_model), model.layout, TRAJECTORY)
     assistant = [t for t in turns if t.role == "assistant"]
     assert all(tok.decode(t.header) == "<|im_start|>assistant\n" for t in assistant)
     assert all(tok.decode(t.think) == "<think>\n\n</think>\n\n" for t in assistant)
@@ -77,7 +80,7 @@ def test_kept_cache_drops_the_think_block_like_reprefilling(think_model, tmp_pat
 
     data = tmp_path / "t.jsonl"
     atomic_write_jsonl(data, [TRAJECTORY, {**TRAJECTORY, "id": "u"}])
-    args = [f"model_name_or_path={think_model}", "task=trajectories", "layout=seed", f"dataset_repo={data}",
+    args = [f"model_name_or_path={think_model}", "task=trajectories", "layout=original", f"dataset_repo={data}",
             f"eval_dataset_repo={data}", "fixed_mem_size=4", "lora_r=4", "lora_alpha=8", "max_out_length=4",
             "teacher_forcing=false", f"output_path={tmp_path}", "use_cpu=true", "seed=0"]
     kept = inference_trajectories.main(args + ["reuse_kv_cache=true"])
