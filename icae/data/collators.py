@@ -37,7 +37,7 @@ class PretrainingCollator:
     ``sample_id`` and the seed (so a resumed run makes the same choices); a sample whose continuation is shorter than
     ``min_tokens_for_lm`` always autoencodes. With ``lm_lambda`` every sample trains both objectives on one compressed
     context, and the loss is ``(1 - lambda) * AE + lambda * LM``. ``ae_end``: what ends an AE target (default EOS;
-    the seed layout ends it with the chat template's end of turn, as the original).
+    the original layout ends it with the chat template's end of turn, as the original).
     """
 
     pad_token_id: int
@@ -104,6 +104,6 @@ class FinetuneCollator:
         batch = {"input_ids": ids, "attention_mask": mask, "mode": "ft", "prompt_ids": prompt_ids,
                  "prompt_attention_mask": prompt_mask, "target_ids": target_ids, "target_attention_mask": target_mask}
         prefix_ids, prefix_mask = rows_or_none([f.get("prefix_ids") or [] for f in features], self.pad_token_id)
-        if prefix_ids is not None:  # seed layout: tokens before the memory (RepoQA's first instruction)
+        if prefix_ids is not None:  # original layout: tokens before the memory (RepoQA's first instruction)
             batch.update(prefix_ids=prefix_ids, prefix_attention_mask=prefix_mask)
         return batch

@@ -31,7 +31,7 @@ class AnswerSample:
     input_ids: list[int]
     prompt_ids: list[int]
     target_ids: list[int]
-    prefix_ids: list[int] = field(default_factory=list)  # seed layout: read before the memory, in the same user turn
+    prefix_ids: list[int] = field(default_factory=list)  # original layout: read before the memory, in its user turn
 
     def features(self) -> dict[str, list[int]]:
         """What :class:`~icae.data.collators.FinetuneCollator` reads."""
