@@ -60,7 +60,8 @@ class TaskTree:
 
     def python_sources(self) -> list[tuple[str, Path]]:
         """``(path shown, file)`` of its ``.py`` files, in the order the generator's search walks a directory."""
-        chosen = [self.root / f for f in self.files if f.endswith(".py") and "__pycache__" not in Path(f).parts]
+        chosen = [self.root / f for f in self.files
+                  if f.endswith(".py") and "__pycache__" not in Path(f).parts and (self.root / f).is_file()]
         return [(f"{self.name}/{p.relative_to(self.root).as_posix()}", p) for p in sorted(chosen)]
 
 

@@ -42,7 +42,7 @@ class Workspace:
             dst.parent.mkdir(parents=True, exist_ok=True)
             if src.is_symlink():
                 os.symlink(os.readlink(src), dst)
-            else:
+            elif src.is_file():  # a regular file; a FIFO or device is not copied (reading one could block)
                 shutil.copyfile(src, dst)
         self.original = self.snapshot()
 

@@ -18,6 +18,7 @@ import ast
 import difflib
 import os
 import py_compile
+import shlex
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -55,8 +56,6 @@ def assistant_text(thought: str, command: str) -> str:
 def search_command(term: str, directory: str | None = None) -> str:
     """``search_dir "<term>"`` (the quotes keep a term with spaces one argument; ``shlex`` reads it back)."""
     if any(c in term for c in '"\\$`'):  # characters that double quotes do not keep literally
-        import shlex
-
         quoted = shlex.quote(term)
     else:
         quoted = f'"{term}"'
@@ -103,11 +102,12 @@ def window(path: str, lines: list[str], center: int) -> str:
 
 def python_files(directory: Path) -> list[Path]:
     """The ``.py`` files under ``directory`` in ``sorted(Path)`` order, outside ``__pycache__``; symbolic links to
-    directories are not followed (as ``Path.rglob`` does), links to files are listed."""
+    directories are not followed (as ``Path.rglob`` does), links to files are listed; what is not a regular file
+    (a FIFO, whose reading would block; a broken link) is not."""
     found = []
     for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
         dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        found += [Path(dirpath) / f for f in filenames if f.endswith(".py")]
+        found += [Path(dirpath) / f for f in filenames if f.endswith(".py") and (Path(dirpath) / f).is_file()]
     return sorted(found)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from icae.agent import Environment, Task, TaskTree, oracle_policy, run_episode
+from icae.agent import Environment, Task, TaskTree, oracle_policy, run_episode, tasks_from_tree
 from icae.data import trajectory_tools as tt
 
 SECRET = "TOP_SECRET_VALUE = 42\n"
@@ -126,3 +126,14 @@ def test_the_agent_room_needs_no_torch(tmp_path, package):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "True"
+
+
+def test_a_fifo_in_the_tree_is_not_copied(package):
+    """Reading a FIFO would block the episode: only regular files and links are copied."""
+    os.mkfifo(package / "pipe.py")
+    task = Task(TaskTree.whole(package), "pkg/mod.py", "greet", 4, "def greet(name):", "Say hello to name.")
+    assert "pipe.py" in task.tree.files
+    assert [t.function for t in tasks_from_tree(task.tree)] == ["greet", "shout", "helper"]  # listed without reading it
+    with Environment(task) as env:
+        assert not (env.workspace.root / "pkg" / "pipe.py").exists()
+        assert env.step(cmd('search_dir "def greet("')).observation.endswith("pkg/mod.py:4:def greet(name):")
