@@ -84,7 +84,7 @@ def decoder_inputs(
         text = torch.cat([torch.tensor(after, dtype=torch.long, device=device), targets[i].to(device)])
         embeds = torch.cat(parts + [model.embed(text)])  # (n_i, hidden)
         n_after = embeds.shape[0] - slots.shape[0]
-        if identifiers:
+        if identifiers:  # only a layout that frames nothing before the slots keeps their ids (native)
             start = 0 if modes[i] == "ae" else int(memory.context_lengths[i]) + 1
             positions = torch.cat([slot_pos.to(device), torch.arange(start, start + n_after, device=device)])
         else:
