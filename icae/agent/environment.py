@@ -85,6 +85,8 @@ class Environment:
             except Refused as e:
                 self.refusals += 1
                 refused, observation = True, str(e)
+            except OSError as e:  # e.g. a file the copy cannot read: the agent is told, the episode goes on
+                observation = f"Error: {e.strerror or type(e).__name__}"
         return Step(observation, reading.action, refused, self.done, reading.call_ids, reading.message)
 
     # --- the tools ---
@@ -134,6 +136,10 @@ class Environment:
             return (f"Error: edit {action.start}:{action.end} must name lines within 1-{len(lines)} of "
                     f"{where.shown}, the start not after the end.")
         edited = lines[:action.start - 1] + list(action.lines) + lines[action.end:]
+        try:
+            "".join(action.lines).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, which JSON can spell ("\ud800")
+            return "Error: the new lines are not valid UTF-8 text; nothing was changed."
         self._originals.setdefault(self.workspace.shown(where.path), data)  # keyed by the file, not a link to it
         self.workspace.write(where, "\n".join(edited) + ("\n" if text.endswith("\n") else ""))
         return tt.window(where.shown, edited, action.start)

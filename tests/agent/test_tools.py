@@ -3,6 +3,7 @@ written out by hand; the step limit; format errors in text and tool mode."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,19 @@ def test_tool_calls_read_back_to_the_same_actions(greet_task):
     assert parse_tool_call("edit", {"start_line": 1, "end_line": 1, "replacement_text": ""}).lines == ()
     with pytest.raises(FormatError):
         parse_tool_call("submit", {"now": True})
+
+
+def test_tool_errors_are_observations_not_exceptions(greet_task, monkeypatch):
+    with Environment(greet_task) as env:
+        env.step(cmd("open pkg/mod.py 4"))
+        bad = {"tool_calls": [call("edit", '{"start_line": 4, "end_line": 4, "replacement_text": "x = \\ud800"}')]}
+        assert env.step(bad, mode="tools").observation == (
+            "Error: the new lines are not valid UTF-8 text; nothing was changed.")
+
+        def unreadable(self):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(Path, "read_bytes", unreadable)  # as a file the copy cannot read (root reads anything)
+        assert env.step(cmd("open pkg/mod.py 1")).observation == "Error: Permission denied"
+        monkeypatch.undo()
+        assert env.workspace.changed() == [] and env.format_errors == 0 and env.steps == 3
