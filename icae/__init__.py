@@ -9,18 +9,22 @@
 
 from icae.config import Config, ConfigError, ModelArguments, load_config
 from icae.errors import UserError
-from icae.models import (
-    ICAE,
-    CheckpointError,
-    CompressorOutput,
-    Memory,
-    SamplingParams,
-    SimpleLLM,
-    Span,
-    build_model,
-    build_tiny_model,
-    load_checkpoint,
-)
+# The models (and torch) load on first use, so that `import icae.config`, `icae.agent` or `icae.data.*` stays light.
+_MODELS = ("ICAE", "CheckpointError", "CompressorOutput", "Memory", "SamplingParams", "SimpleLLM", "Span",
+           "build_model", "build_tiny_model", "load_checkpoint")
+
+
+def __getattr__(name: str):
+    if name in _MODELS:
+        import icae.models
+
+        return getattr(icae.models, name)
+    raise AttributeError(f"module 'icae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODELS))
+
 
 __version__ = "0.2.0"
 
