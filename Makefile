@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo roundtrip peers bench-peers llamacpp test-llamacpp agent-check clean
+.PHONY: setup test test-slow demo roundtrip peers bench-peers llamacpp test-llamacpp agent-check mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,14 @@ $(AGENT)/.installed:
 
 agent-check: $(STAMP) $(AGENT)/.installed
 	$(PY) -m tests.agents.agent_check
+
+# Mutation testing (mutmut, in .venv: it pulls no torch) of icae/metrics, the sampling functions of decoding.py and
+# layouts.py, each in a copy under .mutation/ (one process, nice 19, OMP_NUM_THREADS=1), then the issue-#23 one-line
+# bugs, each of which must fail a test. MUTATION=metrics for one target. docs/testing.md ("Mutation testing").
+MUTATION ?= metrics decoding layouts known
+mutation: $(STAMP)
+	$(PY) -c "import mutmut" 2>/dev/null || $(PIP) install mutmut==3.8.1
+	OMP_NUM_THREADS=1 nice -n 19 $(PY) -m tests.mutation $(MUTATION)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

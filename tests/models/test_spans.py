@@ -38,10 +38,14 @@ def test_position_identifiers_keep_uncompressed_positions():
     rows = [trajectory()]
     pos = model.span_inputs(rows, model.compress_spans(rows)[0])["position_ids"][0].tolist()
     assert pos[:3] == [0, 1, 2]
-    slots = pos[3:15]
-    assert min(slots) >= 3 and max(slots) <= 3 + 40 - 1  # spread over the 40 positions the observation held
-    assert slots == sorted(slots)
+    # Worked by hand: OBS1's 40 tokens sit at 3..42; 3 segments of 14, 13, 13 tokens (3..16, 17..29, 30..42), 4 slots
+    # each at the rounded (half up) centres of 4 equal blocks: 14/4 = 3.5 wide -> 4.25, 7.75, 11.25, 14.75; then
+    # 13/4 = 3.25 wide -> 18.125, 21.375, 24.625, 27.875 and 31.125, 34.375, 37.625, 40.875.
+    assert pos[3:15] == [4, 8, 11, 15, 18, 21, 25, 28, 31, 34, 38, 41]
     assert pos[15:17] == [43, 44]  # the tokens after the observation continue from 3 + 40
+    # OBS2's 20 tokens sit at 51..70 (after 3 + 40 + 2 + 4 + 2): 2 segments of 10, blocks 2.5 wide: 51.75, 54.25,
+    # 56.75, 59.25 and 61.75, 64.25, 66.75, 69.25; its slots follow the 3 + 12 + 2 + 4 + 2 = 23 positions before them.
+    assert pos[23:31] == [52, 54, 57, 59, 62, 64, 67, 69]
 
 
 def test_one_pass_equals_turn_by_turn_passes():
