@@ -3,6 +3,7 @@
     make mutation                                        # the targets below, one after the other
     python -m tests.mutation metrics [decoding layouts]  # some of them (niced 19, one process, OMP_NUM_THREADS=1)
     python -m tests.mutation known                       # the one-line bugs of issue #23, each must fail a test
+    python -m tests.mutation 'metrics=icae.metrics.repoqa.x_score_output*'   # only the mutants of one function
 
 Each target mutates a few files and runs, for each mutant, only the tests of that code (listed here; mutmut then
 narrows them further to the tests that call the mutated function), so that a target finishes in minutes on a shared
@@ -24,14 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mutation"
 
-# target -> (files mutated, glob patterns over icae/; the tests run against each mutant; the mutants run, fnmatch
-# patterns over mutmut's names, none: all). Decoding: the sampling functions, whose tests are hand-made logits (the
-# decode loop's tests build models: too slow per mutant at nice 19 beside a training run).
+# target -> (files mutated, glob patterns over icae/; the tests run against each mutant (pytest arguments); the
+# mutants run, fnmatch patterns over mutmut's names, none: all). Decoding: the sampling functions and their tests on
+# hand-made logits (the decode loop's tests build models: too slow per mutant at nice 19 beside a training run).
 TARGETS = {
     "metrics": (["icae/metrics/*.py"], ["tests/metrics"], []),
-    "decoding": (["icae/models/decoding.py"], ["tests/models/test_decoding.py"],
-                 ["icae.models.decoding.x_sampling_probs__mutmut_*", "icae.models.decoding.x_pick_tokens__mutmut_*",
-                  "icae.models.decoding.xǁSamplingParamsǁ*"]),
+    "decoding": (["icae/models/decoding.py"],
+                 ["tests/models/test_decoding.py", "-k", "top_p or top_k or temperature or pick_tokens"],
+                 ["icae.models.decoding.x_sampling_probs__mutmut_*", "icae.models.decoding.x_pick_tokens__mutmut_*"]),
     "layouts": (["icae/models/layouts.py"], ["tests/models/test_spans.py", "tests/models/test_icae.py"], []),
 }
 
@@ -69,7 +70,7 @@ def workspace(target: str) -> Path:
     """A fresh copy with a mutmut config for ``target``."""
     mutate, tests, _ = TARGETS[target]
     ws = copy_tree(WORK / target)
-    tests = [t for t in tests if (ROOT / t).exists()]
+    tests = [t for t in tests if t.startswith("-") or " " in t or (ROOT / t).exists()]
     lines = ["[mutmut]", "source_paths=icae", "only_mutate=", *(f"    {m}" for m in mutate),
              "pytest_add_cli_args_test_selection=", *(f"    {t}" for t in tests),
              "pytest_add_cli_args=", "    -p", "    no:cacheprovider",
@@ -79,12 +80,13 @@ def workspace(target: str) -> Path:
     return ws
 
 
-def run(target: str) -> dict:
+def run(target: str, only: list[str] | None = None) -> dict:
     ws = workspace(target)
     mutmut = [str(Path(sys.executable).parent / "mutmut")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     nice = ["nice", "-n", "19"]
-    subprocess.run(nice + mutmut + ["run", "--max-children", "1", *TARGETS[target][2]], cwd=ws, env=env, check=True)
+    names = only or TARGETS[target][2]
+    subprocess.run(nice + mutmut + ["run", "--max-children", "1", *names], cwd=ws, env=env, check=True)
     subprocess.run(mutmut + ["export-cicd-stats"], cwd=ws, env=env, check=True, capture_output=True)
     stats = json.loads((ws / "mutants" / "mutmut-cicd-stats.json").read_text())
     listed = subprocess.run(mutmut + ["results"], cwd=ws, env=env, check=True, capture_output=True, text=True).stdout
@@ -130,7 +132,7 @@ def known() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     names = (argv if argv is not None else sys.argv[1:]) or list(TARGETS)
-    unknown = [n for n in names if n not in TARGETS and n != "known"]
+    unknown = [n for n in names if n.partition("=")[0] not in TARGETS and n != "known"]
     if unknown:
         raise SystemExit(f"unknown target(s) {unknown}; choose from {sorted(TARGETS)} or known")
     for name in names:
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
             if not known():
                 raise SystemExit(1)
         else:
-            run(name)
+            target, _, only = name.partition("=")
+            run(target, only.split(",") if only else None)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def test_right_needle_passes_and_wrong_needle_does_not():
     assert right["retrieved"] and right["similarity"] == pytest.approx(1.0) and right["bleu1"] == pytest.approx(1.0)
     wrong = score_output(f"```python\n{B}\n```", [A, B], target=0)
     assert wrong["best_needle"] == 1 and not wrong["retrieved"]
+    assert wrong["best_similarity"] == pytest.approx(1.0) and wrong["code"] == B  # B itself: BLEU 1
     assert wrong["similarity"] > 0  # similar to the asked needle too, but the other one matches better
     rates = pass_at([right, wrong])
     assert list(rates) == [f"pass@{t:.1f}" for t in THRESHOLDS]
@@ -46,4 +47,6 @@ def test_threshold_and_best_needle_rules():
     assert rates["pass@0.3"] == 1.0 and rates["pass@0.8"] == 0.0
     assert best_needle([0.0, 0.0]) is None  # nothing matched: no best needle, no pass even at 0.0
     assert best_needle([0.4, 0.4, 0.2]) == 0  # a tie keeps the first
-    assert pass_at([score_output("", [A, B], 0)])["pass@0.0"] == 0.0
+    empty = score_output("", [A, B], 0)
+    assert empty["best_needle"] is None and empty["best_similarity"] == 0.0 and empty["similarity"] == 0.0
+    assert pass_at([empty])["pass@0.0"] == 0.0
