@@ -28,6 +28,15 @@ def test_top_p_keeps_the_smallest_set_reaching_p(top_p, support):
     assert torch.allclose(probs[support], expected / expected.sum())
 
 
+def test_top_p_one_cuts_nothing_even_where_float_sums_reach_one():
+    """exp(-30) ~ 9.4e-14 is below float32's resolution at 1.0: the cumulative sum before each small token is exactly
+    1.0, so a nucleus cut at p = 1.0 would drop them; top_p 1.0 means no cut, and every token keeps its probability."""
+    logits = torch.tensor([[0.0, -30.0, -30.0]])
+    probs = sampling_probs(logits, sample(top_p=1.0))[0]
+    assert (probs > 0).all()
+    assert torch.equal(probs, logits.softmax(dim=-1)[0])
+
+
 def test_top_k_keeps_every_token_tied_with_the_kth():
     logits = torch.tensor([[1.0, 3.0, 1.0, 1.0, 0.0]])
     assert sampling_probs(logits, sample(top_k=1))[0].tolist() == [0, 1, 0, 0, 0]
