@@ -39,6 +39,11 @@ class RuntimeOptions:
     n_seq_max: int = 8  # sequences at once: encoder segments in one pass, or conversations
     n_threads: int = 0  # 0: one per core
     kv_f32: bool = False  # an f32 KV cache (exactness checks); f16 otherwise, as llama.cpp's default
+    # Flash attention: None lets llama.cpp choose (it turns it on on CPUs) except with an f32 cache, where it is off:
+    # with it on, llama.cpp casts an f32 K/V to f16 before ggml_flash_attn_ext (llama-graph.cpp, build_attn_mha) and
+    # the CPU kernel rounds Q to f16 and sums V in f16, so f32 weights would not compute what PyTorch computes
+    # (measured on random tiny Qwen2: logits off by 0.017 of 10.5 with it on, 2.3e-4 with it off).
+    flash_attn: bool | None = None
 
     def __post_init__(self):
         problems = [f"{k} must be positive, got {v}" for k, v in
@@ -73,6 +78,9 @@ class LlamaRuntime:
         params.no_perf = True
         if options.kv_f32:
             params.type_k = params.type_v = L.GGML_TYPE_F32
+        flash = options.flash_attn if options.flash_attn is not None else (False if options.kv_f32 else None)
+        params.flash_attn_type = {None: L.LLAMA_FLASH_ATTN_TYPE_AUTO, True: L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                                  False: L.LLAMA_FLASH_ATTN_TYPE_DISABLED}[flash]
         self.ctx = L.llama_init_from_model(self.model, params)
         if not self.ctx:
             raise UserError(f"llama.cpp could not create a context (n_ctx {options.n_ctx}: lower it?)")

@@ -136,7 +136,12 @@ def test_random_models_slots_and_first_logits(tmp_path, name, identifiers, froze
                          np.concatenate([np.arange(len(e)) == len(e) - 1 for e, _ in rows]))
     finally:
         rt.give_back(lanes)
-    assert np.allclose(mine, logits.numpy(), atol=2e-3 * float(logits.abs().max()))
+    # f32 weights and cache with flash attention off (RuntimeOptions: with it on, llama.cpp casts K/V to f16 and the
+    # gap was 0.069 of 8.77). Measured gap: 9.9e-4 (qwen2) and 7.1e-4 (mistral) of ~8.7, 1.1e-4 relative: llama.cpp's
+    # qwen2vl loader ignores layer_norm_rms_epsilon (RMSNorm eps 0, not 1e-6 / 1e-5); with PyTorch's eps set to
+    # 1e-30 the gap falls to 2.0e-4 / 7.9e-5 (summation order).
+    gap = float(np.abs(mine - logits.numpy()).max())
+    assert gap <= 3e-4 * float(logits.abs().max()), f"largest logit gap {gap:.2e} of {float(logits.abs().max()):.2f}"
     engine.close()
 
 
