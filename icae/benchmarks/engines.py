@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -100,11 +101,14 @@ def run(args) -> dict:
             "agent_s": lambda m=m: agent(m),
         }
         cases[name]["prefill_s"]()  # warm-up
+        print(f"ready: {name}", file=sys.stderr, flush=True)
     times = {name: {k: [] for k in c} for name, c in cases.items()}
-    for _ in range(args.repeats):
+    for r in range(args.repeats):
         for name, c in cases.items():  # interleaved: every backend sees the same machine load
             for key, fn in c.items():
                 times[name][key].append(_timed(fn))
+            print(f"repeat {r + 1}/{args.repeats} {name}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in
+                                                                       times[name].items()), file=sys.stderr, flush=True)
     rows = []
     for name, t in times.items():
         med = {k: statistics.median(v) for k, v in t.items()}
@@ -133,7 +137,7 @@ def table(result: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         w = r["backend"].split()[-1]
-        size = f"{result['gguf_mib'][w]:.0f}" if w in result["gguf_mib"] else "-"
+        size = f"{result['gguf_mib'][w]:.1f}" if w in result["gguf_mib"] else "-"
         lines.append(f"| {r['backend']} | {r['prefill_s']:.3f} ({r['prefill_speedup']:.2f}) | {r['compress_s']:.3f} "
                      f"({r['compress_speedup']:.2f}) | {r['decode_tokens_per_s']:.1f} ({r['decode_speedup']:.2f}) | "
                      f"{r['answer_from_memory_s']:.3f} ({r['answer_speedup']:.2f}) | {r['agent_s']:.2f} "
