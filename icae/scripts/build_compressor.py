@@ -34,8 +34,9 @@ from icae.config import ConfigError, load_config
 from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpus
 from icae.data.prepare_data_for_pretraining import prepare
 from icae.models.loading import ASSETS
-from icae.scripts import entry, pretrain
+from icae.errors import entry
 from icae.training import curriculum
+from icae.training.pretraining import build_trainer
 from icae.training.trainer import resolve_resume
 from icae.training.record import TrainingClock, write_record
 from icae.utils.io import atomic_write_json, temp_dir
@@ -52,9 +53,9 @@ def ensure_sources(config, count: int) -> None:
             continue
         if not Path(source).name.startswith("tool_outputs"):
             raise ConfigError([f"extra_dataset_repos: {source} does not exist"], "build config")
-        from icae.scripts import write_tool_outputs  # made once, before the first stage that reads them
+        from icae.data.tool_outputs import write_tool_outputs  # made once, before the first stage that reads them
 
-        write_tool_outputs.main(["--split", "train", "--out", source, "--seed", str(config.seed), "--count", str(count)])
+        write_tool_outputs("train", source, count, seed=config.seed)
 
 
 def train_stage(config, stage: curriculum.Stage, tool_outputs: int) -> None:
@@ -63,7 +64,7 @@ def train_stage(config, stage: curriculum.Stage, tool_outputs: int) -> None:
     if not Path(config.pretrain.train_output_file).is_dir():
         ensure_sources(config, tool_outputs)
         prepare(config)
-    trainer = pretrain.build_trainer(config)
+    trainer = build_trainer(config)
     clock = TrainingClock()
     trainer.add_callback(clock)
     trainer.train(resume_from_checkpoint=resolve_resume(config, trainer.args.output_dir))
@@ -158,7 +159,7 @@ def build_single(config, args, rest, out: Path) -> Path:
     if not Path(config.pretrain.train_output_file).is_dir():
         ensure_sources(config, args.tool_outputs)
         prepare(config)
-    trainer = pretrain.build_trainer(config)
+    trainer = build_trainer(config)
     clock = TrainingClock()
     trainer.add_callback(clock)
     trainer.train(resume_from_checkpoint=resolve_resume(config, trainer.args.output_dir))
