@@ -107,6 +107,7 @@ def run(args) -> dict:
         for name, c in cases.items():  # interleaved: every backend sees the same machine load
             for key, fn in c.items():
                 times[name][key].append(_timed(fn))
+            atomic_write_json(Path(args.work) / "partial.json", times)  # what a run stopped early had measured
             print(f"repeat {r + 1}/{args.repeats} {name}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in
                                                                        times[name].items()), file=sys.stderr, flush=True)
     rows = []
