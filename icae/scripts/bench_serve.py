@@ -53,8 +53,8 @@ def conversations(count: int, seed: int = 0) -> list[list[list[dict]]]:
     return out
 
 
-def serve(config_path: str, overrides: list[str], port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "icae.serve", "--config_path", config_path, f"port={port}",
+def serve(config_path: str, overrides: list[str], port: int, flags: tuple[str, ...] = ()) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "icae.serve", "--config_path", config_path, *flags, f"port={port}",
                              *overrides], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -94,11 +94,11 @@ def load(url: str, model: str, convs, clients: int, seconds: float, max_tokens: 
             "latency_p99": latencies[int(0.99 * (len(latencies) - 1))] if latencies else None}
 
 
-def run_one(config_path: str, overrides: list[str], convs, args) -> dict:
+def run_one(config_path: str, overrides: list[str], convs, args, flags: tuple[str, ...] = ()) -> dict:
     import httpx
 
     port = free_port()
-    server = serve(config_path, overrides, port)
+    server = serve(config_path, overrides, port, flags)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -129,20 +129,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_tokens", type=int, default=16)
     parser.add_argument("--trajectories", type=int, default=16)
     parser.add_argument("--out", default="runs/bench_serve.json")
+    parser.add_argument("--backends", nargs="+", choices=["torch", "llamacpp"], default=["torch"],
+                        help="engines the ICAE server runs on, one server each (llamacpp: `make llamacpp`, and run "
+                             "this with .engines/llamacpp/bin/python); SimpleLLM runs on torch")
+    parser.add_argument("--weights", choices=["f32", "f16", "q8_0", "q4_k"], default=None,
+                        help="--backends llamacpp: its weight type (default: the server's)")
     args, overrides = parser.parse_known_args(argv)
     problems = [f"--{name} must be >= 1, got {getattr(args, name)}" for name in ("clients", "max_tokens", "trajectories")
                 if getattr(args, name) < 1] + ([f"--seconds must be > 0, got {args.seconds}"] if args.seconds <= 0 else [])
     if problems:
         raise UserError(f"{len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
-    servers = {"icae": overrides, "llm": [*overrides, "model_type=llm", "restore_from=null", "served_model_name=simple-llm"]}
-    for server_overrides in servers.values():  # each server's config, checked here rather than in its subprocess
+    llamacpp = ("--backend", "llamacpp") + (("--weights", args.weights) if args.weights else ())
+    servers = {("icae" if backend == "torch" else f"icae ({backend})"): (overrides, () if backend == "torch" else llamacpp)
+               for backend in args.backends}
+    servers["llm"] = ([*overrides, "model_type=llm", "restore_from=null", "served_model_name=simple-llm"], ())
+    for server_overrides, _ in servers.values():  # each server's config, checked here rather than in its subprocess
         load_config(args.config_path, parse_overrides(server_overrides))
     requested = Path(args.out)
     ensure_writable(requested.parent, "--out")
     convs = conversations(args.trajectories)
-    results = {name: run_one(args.config_path, server_overrides, convs, args)
-               for name, server_overrides in servers.items()}
-    result = {"clients": args.clients, "seconds": args.seconds, "max_tokens": args.max_tokens,
+    results = {name: run_one(args.config_path, server_overrides, convs, args, flags)
+               for name, (server_overrides, flags) in servers.items()}
+    result = {"clients": args.clients, "seconds": args.seconds, "max_tokens": args.max_tokens, "backends": args.backends,
               "trajectories": args.trajectories, "results": results}
     out = requested.with_name(free_stem(requested.parent, requested.stem, (requested.suffix,)) + requested.suffix)
     atomic_write_json(out, result)
