@@ -134,6 +134,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set(xscale="log", xlabel="tokens in the text (log)", ylabel="BLEU-1 (greedy)", ylim=(0, 1),
            title="Held-out tool outputs reconstructed from their slots")
     ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()  # the log scale's own minor labels (2x10^2, ...) would overlap the lengths
     ax.legend(fontsize=7)
     save_png(fig, path, dpi=100)
 
