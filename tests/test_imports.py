@@ -172,8 +172,7 @@ def test_the_checker_finds_a_longer_circle_and_nothing_in_a_clean_package(tmp_pa
 # new circle fails. ``python -m tests.test_imports`` names a listed arrow that is gone (then delete its line here; it
 # is not a failure, so that removing a circle never breaks a commit that did not touch this file).
 LEFT = {("icae.models.checkpoint", "icae.models.auto"),  # checkpoint -> the model classes, which import checkpoint
-        ("icae.models.icae", "icae.engines.llamacpp"),  # ICAE.load(backend="llamacpp") -> the engine built on ICAE
-        ("icae.serve.render", "icae.serve.engine")}  # the renderer builds the engine's Job
+        ("icae.models.icae", "icae.engines.llamacpp")}  # ICAE.load(backend="llamacpp") -> the engine built on ICAE
 
 
 def test_the_package_has_no_import_circles_but_the_listed_late_imports():

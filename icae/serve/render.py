@@ -31,9 +31,9 @@ from icae.data.trajectories import from_messages, render_turns
 from icae.errors import UserError
 from icae.models import Span
 from icae.models.decoding import SamplingParams
+from icae.serve.job import Job
 
 if TYPE_CHECKING:
-    from icae.serve.engine import Job
     from icae.serve.protocol import ChatRequest
 
 TOOLS_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "tokenizer" / "chat_template.jinja"
@@ -217,8 +217,6 @@ class Renderer:
     # ------------------------------------------------------------------------------------------ the job
     def _job(self, spans: list[Span], transient: list[int], max_tokens: Optional[int], temperature: float,
              top_p: float, stops: list[str], seed: Optional[int]) -> "Job":
-        from icae.serve.engine import Job  # engine imports this module
-
         prompt_tokens = sum(s.ids.numel() for s in spans)
         if prompt_tokens > self.max_prompt_tokens:
             raise RequestError(f"the messages are {prompt_tokens} tokens, more than this server's max_prompt_tokens "
