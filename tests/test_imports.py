@@ -171,8 +171,9 @@ def test_the_checker_finds_a_longer_circle_and_nothing_in_a_clean_package(tmp_pa
 # Late imports (inside a function) that still close a circle, each to go: without them the graph has no circle, and a
 # new circle fails. ``python -m tests.test_imports`` names a listed arrow that is gone (then delete its line here; it
 # is not a failure, so that removing a circle never breaks a commit that did not touch this file).
-LEFT = {("icae.models.checkpoint", "icae.models.auto"),  # checkpoint -> the model classes, which import checkpoint
-        ("icae.models.icae", "icae.engines.llamacpp")}  # ICAE.load(backend="llamacpp") -> the engine built on ICAE
+# ICAE.from_pretrained(dir, backend="llamacpp") is the API: the model class hands over to the engine built on
+# it, so this one circle is by design (a function-level import, only when that backend is asked for).
+LEFT = {("icae.models.icae", "icae.engines.llamacpp")}  # ICAE.load(backend="llamacpp") -> the engine built on ICAE
 
 
 def test_the_package_has_no_import_circles_but_the_listed_late_imports():

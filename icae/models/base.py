@@ -34,6 +34,11 @@ class CompressorBase(nn.Module, abc.ABC):
     compresses_contexts: ClassVar[bool] = False  # contexts become slots (ICAE), or stay tokens (SimpleLLM)
     answers_in_turn: ClassVar[bool] = False  # original layout: answers end with the chat turn's end, not EOS
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "model_type" in cls.__dict__:  # a concrete class: checkpoints of its model_type check its meaning keys
+            checkpoint.MEANING_KEYS[cls.model_type] = cls.meaning_keys
+
     def __init__(self, args: ModelArguments, base_model, tokenizer):
         super().__init__()
         self.args = args

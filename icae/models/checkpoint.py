@@ -163,12 +163,16 @@ def checkpoint_config(directory: str | Path, overrides: dict[str, Any] | None = 
     return saved.replace(**{**(overrides or {}), "restore_from": None})
 
 
+# model_type -> the config keys that change what its trained tensors mean, as each model class declares them
+# (``meaning_keys``); filled by CompressorBase.__init_subclass__ when the classes are defined, which importing any
+# module of icae.models does first (the package imports them), so this module needs no import of the classes.
+MEANING_KEYS: dict[str, tuple[str, ...]] = {}
+
+
 def meaning_keys(model_type: str) -> tuple[str, ...]:
     """Keys that change what the trained tensors of a ``model_type`` model mean (its class's ``meaning_keys``): a
     checkpoint loads only with the values it was trained with."""
-    from icae.models.auto import MODEL_CLASSES  # the classes import this module
-
-    return MODEL_CLASSES[model_type].meaning_keys
+    return MEANING_KEYS[model_type]
 
 
 def check_same_meaning(saved: Config, new: Config | dict[str, Any], what: str) -> None:
