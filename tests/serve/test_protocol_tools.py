@@ -55,6 +55,32 @@ def test_string_arguments_unclosed_last_call_and_text_after():
     assert tools.parse("no calls here <tool", NAMES).content == "no calls here <tool"
 
 
+def test_a_call_the_reply_ends_inside_keeps_its_last_character_and_leaves_no_content():
+    parsed = tools.parse('<tool_call>{"name": "bash", "arguments": {"command": "pwd"}}', NAMES)  # ends at its "}"
+    assert calls_of(parsed) == [("bash", {"command": "pwd"})] and parsed.content is None
+
+
+def test_parameters_are_read_as_arguments_and_a_call_without_them_has_empty_arguments():
+    assert calls_of(tools.parse('<tool_call>{"name": "bash", "parameters": {"command": "ls"}}</tool_call>', NAMES)) == [
+        ("bash", {"command": "ls"})]
+    parsed = tools.parse('<tool_call>{"name": "bash"}</tool_call>', NAMES)
+    assert calls_of(parsed) == [("bash", {})] and parsed.calls[0]["function"]["arguments"] == "{}"
+
+
+def test_arguments_keep_non_ascii_text_as_written_and_ids_are_openai_shaped():
+    call = tools.parse(CALL_B, NAMES).calls[0]
+    assert "déf" in call["function"]["arguments"]  # not escaped to \u00e9: what the model wrote, as vLLM returns it
+    assert call["id"].startswith("call_") and len(call["id"]) == len("call_") + 24
+    assert all(c in "0123456789abcdef" for c in call["id"][len("call_"):])
+
+
+def test_a_stream_without_parallel_calls_keeps_the_first_call_only():
+    stream = tools.ToolStream(NAMES, parallel=False)
+    assert stream.feed(CALL_A + "\n" + CALL_B) == ""
+    rest, calls = stream.finish()
+    assert rest == "" and [c["function"]["name"] for c in calls] == ["bash"]
+
+
 @pytest.mark.parametrize("text", [
     "Plain text, no call.  \n",
     "Listing.\n  " + CALL_A,
