@@ -20,6 +20,7 @@ same compressed context serves any question about it, and the instruction follow
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 from icae.config import ConfigError
 from icae.data.sources import SourceError, split_tasks
 from icae.data.tasks import AnswerSample, Split
-from icae.models.framing import Layout
+from icae.models.framing import Layout, token_ids
 
 ENV_PATH = "REPOQA_DATA_OVERRIDE_PATH"
 COMMENT_PREFIX = {"python": "#", "ruby": "#", "shell": "#"}  # every other language: //
@@ -181,7 +182,7 @@ def code_context(tokenizer, repo: dict, needle: dict, language: str, position_ra
         before_parts.append(header + raw[: needle["start_byte"]].decode("utf-8", errors="replace"))
         after_parts.append(raw[needle["end_byte"] :].decode("utf-8", errors="replace") + "\n")
         found = True
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = functools.partial(token_ids, tokenizer)
     needle_ids = encode(needle_code(repo, needle))
     if len(needle_ids) > budget:
         return None
@@ -222,7 +223,7 @@ def build_tasks(tokenizer, data: dict[str, list[dict]], budget: int, position_ra
     the code context as well (``prefix_ids``)."""
     end = layout.answer_end if layout is not None else None
     prefixed = layout is not None and layout.takes_prefix
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = functools.partial(token_ids, tokenizer)
     tasks, skipped = [], 0
     for language, repos in data.items():
         for repo in repos:

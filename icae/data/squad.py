@@ -14,6 +14,7 @@ Layout of a sample (:class:`icae.data.collators.FinetuneCollator`): the context 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 from icae.data.sources import SourceError, hub_dataset
 from icae.data.tasks import AnswerSample, Split, limit
 from icae.errors import entry
-from icae.models.framing import Layout
+from icae.models.framing import Layout, token_ids
 from icae.utils.io import atomic_write_json
 
 
@@ -166,7 +167,7 @@ def qa_sample(tokenizer, record: dict, template: str, end: list[int] | None = No
     ``end`` (the layout's ``answer_end``; original layout) instead: the answer as the original tokenises it (no leading
     space), then ``end`` (EOS for ICAE, the chat template's end of turn for SimpleLLM, as the original)."""
     answer = record["answers"][0] if record["answers"] and not record["is_impossible"] else ""
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = functools.partial(token_ids, tokenizer)
     target = (encode(" " + answer) if answer else []) + [tokenizer.eos_token_id] if end is None else \
         (encode(answer) if answer else []) + list(end)
     return QASample(

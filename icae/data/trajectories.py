@@ -25,6 +25,7 @@ content becomes memory slots between its header and footer tokens. The loss is o
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import TypedDict
 from icae.config import ConfigError
 from icae.data.sources import SourceError, hub_dataset, json_file, json_lines, split_tasks
 from icae.data.tasks import Split
-from icae.models.framing import Layout, NativeLayout
+from icae.models.framing import Layout, NativeLayout, token_ids
 from icae.models.memory import Span
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -265,7 +266,7 @@ def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tok
     assistant turns under the assistant header, whose empty think block (Qwen3) is read only by the turn being made;
     the system turn as the template renders it.
     """
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = functools.partial(token_ids, tokenizer)
     layout = layout if layout is not None else NativeLayout(None, tokenizer)
     footer = layout.turn_footer
     turns = []

@@ -37,6 +37,11 @@ ORIGINAL_QA_TEMPLATE = ("Based on the context, answer the following question in 
                         "{question}")
 
 
+def token_ids(tokenizer, text: str) -> list[int]:
+    """A text's token ids as the layouts and data loaders encode every piece: no special tokens added."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
 class Layout(abc.ABC):
     """What one layout computes for a model of config ``args`` (:class:`~icae.config.ModelArguments`) and its tokenizer.
 
@@ -56,7 +61,7 @@ class Layout(abc.ABC):
         return f"{type(self).__name__}(k={self.args.fixed_mem_size}, rate={self.args.mean_compression_rate})"
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        return token_ids(self.tokenizer, text)
 
     # ------------------------------------------------------------------------------------------- encoder
     @property
