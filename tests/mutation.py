@@ -36,6 +36,7 @@ TARGETS = {
                  ["icae.models.decoding.x_sampling_probs__mutmut_*", "icae.models.decoding.x_pick_tokens__mutmut_*"]),
     "layouts": (["icae/models/layouts.py"], ["tests/models/test_spans.py"], ["icae.models.layouts.x_span_inputs__mutmut_*"]),
     "serve_tools": (["icae/serve/tools.py"], ["tests/serve/test_protocol_tools.py"], []),
+    "curriculum": (["icae/training/curriculum.py"], ["tests/training/test_curriculum.py"], []),
 }
 
 # The one-line bugs issue #23 found surviving the suite: (name, file, text, its mutation, the tests that must fail).

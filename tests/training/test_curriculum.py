@@ -32,6 +32,9 @@ def test_stages_follow_the_config(tmp_path):
     assert (first.pretrain.extra_dataset_repos, first.pretrain.segment_sample_ratio) == ([], 0.0)
     assert (second.pretrain.extra_dataset_repos, second.pretrain.segment_sample_ratio) == (["more.jsonl"], 0.25)
     assert second.pretrain.curriculum_lengths == []  # a stage is an ordinary run
+    assert second.training.per_device_train_batch_size == 4
+    assert second.pretrain.eval_output_file == str(tmp_path / "stage1-128" / "data" / "eval")
+    assert (second.pretrain.curriculum_mix_from, second.pretrain.curriculum_segment_sample_ratios) == (0, [])
 
 
 def test_a_late_stage_can_go_back_to_a_shorter_length_with_its_own_segment_ratio(tmp_path):
@@ -51,6 +54,8 @@ def test_a_late_stage_can_go_back_to_a_shorter_length_with_its_own_segment_ratio
 def test_no_curriculum_is_one_stage_at_the_context_length(tmp_path):
     cfg = load_config(None, {"context_length": 96, "max_steps": 7, "per_device_train_batch_size": 3})
     assert [(s.context_length, s.max_steps, s.batch_size) for s in curriculum.plan(cfg, tmp_path)] == [(96, 7, 3)]
+    one_segment = load_config(None, {"fixed_mem_size": 4, "mean_compression_rate": 8, "max_steps": 2})
+    assert [s.context_length for s in curriculum.plan(one_segment, tmp_path)] == [32]  # k * rate tokens
 
 
 @pytest.mark.parametrize("values, problem", [
