@@ -213,6 +213,11 @@ class PretrainArguments(Section):
         "empty: segment_sample_ratio for every such stage). A late stage can give more of its samples to single "
         "segments to win back one-segment fidelity.", default_factory=list,
     )
+    curriculum_extra_dataset_shares: list[float] = _help(
+        "extra_dataset_share of each curriculum stage from curriculum_mix_from on (one per curriculum_lengths entry; "
+        "empty: extra_dataset_share for every such stage). A late stage can read less of the extra text (tool "
+        "outputs) and more of dataset_repo (code).", default_factory=list,
+    )
 
     def problems(self) -> list[str]:
         out = _at_least(self, 1, "context_length", "token_num", optional=True)
@@ -221,13 +226,15 @@ class PretrainArguments(Section):
         if not 0.0 <= self.segment_sample_ratio < 1.0:
             out.append(f"segment_sample_ratio must be in [0, 1), got {self.segment_sample_ratio}")
         lengths, steps, sizes = self.curriculum_lengths, self.curriculum_steps, self.curriculum_batch_sizes
-        ratios = self.curriculum_segment_sample_ratios
-        if len(steps) != len(lengths) or (sizes and len(sizes) != len(lengths)) or (ratios and len(ratios) != len(lengths)):
-            out.append(f"curriculum_steps ({len(steps)}), curriculum_batch_sizes ({len(sizes)}, or none) and "
-                       f"curriculum_segment_sample_ratios ({len(ratios)}, or none) must give one value per "
-                       f"curriculum_lengths entry ({len(lengths)})")
+        ratios, shares = self.curriculum_segment_sample_ratios, self.curriculum_extra_dataset_shares
+        if len(steps) != len(lengths) or any(v and len(v) != len(lengths) for v in (sizes, ratios, shares)):
+            out.append(f"curriculum_steps ({len(steps)}), curriculum_batch_sizes ({len(sizes)}, or none), "
+                       f"curriculum_segment_sample_ratios ({len(ratios)}, or none) and curriculum_extra_dataset_shares "
+                       f"({len(shares)}, or none) must give one value per curriculum_lengths entry ({len(lengths)})")
         if any(not isinstance(r, (int, float)) or not 0.0 <= r < 1.0 for r in ratios):
             out.append(f"curriculum_segment_sample_ratios must hold numbers in [0, 1), got {ratios}")
+        if any(not isinstance(r, (int, float)) or not 0.0 < r < 1.0 for r in shares):
+            out.append(f"curriculum_extra_dataset_shares must hold numbers in (0, 1), got {shares}")
         for name, values in (("curriculum_lengths", lengths), ("curriculum_steps", steps),
                              ("curriculum_batch_sizes", sizes)):
             if any(not isinstance(v, int) or v < 1 for v in values):

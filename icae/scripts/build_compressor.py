@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> Path:
         seconds += log["train_seconds"]
         legs.append({"stage": stage.index, "context_length": stage.context_length, "steps": stage.max_steps,
                      "batch_size": stage.batch_size, "train_seconds": log["train_seconds"],
-                     "segment_sample_ratio": stage_cfg.pretrain.segment_sample_ratio})
+                     "segment_sample_ratio": stage_cfg.pretrain.segment_sample_ratio,
+                     "extra_dataset_share": stage_cfg.pretrain.extra_dataset_share
+                     if stage_cfg.pretrain.extra_dataset_repos else None})
         restore = str(stage.final)
     command = (f"python -m icae.scripts.build_compressor --rate {args.rate}" + (f" --config {args.config}" if
                args.config else "") + (" " + " ".join(rest) if rest else ""))

@@ -29,6 +29,7 @@ class Stage:
     batch_size: int
     directory: Path
     segment_sample_ratio: float | None = None  # None: the config's segment_sample_ratio
+    extra_dataset_share: float | None = None  # None: the config's extra_dataset_share
 
     @property
     def final(self) -> Path:
@@ -47,19 +48,22 @@ def plan(config: Config, work: str | Path) -> list[Stage]:
     steps = pre.curriculum_steps or [config.training.steps]
     sizes = pre.curriculum_batch_sizes or [config.training.per_device_train_batch_size] * len(lengths)
     ratios = pre.curriculum_segment_sample_ratios or [None] * len(lengths)
-    return [Stage(i, length, n, size, work / f"stage{i}-{length}", ratio)
-            for i, (length, n, size, ratio) in enumerate(zip(lengths, steps, sizes, ratios))]
+    shares = pre.curriculum_extra_dataset_shares or [None] * len(lengths)
+    return [Stage(i, length, n, size, work / f"stage{i}-{length}", ratio, share)
+            for i, (length, n, size, ratio, share) in enumerate(zip(lengths, steps, sizes, ratios, shares))]
 
 
 def stage_config(config: Config, stage: Stage, restore_from: str | None) -> Config:
     """The pretraining config of one stage: its context length, steps, batch size, data and run directories."""
     mixed = stage.index >= config.pretrain.curriculum_mix_from
     ratio = config.pretrain.segment_sample_ratio if stage.segment_sample_ratio is None else stage.segment_sample_ratio
+    share = config.pretrain.extra_dataset_share if stage.extra_dataset_share is None else stage.extra_dataset_share
     return config.replace(
         extra_dataset_repos=config.pretrain.extra_dataset_repos if mixed else [],
-        segment_sample_ratio=ratio if mixed else 0.0,
+        segment_sample_ratio=ratio if mixed else 0.0, extra_dataset_share=share,
         context_length=stage.context_length, max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size,
         train_output_file=str(stage.directory / "data" / "train"), eval_output_file=str(stage.directory / "data" / "eval"),
         output_dir=str(stage.directory / "run"), restore_from=restore_from,
         curriculum_lengths=[], curriculum_steps=[], curriculum_batch_sizes=[], curriculum_segment_sample_ratios=[],
+        curriculum_extra_dataset_shares=[],
         curriculum_mix_from=0)

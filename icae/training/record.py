@@ -36,16 +36,20 @@ def write_record(out: Path, config, rate: int, seconds: float, log_history: list
     rows = "\n".join(f"| {h['step']} | {h.get('context_length', '')} | {h['eval_ae_loss']:.3f} | "
                      f"{h['eval_ae_token_accuracy']:.3f} | {h['eval_ae_bleu1']:.3f} | {h['eval_ae_exact_match']:.3f} |"
                      for h in evals)
+    shares = bool(config.pretrain.curriculum_extra_dataset_shares)
     stages = "".join(f"- stage {leg['stage']}: {leg['steps']} steps of {leg['batch_size']} contexts of "
                      f"{leg['context_length']} tokens" + (f", one-segment windows {leg['segment_sample_ratio']} of the samples"
                      if leg.get("segment_sample_ratio") is not None else "") +
+                     (f", tool outputs {leg['extra_dataset_share']} of the tokens" if shares and leg.get(
+                         "extra_dataset_share") is not None else "") +
                      f", {leg['train_seconds'] / 60:.1f} min\n" for leg in legs or [])
     steps = sum(leg["steps"] for leg in legs) if legs else config.training.steps
     pre = config.pretrain
     if legs:
         stages = (f"- starts from `{config.model.restore_from}`; from stage {pre.curriculum_mix_from} on, the training "
                   f"text adds {', '.join(Path(x).name for x in pre.extra_dataset_repos) or 'nothing'} (generated tool "
-                  f"outputs, {pre.extra_dataset_share or 'all'} of the tokens) and one-segment windows "
+                  f"outputs, " + ("each stage's share below" if shares else f"{pre.extra_dataset_share or 'all'} of the tokens")
+                  + ") and one-segment windows "
                   + ("(each stage's share below)" if pre.curriculum_segment_sample_ratios else
                      f"({pre.segment_sample_ratio} of the samples)") + "\n") + stages
     atomic_write_text(out / "TRAINING.md", (

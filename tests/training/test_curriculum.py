@@ -51,6 +51,37 @@ def test_a_late_stage_can_go_back_to_a_shorter_length_with_its_own_segment_ratio
             for s in curriculum.plan(without, tmp_path)] == [0.0, 0.3]
 
 
+def test_a_late_stage_can_read_less_of_the_extra_text(tmp_path):
+    cfg = load_config(None, {"curriculum_lengths": [64, 128, 128], "curriculum_steps": [3, 2, 1],
+                             "curriculum_extra_dataset_shares": [0.3, 0.3, 0.1], "extra_dataset_share": 0.25,
+                             "extra_dataset_repos": ["more.jsonl"], "curriculum_mix_from": 1, "restore_from": None})
+    stages = [curriculum.stage_config(cfg, s, None).pretrain for s in curriculum.plan(cfg, tmp_path)]
+    assert [(p.extra_dataset_repos, p.extra_dataset_share) for p in stages] == [
+        ([], 0.3), (["more.jsonl"], 0.3), (["more.jsonl"], 0.1)]  # stage 0 reads no extra text whatever its share
+    assert stages[2].curriculum_extra_dataset_shares == []  # a stage is an ordinary run
+    without = load_config(None, {"curriculum_lengths": [64, 128], "curriculum_steps": [1, 1], "curriculum_mix_from": 1,
+                                 "extra_dataset_share": 0.4, "extra_dataset_repos": ["more.jsonl"], "restore_from": None})
+    assert [curriculum.stage_config(without, s, None).pretrain.extra_dataset_share
+            for s in curriculum.plan(without, tmp_path)] == [0.4, 0.4]
+
+
+def test_a_stage_extra_share_sets_how_much_code_is_read(corpus, tmp_path):  # noqa: F811 - the fixture
+    extra = tmp_path / "more.jsonl"
+    extra.write_text("".join(json.dumps({"text": "$ ls -la\n" + "drwxr-xr-x  2 user user 4096 file_%d.py\n" % i * 8})
+                             + "\n" for i in range(2)))
+    tok = load_tokenizer("tiny-qwen2-lm")
+    infos = []
+    for share in (0.5, 0.2):
+        cfg = config_for(tmp_path, corpus, context_length=64, extra_dataset_repos=[str(extra)],
+                         extra_dataset_share=share, eval_size=0, token_num=None)
+        infos.append(build_samples(cfg, tok, show_progress=False)[2])
+    for info, share in zip(infos, (0.5, 0.2)):
+        # the code budget is extra * (1 - share) / share tokens: the extra text is `share` of what is read
+        window = info["context_length"] + info["continuation_length"]  # read in whole windows, a document's last one cut
+        assert info["tokens"] - info["extra_tokens"] < round(info["extra_tokens"] * (1 - share) / share) + 2 * window
+    assert infos[1]["tokens"] > infos[0]["tokens"]  # a smaller extra share reads more code
+
+
 def test_no_curriculum_is_one_stage_at_the_context_length(tmp_path):
     cfg = load_config(None, {"context_length": 96, "max_steps": 7, "per_device_train_batch_size": 3})
     assert [(s.context_length, s.max_steps, s.batch_size) for s in curriculum.plan(cfg, tmp_path)] == [(96, 7, 3)]
@@ -67,6 +98,10 @@ def test_no_curriculum_is_one_stage_at_the_context_length(tmp_path):
     ({"curriculum_lengths": [64, 0], "curriculum_steps": [1, 1]}, "integers >= 1"),
     ({"curriculum_lengths": [64], "curriculum_steps": [5], "curriculum_batch_sizes": [1, 2]}, "one value per"),
     ({"segment_sample_ratio": 1.0}, "segment_sample_ratio"),
+    ({"curriculum_lengths": [64, 128], "curriculum_steps": [1, 1], "curriculum_extra_dataset_shares": [0.2]},
+     "curriculum_extra_dataset_shares \\(1, or none\\) must give one value per"),
+    ({"curriculum_lengths": [64, 128], "curriculum_steps": [1, 1], "curriculum_extra_dataset_shares": [0.2, 0.0]},
+     "curriculum_extra_dataset_shares must hold numbers in \\(0, 1\\)"),
 ])
 def test_bad_curricula_are_refused(values, problem):
     with pytest.raises(ConfigError, match=problem):
