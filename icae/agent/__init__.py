@@ -5,11 +5,12 @@ and success read from the final state. See docs/agent_env.md. Imports no torch.
 
 from icae.agent.actions import TOOL_SYSTEM, TOOLS, Action, FormatError, parse_command, parse_text, parse_tool_call, tool_call
 from icae.agent.environment import Check, Environment, Step
-from icae.agent.episode import Episode, oracle_policy, run_episode, scripted_policy, tool_trajectory, wrong_policy
+from icae.agent.episode import (Episode, StopEpisode, oracle_policy, run_episode, scripted_policy, tool_trajectory,
+                                wrong_policy)
 from icae.agent.tasks import HELDOUT_SOURCES, Task, TaskTree, heldout_tasks, heldout_trees, tasks_from_tree
 from icae.agent.workspace import Refused, Workspace
 
-__all__ = ["Action", "Check", "Environment", "Episode", "FormatError", "HELDOUT_SOURCES", "Refused", "Step", "TOOLS",
-           "TOOL_SYSTEM", "Task", "TaskTree", "Workspace", "heldout_tasks", "heldout_trees", "oracle_policy",
-           "parse_command", "parse_text", "parse_tool_call", "run_episode", "scripted_policy", "tasks_from_tree",
-           "tool_call", "tool_trajectory", "wrong_policy"]
+__all__ = ["Action", "Check", "Environment", "Episode", "FormatError", "HELDOUT_SOURCES", "Refused", "Step",
+           "StopEpisode", "TOOLS", "TOOL_SYSTEM", "Task", "TaskTree", "Workspace", "heldout_tasks", "heldout_trees",
+           "oracle_policy", "parse_command", "parse_text", "parse_tool_call", "run_episode", "scripted_policy",
+           "tasks_from_tree", "tool_call", "tool_trajectory", "wrong_policy"]

@@ -27,6 +27,11 @@ from icae.data import trajectory_tools as tt
 Policy = Callable[[list[dict]], object]
 
 
+class StopEpisode(Exception):
+    """Raised by a policy that cannot take another step (a served model's context window is full): the episode ends
+    there, is scored from its final state like one stopped at the step limit, and ``Episode.stopped`` says why."""
+
+
 @dataclass(frozen=True)
 class Episode:
     """One run, scored. ``reference_match``: the share of steps whose action equals the reference trajectory's
@@ -44,6 +49,7 @@ class Episode:
     actions: tuple[str | None, ...]  # each step's canonical command; None for a format error
     problems: tuple[str, ...]  # why it is not a success
     messages: list[dict] = field(repr=False, default_factory=list)
+    stopped: str | None = None  # why the policy ended the episode early (StopEpisode), None otherwise
 
     def summary(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "messages"} | {"actions": list(self.actions)}
@@ -66,12 +72,18 @@ def reference_match(actions: list[Action | None], reference: list[Action]) -> fl
 
 
 def run_episode(policy: Policy, task: Task, max_steps: int = 20, mode: str = "text") -> Episode:
-    """Run ``policy`` on ``task`` in a fresh copy of its tree until it submits or takes ``max_steps`` steps; success
-    is read from the final state (submitting is not required: a run stopped at the limit is judged by its edits)."""
-    messages = opening(task, mode)
+    """Run ``policy`` on ``task`` in a fresh copy of its tree until it submits, takes ``max_steps`` steps or raises
+    :class:`StopEpisode`; success is read from the final state (submitting is not required: a run stopped at the
+    limit is judged by its edits)."""
+    messages, stopped = opening(task, mode), None
     with Environment(task, max_steps) as env:
         while not env.done:
-            step = env.step(policy([dict(m) for m in messages]), mode)
+            try:
+                reply = policy([dict(m) for m in messages])
+            except StopEpisode as e:
+                stopped = str(e) or type(e).__name__
+                break
+            step = env.step(reply, mode)
             messages.append(step.message)
             if mode == "tools" and step.call_ids:
                 messages += [{"role": "tool", "tool_call_id": i, "content": step.observation} for i in step.call_ids]
@@ -80,7 +92,7 @@ def run_episode(policy: Policy, task: Task, max_steps: int = 20, mode: str = "te
         check = env.check()
         return Episode(task.id, mode, check.success, env.submitted, env.steps, env.format_errors, env.refusals,
                        reference_match(env.actions, reference_actions(task)),
-                       tuple(None if a is None else a.command for a in env.actions), check.problems, messages)
+                       tuple(None if a is None else a.command for a in env.actions), check.problems, messages, stopped)
 
 
 def _assistant_turns(messages: list[dict]) -> int:

@@ -7,6 +7,7 @@ import pytest
 from icae.agent import (
     HELDOUT_SOURCES,
     Environment,
+    StopEpisode,
     heldout_tasks,
     heldout_trees,
     oracle_policy,
@@ -73,6 +74,20 @@ def test_format_errors_and_the_step_limit_are_counted(greet_task):
     assert ep.actions == (None, 'search_dir "def greet("', None, None, None, None)
     assert ep.reference_match == 0 / 6  # the search came at step 2, where the reference opens the file
     assert [m["role"] for m in ep.messages] == ["system", "user"] + ["assistant", "tool"] * 6
+
+
+def test_a_policy_that_stops_ends_the_episode_scored_from_its_state(greet_task):
+    oracle = oracle_policy(greet_task)
+
+    def policy(messages):  # the reference's first three steps (the edit included), then a full context window
+        if sum(m["role"] == "assistant" for m in messages) == 3:
+            raise StopEpisode("the context window is full")
+        return oracle(messages)
+
+    ep = run_episode(policy, greet_task, max_steps=20)
+    assert (ep.success, ep.submitted, ep.steps, ep.stopped) == (True, False, 3, "the context window is full")
+    assert ep.reference_match == 3 / 5 and len(ep.messages) == 2 + 2 * 3
+    assert run_episode(oracle, greet_task).stopped is None
 
 
 def test_reference_match_by_hand():
