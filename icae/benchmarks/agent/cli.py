@@ -1,0 +1,79 @@
+"""``python -m icae.benchmarks.agent --spec SPEC.yaml``: the closed-loop agent benchmark (docs/bench_agent.md).
+
+    python -m icae.benchmarks.agent --spec icae/configs/bench_agent_quick.yaml [--overwrite] [--benchmarks_md BENCHMARKS.md]
+    python -m icae.benchmarks.agent --spec icae/configs/bench_agent_tiny.yaml --tasks 5 --agents oracle "ICAE 4x"
+
+Runs each agent of the spec on the same held-out tasks and writes, under the spec's ``output_dir``: one JSON per
+agent (every episode: its actions, conversation, and each request's tokens, decoder positions, KV MiB and seconds;
+and the agent's summary), ``summary.json``, ``table.md`` and ``plot.png`` (success against decoder positions). An
+existing result is never replaced without ``--overwrite``. ``--benchmarks_md`` puts the table into that file between
+the spec's own markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from icae.benchmarks.agent.report import markdown, plot, put_section
+from icae.benchmarks.agent.run import run_spec
+from icae.benchmarks.agent.spec import SpecError, load_spec
+from icae.utils.io import atomic_write_json, atomic_write_text, ensure_writable
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m icae.benchmarks.agent", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", required=True, help="the benchmark's YAML (icae/configs/bench_agent_*.yaml)")
+    p.add_argument("--agents", nargs="+", metavar="NAME", help="run only these agents of the spec")
+    for key in ("tasks", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps"):
+        p.add_argument(f"--{key}", type=int, help=f"replace the spec's {key}")
+    p.add_argument("--output_dir", help="replace the spec's output_dir")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in output_dir")
+    p.add_argument("--benchmarks_md", metavar="FILE", help="put the table into FILE between the spec's markers")
+    return p
+
+
+def output_files(spec, out: Path) -> list[Path]:
+    return [out / f"{a.slug}.json" for a in spec.agents] + [out / n for n in ("summary.json", "table.md", "plot.png")]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
+    overrides = {k: getattr(args, k) for k in ("tasks", "max_steps", "max_tokens", "window", "window_tasks",
+                                                "window_max_steps", "output_dir")}
+    spec = load_spec(args.spec, overrides)
+    if args.agents:
+        unknown = [n for n in args.agents if n not in {a.name for a in spec.agents}]
+        if unknown:
+            raise SpecError(f"--agents: {unknown} not in {args.spec} (its agents: {[a.name for a in spec.agents]})")
+        spec = dataclasses.replace(spec, agents=tuple(a for a in spec.agents if a.name in args.agents))
+    out = ensure_writable(spec.output_dir, "output_dir")
+    existing = [str(p) for p in output_files(spec, out) if p.exists()]
+    if existing and not args.overwrite:
+        raise SpecError(f"{len(existing)} result file(s) of an earlier run exist: {', '.join(existing)}; pass "
+                        "--overwrite to replace them (make ... OVERWRITE=1), or set --output_dir")
+    md = Path(args.benchmarks_md) if args.benchmarks_md else None
+    if md is not None and not md.is_file():
+        raise SpecError(f"--benchmarks_md: no such file: {md}")
+    started = time.perf_counter()
+    results = run_spec(spec, out)
+    seconds = time.perf_counter() - started
+    for agent in spec.agents:
+        atomic_write_json(out / f"{agent.slug}.json", {"spec": dataclasses.asdict(spec), **results[agent.name]})
+    summary = {"spec": dataclasses.asdict(spec), "seconds": seconds,
+               "agents": {n: {k: v for k, v in r.items() if k not in ("episodes", "window_episodes")}
+                          for n, r in results.items()}}
+    atomic_write_json(out / "summary.json", summary)
+    table = markdown(spec, results)
+    atomic_write_text(out / "table.md", table + "\n")
+    drew = plot(spec, results, out / "plot.png")
+    print("\n" + table + f"\n\n{seconds:.0f} s in all; results: {out}" + (f", plot: {out / 'plot.png'}" if drew else ""))
+    if md is not None:
+        text = (f"`python -m icae.benchmarks.agent --spec {args.spec}` ({seconds / 60:.1f} min; raw results "
+                f"`{out}/summary.json`)\n\n{table}")
+        found = put_section(md, spec.name, text)
+        print(f"table put into {md}" + ("" if found else " (its markers were missing: appended at the end)"))
+    return summary

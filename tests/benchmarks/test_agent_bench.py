@@ -1,0 +1,191 @@
+"""The closed-loop agent benchmark's harness: its spec errors, the offline policies end to end, keeping observations,
+counting positions, the report; and one served run through a real ``icae serve`` (slow)."""
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from icae.agent import StopEpisode
+from icae.benchmarks.agent import load_spec
+from icae.benchmarks.agent.cli import main
+from icae.benchmarks.agent.policies import Measured, Truncate, estimate, kept_tokens, served_ask
+from icae.benchmarks.agent.report import markers, put_section
+from icae.errors import entry
+from icae.models.loading import load_tokenizer
+
+SERVE = "icae/configs/serve_tiny.yaml"
+
+
+def write_spec(path, agents, **top):
+    spec = {"tasks": 2, "max_steps": 6, "max_tokens": 8, "output_dir": str(path.parent / "out"), **top,
+            "agents": agents}
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+def exit_message(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        entry(main, argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def test_spec_errors_are_one_message_and_exit_2(tmp_path, capsys):
+    spec = write_spec(tmp_path / "bad.yaml", [
+        {"name": "a", "policy": "served"},  # neither serve nor base_url
+        {"name": "b", "policy": "oracle", "base_url": "http://x/v1"},
+        {"name": "c", "serve": {"config": SERVE}, "observations": "truncate"},  # no budget
+        {"name": "d", "serve": {"config": SERVE}, "observations": "squeeze", "colour": 1},
+    ], tasks=0, mode="voice", extra=1)
+    code, err = exit_message(capsys, ["--spec", str(spec)])
+    assert code == 2 and "Traceback" not in err
+    for expected in ("needs exactly one of serve", "policy oracle runs offline", "needs exactly one of budget_tokens",
+                     "unknown keys ['colour']", "unknown key 'extra'", "tasks must be an integer >= 1",
+                     "mode must be tools or text", "6 problem(s)"):
+        assert expected in err, expected
+    code, err = exit_message(capsys, ["--spec", str(tmp_path / "missing.yaml")])
+    assert code == 2 and "no such file" in err
+    # a served config that mismatches its observations, and a bad override: refused before any server starts
+    spec = write_spec(tmp_path / "mismatch.yaml", [
+        {"name": "full", "serve": {"config": SERVE}, "observations": "full"},
+        {"name": "icae", "serve": {"config": SERVE, "overrides": ["model_type=llm", "restore_from=null"]}},
+        {"name": "typo", "serve": {"config": SERVE, "overrides": ["fixed_mem_sise=3"]}}])
+    code, err = exit_message(capsys, ["--spec", str(spec)])
+    assert code == 2 and "3 problem(s)" in err and "an ICAE server would compress them too" in err
+    assert "needs an ICAE server (model_type: icae)" in err and "fixed_mem_sise" in err
+    code, err = exit_message(capsys, ["--spec", str(spec), "--agents", "nobody"])
+    assert code == 2 and "['nobody'] not in" in err
+
+
+def test_offline_policies_end_to_end_and_no_silent_overwrite(tmp_path, capsys):
+    spec = write_spec(tmp_path / "offline.yaml", [{"name": "oracle", "policy": "oracle", "tokenizer": "tiny-qwen2-lm"},
+                                                  {"name": "wrong", "policy": "wrong"}], tasks=3, window=1000)
+    md = tmp_path / "BENCH.md"
+    md.write_text("# Benchmarks\n")
+    summary = main(["--spec", str(spec), "--benchmarks_md", str(md)])
+    oracle, wrong = summary["agents"]["oracle"]["summary"], summary["agents"]["wrong"]["summary"]
+    assert (oracle["successes"], oracle["episodes"], oracle["mean_steps"], oracle["reference_match"]) == (3, 3, 5, 1.0)
+    assert (wrong["successes"], wrong["reference_match"]) == (0, pytest.approx(0.8))  # all but the edit
+    assert oracle["positions_source"] == ["estimated"] and wrong["positions_source"] is None  # no tokenizer: none
+    assert oracle["peak_kv_mib"] == pytest.approx(oracle["peak_decoder_positions"] * 1024 / 2**20, abs=0.01)
+    out = tmp_path / "out"
+    record = json.loads((out / "oracle.json").read_text())
+    first = record["episodes"][0]
+    assert len(first["requests"]) == 5 and first["actions"][-1] == "submit" and first["messages"][0]["role"] == "system"
+    positions = [r["decoder_positions"] for r in first["requests"]]
+    assert positions == sorted(positions)  # a growing conversation, counted whole
+    over = next((i for i, p in enumerate(positions) if p > 1000), None)
+    assert oracle["steps_fit"][0] == over  # the steps before the first request over 1,000
+    assert {p.name for p in out.iterdir()} >= {"oracle.json", "wrong.json", "summary.json", "table.md", "plot.png"}
+    table = (out / "table.md").read_text()
+    assert "| oracle | offline (oracle policy) | tools | 3/3 = 1.00 [0.44, 1.00] | 5.0 | 1.00 |" in table
+    assert "| wrong | offline (wrong policy) | tools | 0/3 = 0.00 [0.00, 0.56] |" in table
+    start, end = markers("offline")
+    assert md.read_text().startswith("# Benchmarks\n") and start in md.read_text() and end in md.read_text()
+    before = (out / "summary.json").read_text()
+    code, err = exit_message(capsys, ["--spec", str(spec)])
+    assert code == 2 and "--overwrite" in err and (out / "summary.json").read_text() == before
+    main(["--spec", str(spec), "--overwrite", "--agents", "wrong", "--tasks", "1", "--benchmarks_md", str(md)])
+    assert md.read_text().count(start) == 1 and "0/1 = 0.00" in md.read_text()  # replaced, not appended
+
+
+def test_put_section_replaces_between_its_markers_only(tmp_path):
+    md = tmp_path / "B.md"
+    start, end = markers("quick")
+    md.write_text(f"top\n{start}\nold table\n{end}\nbottom\n")
+    assert put_section(md, "quick", "new table") is True
+    assert md.read_text() == f"top\n{start}\nnew table\n{end}\nbottom\n"
+    assert put_section(md, "full", "other") is False  # missing markers: appended, the rest untouched
+    assert md.read_text().startswith(f"top\n{start}\nnew table\n{end}\nbottom\n")
+    assert md.read_text().endswith("<!-- bench-agent full: start -->\nother\n<!-- bench-agent full: end -->\n")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("tiny-qwen2-lm")
+
+
+def test_truncation_keeps_the_budget_of_each_long_observation(tokenizer):
+    assert [kept_tokens(100, None, 4), kept_tokens(7, None, 4), kept_tokens(3, None, 4), kept_tokens(100, 30, None),
+            kept_tokens(10, 30, None)] == [25, 1, 1, 30, 10]
+    long = "\n".join(f"stdlib/mod_{i}.py:{i}:    def handler_{i}(request):" for i in range(12))
+    ids = tokenizer(long, add_special_tokens=False)["input_ids"]
+    assert len(ids) >= 32
+    messages = [{"role": "system", "content": long}, {"role": "user", "content": long},
+                {"role": "assistant", "content": "x"}, {"role": "tool", "content": long},
+                {"role": "tool", "content": "short output"}]
+    first = Truncate(tokenizer, 32, None, 4)(messages)
+    assert first[:3] == messages[:3] and first[4] == messages[4]  # only long observations are cut
+    assert first[3]["content"] == tokenizer.decode(ids[: len(ids) // 4])
+    last = Truncate(tokenizer, 32, 10, None, keep="last")(messages)
+    assert last[3]["content"] == tokenizer.decode(ids[-10:]) and messages[3]["content"] == long  # input untouched
+
+
+def test_estimated_positions_count_slots_for_long_observations(tokenizer):
+    obs = "\n".join(f"{i:3d}:    value_{i} = compute(value_{i - 1}, {i})" for i in range(40))
+    n = len(tokenizer(obs, add_special_tokens=False)["input_ids"])
+    messages = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": "Do it."},
+                {"role": "assistant", "content": "look"}, {"role": "tool", "content": obs}]
+    prompt, full = estimate(messages, tokenizer, "text")
+    assert full == prompt
+    _, compressed = estimate(messages, tokenizer, "text", rate=4, mem_size=8, min_tokens=32)
+    assert prompt - compressed == n - 8 * -(-n // 32)  # n tokens become ceil(n / 32) segments of 8 slots
+    _, kept = estimate(messages, tokenizer, "text", rate=4, mem_size=8, min_tokens=n + 1)
+    assert kept == prompt  # shorter than the threshold: read whole
+
+
+def test_measured_takes_the_servers_positions_else_estimates_else_none(tokenizer):
+    usage = {"prompt_tokens": 900, "completion_tokens": 10, "compression": {"decoder_positions": 500}}
+    m = Measured(lambda messages: ("reply", usage), "text", tokenizer=tokenizer, kv_bytes_per_position=1024)
+    assert m([{"role": "user", "content": "hi"}]) == "reply"
+    assert m.requests[0] | {"seconds": 0} == {"prompt_tokens": 900, "decoder_positions": 500, "source": "server",
+                                              "completion_tokens": 10, "kv_mib": 510 * 1024 / 2**20, "seconds": 0}
+    m = Measured(lambda messages: ("reply", {"prompt_tokens": 7, "completion_tokens": 1}), "text", tokenizer=tokenizer)
+    m([{"role": "user", "content": "hi"}])
+    assert m.requests[0]["source"] == "estimated" and m.requests[0]["prompt_tokens"] == 7  # the server's count kept
+    m = Measured(lambda messages: ("reply", None), "text")
+    m([{"role": "user", "content": "hi"}])
+    assert (m.requests[0]["decoder_positions"], m.requests[0]["source"], m.requests[0]["kv_mib"]) == (None, None, None)
+
+
+def test_a_full_context_window_stops_the_episode():
+    class Client:
+        class chat:
+            class completions:
+                @staticmethod
+                def create(**kwargs):
+                    response = httpx.Response(400, request=httpx.Request("POST", "http://test/v1/chat/completions"))
+                    raise openai.BadRequestError("too long", response=response, body={
+                        "code": "context_length_exceeded", "message": "maximum context length is 4096 tokens"})
+
+    with pytest.raises(StopEpisode, match="context_length_exceeded: maximum context length is 4096"):
+        served_ask(Client, "m", "tools", 8)([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.slow
+def test_a_served_compressor_through_a_real_icae_serve(tmp_path):
+    """tiny-icae-4x behind a real ``icae serve`` subprocess, one task, 2 steps, in tool and text mode (one server)."""
+    serve = {"config": SERVE, "overrides": ["max_batch_size=1"]}
+    spec = write_spec(tmp_path / "served.yaml", [{"name": "tools", "serve": serve},
+                                                 {"name": "text", "serve": serve, "mode": "text"}],
+                      tasks=1, max_steps=2, window=900)
+    summary = main(["--spec", str(spec)])
+    tools = json.loads((tmp_path / "out" / "tools.json").read_text())
+    text = json.loads((tmp_path / "out" / "text.json").read_text())
+    assert tools["model"] == "tiny-icae-4x" and summary["agents"]["tools"]["summary"]["episodes"] == 1
+    for record in (tools, text):
+        requests = record["episodes"][0]["requests"]
+        assert len(requests) == 2 and {r["source"] for r in requests} == {"server"}
+        assert requests[1]["prompt_tokens"] > requests[0]["prompt_tokens"]
+    # the first request is the system prompt, the tools and the task: counted here as the server counts it
+    task = load_spec(spec)
+    from icae.agent import heldout_tasks
+    from icae.agent.episode import opening
+
+    first = opening(heldout_tasks(1, task.seed)[0], "tools")
+    assert estimate(first, load_tokenizer("tiny-qwen2-lm"), "tools")[0] == tools["episodes"][0]["requests"][0][
+        "prompt_tokens"]
+    # text mode: the observation (a format error's text, a tool turn) became slots: fewer positions than tokens
+    second = text["episodes"][0]["requests"][1]
+    assert second["decoder_positions"] < second["prompt_tokens"]
