@@ -4,7 +4,7 @@ the OpenAI protocol, with its observations compressed by the server, whole, trun
 budget; per agent: success with its 95% interval, steps, exact actions, prompt tokens against decoder positions, peak
 KV cache, seconds per task, and steps that fit before a fixed window (:mod:`icae.metrics.agent`).
 
-    python -m icae.benchmarks.agent --spec icae/configs/bench_agent_quick.yaml      (make bench-agent-quick)
+    python -m icae.benchmarks.agent --spec icae/configs/bench_agent/quick.yaml      (make bench-agent-quick)
 
 See docs/bench_agent.md.
 """

@@ -1,7 +1,7 @@
 """``python -m icae.benchmarks.agent --spec SPEC.yaml``: the closed-loop agent benchmark (docs/bench_agent.md).
 
-    python -m icae.benchmarks.agent --spec icae/configs/bench_agent_quick.yaml [--overwrite] [--benchmarks_md BENCHMARKS.md]
-    python -m icae.benchmarks.agent --spec icae/configs/bench_agent_tiny.yaml --tasks 5 --agents oracle "ICAE 4x"
+    python -m icae.benchmarks.agent --spec icae/configs/bench_agent/quick.yaml [--overwrite] [--benchmarks_md FILE]
+    python -m icae.benchmarks.agent --spec icae/configs/bench_agent/tiny.yaml --tasks 5 --agents oracle "ICAE 4x"
 
 Runs each agent of the spec on the same held-out tasks and writes, under the spec's ``output_dir``: one JSON per
 agent (every episode: its actions, conversation, and each request's tokens, decoder positions, KV MiB and seconds;
@@ -26,7 +26,7 @@ from icae.utils.io import atomic_write_json, atomic_write_text, ensure_writable
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m icae.benchmarks.agent", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spec", required=True, help="the benchmark's YAML (icae/configs/bench_agent_*.yaml)")
+    p.add_argument("--spec", required=True, help="the benchmark's YAML (icae/configs/bench_agent/*.yaml)")
     p.add_argument("--agents", nargs="+", metavar="NAME", help="run only these agents of the spec")
     for key in ("tasks", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps"):
         p.add_argument(f"--{key}", type=int, help=f"replace the spec's {key}")

@@ -34,8 +34,8 @@ def markdown(spec, results: dict[str, dict]) -> str:
              f"tokens a reply, greedy; window {spec.window} decoder positions"
              + (f" (steps that fit: {spec.window_tasks} tasks run to {spec.window_max_steps} steps)"
                 if spec.window_tasks else "") + ".", "",
-             "| agent | observations | mode | success [95% CI] | mean steps | exact actions | per request: prompt "
-             f"tokens / decoder positions | peak positions | peak KV MiB | s / task | steps that fit in {spec.window} |",
+             ("| agent | observations | mode | success [95% CI] | mean steps | exact actions | per request: prompt "
+              f"tokens / decoder positions | peak positions | peak KV MiB | s / task | steps that fit in {spec.window} |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         if "not_run" in r:

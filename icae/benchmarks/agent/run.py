@@ -18,6 +18,7 @@ from icae.agent import Task, heldout_tasks, oracle_policy, run_episode, wrong_po
 from icae.benchmarks.agent.policies import LLMLingua, Measured, Truncate, served_ask
 from icae.benchmarks.agent.server import serve_config, served
 from icae.benchmarks.agent.spec import DTYPE_BYTES, AgentSpec, BenchSpec, SpecError
+from icae.errors import UserError
 from icae.metrics.agent import kv_shape, summarize
 
 
@@ -30,7 +31,7 @@ def check_served(spec: BenchSpec) -> dict[str, object]:
             continue
         try:
             config = serve_config(agent.serve)
-        except Exception as e:  # ConfigError (a UserError) names every problem of that config
+        except UserError as e:  # ConfigError names every problem of that config
             problems.append(f"agent {agent.name!r}: its serve config: {e}")
             continue
         kind = config.model.model_type
@@ -102,7 +103,7 @@ def run_agent(agent: AgentSpec, spec: BenchSpec, tasks: list[Task], config=None,
             ask = served_ask(client, model, mode, spec.max_tokens)
         else:
             scripted = (oracle_policy if agent.policy == "oracle" else wrong_policy)(task, mode)
-            ask = lambda messages: (scripted(messages), None)  # noqa: E731
+            ask = lambda messages: (scripted(messages), None)
         return Measured(ask, mode, keeper, tokenizer, kv, agent.rate, agent.mem_size, agent.min_tokens)
 
     episodes, window_episodes = [], []

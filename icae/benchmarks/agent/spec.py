@@ -1,5 +1,5 @@
 """The benchmark's spec: which held-out tasks, which agents, how each keeps its observations. Read from YAML (see
-``icae/configs/bench_agent_tiny.yaml``); every problem is collected and raised as one :class:`SpecError` (exit 2).
+``icae/configs/bench_agent/tiny.yaml``); every problem is collected and raised as one :class:`SpecError` (exit 2).
 
 An agent is an offline policy (``oracle``, ``wrong``: the ceiling and the floor, no model) or a served model driven
 over the OpenAI protocol: ``base_url`` of a running server, or ``serve`` (an ``icae serve`` config and overrides) that
