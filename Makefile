@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo roundtrip peers bench-peers llamacpp test-llamacpp agent-check mutation clean
+.PHONY: setup test test-slow demo roundtrip peers bench-peers llamacpp test-llamacpp agent-check bench-agent \
+	bench-agent-quick mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,16 @@ $(AGENT)/.installed:
 
 agent-check: $(STAMP) $(AGENT)/.installed
 	$(PY) -m tests.agents.agent_check
+
+# The closed-loop agent benchmark (#24): every agent of the spec on the same held-out tasks, served by `icae serve`
+# subprocesses the harness starts and stops; the table and a plot under runs/bench_agent/, and the table into
+# BENCHMARKS.md between the spec's markers. An earlier run's results are kept unless OVERWRITE=1. docs/bench_agent.md.
+BENCH_AGENT_FLAGS := $(if $(OVERWRITE),--overwrite,) --benchmarks_md BENCHMARKS.md
+bench-agent: $(STAMP)
+	$(PY) -m icae.benchmarks.agent --spec icae/configs/bench_agent/tiny.yaml $(BENCH_AGENT_FLAGS)
+
+bench-agent-quick: $(STAMP)
+	$(PY) -m icae.benchmarks.agent --spec icae/configs/bench_agent/quick.yaml $(BENCH_AGENT_FLAGS)
 
 # Mutation testing (mutmut, in .venv: it pulls no torch) of icae/metrics, the sampling functions of decoding.py and
 # layouts.py, each in a copy under .mutation/ (one process, nice 19, OMP_NUM_THREADS=1), then the issue-#23 one-line
