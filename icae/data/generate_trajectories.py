@@ -13,6 +13,13 @@ observation (the path and line come from the search result; the edit repeats the
 so predicting the assistant turns needs what the compressed observations hold.
 
 Output: OpenAI-style chat JSONL, ``{"id", "messages": [{"role", "content"}]}``. Deterministic for a seed.
+
+``--tools``: the same tasks (the same functions for the same seed) written as OpenAI tool calls, the form a served
+model emits ``tool_calls`` in: each record is what the agent environment's tool-mode oracle run records
+(:func:`icae.agent.tool_trajectory`: assistant messages with one tool call of :data:`icae.agent.TOOLS` each, ``tool``
+results carrying the call's id), with ``"tools": TOOLS``; the trajectory loader renders it as ``icae serve`` renders
+those messages and tools. A task whose oracle run does not succeed (a file whose line numbering the tools read
+differently) is left out and counted.
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ import random
 import sysconfig
 from pathlib import Path
 
+from icae.agent import HELDOUT_SOURCES, TOOLS, Task, TaskTree, oracle_policy, run_episode
+from icae.agent.tasks import HELDOUT_PACKAGES
 from icae.data import trajectory_tools as tt
+from icae.data.corpus import stdlib_dir, top_level_modules
+from icae.data.tool_context import site_packages
 from icae.data.trajectory_tools import NO_OUTPUT, SYSTEM, WINDOW  # noqa: F401  (the generator's public names)
-from icae.errors import entry
+from icae.errors import UserError, entry
 from icae.utils.io import atomic_write_jsonl
 
 
@@ -63,7 +74,28 @@ def make_trajectory(root: Path, function: tuple[str, str, int, str], index: int)
     return {"id": f"{Path(path).stem}__{name}__{index}", "messages": messages}
 
 
-def generate(sources: list[Path], num: int, seed: int = 0) -> list[dict]:
+def tool_record(tree: TaskTree, function: tuple[str, str, int, str], index: int) -> dict | None:
+    """The tool-call trajectory of ``function``'s task on ``tree`` (None when the oracle's run does not succeed)."""
+    path, name, line, summary = function
+    def_line = (tree.root.parent / path).read_text(encoding="utf-8").splitlines()[line - 1]
+    task = Task(tree, path, name, line, def_line, summary)
+    episode = run_episode(oracle_policy(task, "tools"), task, max_steps=len(task.reference), mode="tools")
+    if not episode.success:
+        return None
+    return {"id": f"{Path(path).stem}__{name}__{index}", "messages": episode.messages, "tools": TOOLS}
+
+
+def heldout_inside(sources: list[Path]) -> list[str]:
+    """The held-out files of the agent benchmark (:data:`icae.agent.HELDOUT_SOURCES`) that lie under ``sources``:
+    training trajectories must not read the trees its tasks come from."""
+    heldout = [*top_level_modules("n", "z", stdlib_dir()), *(site_packages() / n for n in HELDOUT_PACKAGES)]
+    roots = [s.resolve() for s in sources]
+    return sorted({str(h) for h in heldout for r in roots
+                   if h.resolve() == r or h.resolve().is_relative_to(r) or r.is_relative_to(h.resolve())})
+
+
+def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False) -> list[dict]:
+    """``num`` trajectories (at most one per function) drawn by ``seed``; ``tools``: as tool calls (the same tasks)."""
     candidates = []
     for root in sources:
         if not root.is_dir():
@@ -73,7 +105,11 @@ def generate(sources: list[Path], num: int, seed: int = 0) -> list[dict]:
         raise ValueError(f"no documented, uniquely named top-level function in {[str(s) for s in sources]}")
     rng = random.Random(seed)
     chosen = rng.sample(candidates, min(num, len(candidates)))
-    return [make_trajectory(root, f, i) for i, (root, f) in enumerate(chosen)]
+    if not tools:
+        return [make_trajectory(root, f, i) for i, (root, f) in enumerate(chosen)]
+    trees = {root: TaskTree.whole(root) for root in sources}
+    rows = [tool_record(trees[root], f, i) for i, (root, f) in enumerate(chosen)]
+    return [r for r in rows if r is not None]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -84,15 +120,22 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--stdlib", nargs="*", default=[], help="Standard-library packages (json email http ...).")
     p.add_argument("--num", type=int, default=20, help="Number of trajectories (at most one per function).")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tools", action="store_true", help="Write OpenAI tool calls, with the tools list.")
     p.add_argument("--out", required=True, help="Output .jsonl file.")
     a = p.parse_args(argv)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     sources = [Path(s) for s in a.source] + [stdlib / n.replace(".", "/") for n in a.stdlib]
     if not sources:
         p.error("give --source DIR and/or --stdlib PACKAGE")
-    rows = generate(sources, a.num, a.seed)
+    inside = heldout_inside(sources)
+    if inside:
+        raise UserError(f"{len(inside)} file(s) of the agent benchmark's held-out trees ({', '.join(HELDOUT_SOURCES)}) "
+                        f"lie in the sources, e.g. {inside[:3]}: write training trajectories from other trees "
+                        "(the recipes use the DOWNSTREAM packages json email http logging urllib concurrent importlib "
+                        "xml.etree)")
+    rows = generate(sources, a.num, a.seed, a.tools)
     atomic_write_jsonl(a.out, rows)
-    print(f"{a.out}: {len(rows)} trajectories")
+    print(f"{a.out}: {len(rows)} trajectories" + (" (tool calls)" if a.tools else ""))
     return Path(a.out)
 
 

@@ -6,7 +6,9 @@ a system prompt, the user's task, then assistant actions and observations (tool 
 
 - ``messages``: OpenAI-style chat JSONL, one ``{"messages": [...]}`` per line (``content`` a string or a list of
   ``{"type": "text", "text": ...}`` parts; assistant ``tool_calls`` are appended to the content as
-  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` lines).
+  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` lines). A record with a ``tools`` list (OpenAI function
+  schemas) is a tool-call trajectory: its messages keep their ``tool_calls``, and it is rendered as ``icae serve``
+  renders a request with those tools (:func:`template_turns`).
 - ``swe_smith``: rows of the SWE-smith trajectory datasets: the same ``messages``, possibly stored as a JSON string.
 - ``swe_agent``: SWE-agent ``.traj`` files (a file, or a directory of them): ``history`` items with ``role``,
   ``content`` and ``message_type``; demonstrations are dropped and ``observation`` items become ``tool`` turns.
@@ -17,7 +19,7 @@ a system prompt, the user's task, then assistant actions and observations (tool 
 Each of them can be a local ``.jsonl``/``.json`` file (``.traj`` for SWE-agent) or a Hugging Face dataset name
 (``dataset_repo`` with ``dataset_split``).
 
-Rendering: every turn is ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` (ChatML, whatever the tokenizer, so that the
+Rendering (without ``tools``): every turn is ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` (ChatML, whatever the tokenizer, so that the
 turn boundaries are the same for every model family). An observation of a role in ``compress_roles`` whose content
 has at least ``min_tokens_to_compress`` tokens (and no fewer tokens than the slots it would become) is compressed: its
 content becomes memory slots between its header and footer tokens. The loss is on assistant contents and their ``<|im_end|>`` (the model learns when a turn ends).
@@ -26,12 +28,14 @@ content becomes memory slots between its header and footer tokens. The loss is o
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
 from icae.config import ConfigError
+from icae.data.chat_template import TemplateError, is_observation, template_pieces, tools_template
 from icae.data.sources import SourceError, hub_dataset, json_file, json_lines, split_tasks
 from icae.data.tasks import Split
 from icae.models.framing import Layout, NativeLayout, token_ids
@@ -45,11 +49,14 @@ class Message(TypedDict):
     content: str
 
 
-class Trajectory(TypedDict):
-    """A converted trajectory: plain dicts, so that a list of them is a ``datasets.Dataset`` as it is."""
+class Trajectory(TypedDict, total=False):
+    """A converted trajectory: plain dicts, so that a list of them is a ``datasets.Dataset`` as it is. A tool-call
+    trajectory also has ``tools`` (the JSON text of its tools list) and a ``tool_calls`` JSON text ("" for none) in
+    every message: JSON text, because an Arrow table would merge the schemas' differing keys into one struct."""
 
     id: str
     messages: list[Message]
+    tools: str
 FORMATS = ("auto", "messages", "swe_smith", "swe_agent", "nebius")
 
 
@@ -93,6 +100,26 @@ def from_messages(messages, record_id: str) -> dict:
             content = "\n".join(x for x in (content, _tool_calls(m)) if x)
         out.append({"role": role, "content": content})
     return {"id": record_id, "messages": out}
+
+
+def from_tool_messages(messages, tools, record_id: str) -> dict:
+    """OpenAI-style messages with the ``tools`` offered -> a tool-call trajectory (calls kept; :class:`Trajectory`)."""
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("function"), dict)
+                                              and t["function"].get("name") for t in tools):
+        raise SourceError(f"record {record_id}: tools must be a list of OpenAI function tools "
+                          '({"type": "function", "function": {"name": ..., "parameters": ...}})')
+    names = {t["function"]["name"] for t in tools}
+    out = []
+    for i, m in enumerate(messages):
+        calls = m.get("tool_calls") or []
+        unknown = sorted({str((c.get("function") or {}).get("name")) for c in calls} - names)
+        if unknown:
+            raise SourceError(f"record {record_id}: messages[{i}] calls {unknown}, not among its tools {sorted(names)}")
+        out.append({"role": m.get("role"), "content": _text(m.get("content")),
+                    "tool_calls": json.dumps(calls, ensure_ascii=False) if calls else ""})
+    return {"id": record_id, "messages": out, "tools": json.dumps(tools, ensure_ascii=False)}
 
 
 def from_swe_agent(traj: dict, record_id: str) -> dict:
@@ -148,6 +175,8 @@ def convert(record: dict, fmt: str, record_id: str) -> dict:
         if "messages" not in record:
             raise SourceError(f"record {record_id}: no 'messages' field (format {fmt})")
         rid = str(record.get("id", record.get("instance_id", record_id)))
+        if record.get("tools"):
+            return from_tool_messages(record["messages"], record["tools"], rid)
         return from_messages(record["messages"], rid)
     if fmt == "swe_agent":
         return from_swe_agent(record, record_id)  # a .traj file is named after its instance
@@ -280,6 +309,49 @@ def render_turns(tokenizer, trajectory: dict, compress_roles: list[str], min_tok
     return turns
 
 
+def template_turns(tokenizer, trajectory: dict, template: str, compress_roles: list[str], min_tokens_to_compress: int,
+                   memory_length, stop_ids: list[int], user_min: int | None = None) -> list[Turn]:
+    """A tool-call trajectory's turns as ``icae serve`` renders its messages with its tools
+    (:func:`icae.data.chat_template.template_pieces`, the server's own rendering): the same ids, each piece tokenised
+    on its own, and contents compressed by the server's rule (:func:`icae.data.chat_template.is_observation`).
+
+    A turn is the template's text up to a message's content (its header), the content, and, for the last message,
+    the text after it. An assistant turn's content is what the model writes after the generation prompt (its content,
+    then its tool calls as the template writes them), up to the turn's last stop token; the footer is that token and
+    what follows it (``<|im_end|>\n``). Text the template adds after an assistant turn with no content following it
+    is a turn of its own (role ``template``: read, never learned).
+    """
+    messages = [{"role": m["role"], "content": m["content"]}
+                | ({"tool_calls": json.loads(m["tool_calls"])} if m.get("tool_calls") else {})
+                for m in trajectory["messages"]]
+    try:
+        pieces, _ = template_pieces(tokenizer, messages, json.loads(trajectory["tools"]), template, strict=True)
+    except TemplateError as e:
+        raise SourceError(f"trajectory {trajectory['id']}: {e}") from None
+    encode = functools.partial(token_ids, tokenizer)
+    turns, users = [], 0
+    for owner, run in itertools.groupby(pieces, key=lambda p: p.owner):
+        run = list(run)
+        role = messages[owner]["role"]
+        if role == "assistant":
+            first = next(j for j, p in enumerate(run) if p.loss)
+            last = max(j for j, p in enumerate(run) if p.loss)
+            said = [t for p in run[first:last + 1] for t in encode(p.text)]
+            end = max((j for j, t in enumerate(said) if t in stop_ids), default=len(said))
+            turns.append(Turn(role, [t for p in run[:first] for t in encode(p.text)], said[:end], said[end:]))
+            if last + 1 < len(run):
+                turns.append(Turn("template", [t for p in run[last + 1:] for t in encode(p.text)], [], []))
+            continue
+        at = next(j for j, p in enumerate(run) if p.message is not None)
+        content = encode(run[at].text)
+        compress = is_observation(role, len(content), users, compress_roles, min_tokens_to_compress, memory_length,
+                                  user_min)
+        users += role == "user"
+        turns.append(Turn(role, [t for p in run[:at] for t in encode(p.text)], content,
+                          [t for p in run[at + 1:] for t in encode(p.text)], compress))
+    return turns
+
+
 def fed_length(turn: Turn, memory_length) -> int:
     """Decoder positions a turn occupies (``memory_length``: the model's slots for a compressed content)."""
     content = memory_length(len(turn.content)) if turn.compress else len(turn.content)
@@ -351,6 +423,12 @@ def load_trajectory_task(config, tokenizer=None) -> Split[Trajectory]:
 def rendered(config, layout: Layout, trajectory: Trajectory) -> list[Turn]:
     """A trajectory's turns for a model of ``layout`` (its own, :mod:`icae.models.framing`: turn frames, compress
     threshold, memory length), cut to ``max_history_tokens`` of decoder input."""
-    turns = render_turns(layout.tokenizer, trajectory, config.trajectories.compress_roles, layout.compress_threshold,
-                         layout.memory_length, layout)
+    if trajectory.get("tools"):  # rendered as icae serve renders the same messages and tools
+        template = tools_template(layout.tokenizer, config.serve.chat_template)
+        turns = template_turns(layout.tokenizer, trajectory, template, config.trajectories.compress_roles,
+                               layout.compress_threshold, layout.memory_length, layout.turn_stop_ids,
+                               config.serve.compress_user_min_tokens)
+    else:
+        turns = render_turns(layout.tokenizer, trajectory, config.trajectories.compress_roles,
+                             layout.compress_threshold, layout.memory_length, layout)
     return truncate(turns, config.trajectories.max_history_tokens, layout.memory_length)

@@ -18,15 +18,13 @@ no more slots than tokens. This runs on the caller's thread (never the worker's)
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from icae.data.chat_template import TOOLS_TEMPLATE, TemplateError, is_observation, template_pieces, tools_template
 from icae.data.trajectories import from_messages, render_turns
 from icae.errors import UserError
 from icae.models import Span
@@ -36,9 +34,7 @@ from icae.serve.job import Job
 if TYPE_CHECKING:
     from icae.serve.protocol import ChatRequest
 
-TOOLS_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "tokenizer" / "chat_template.jinja"
-MARK = "\ue000icae-content-{}\ue001"  # private-use characters: no message or template contains them
-MARKS = re.compile("\ue000icae-content-(\\d+)\ue001")
+__all__ = ["TOOLS_TEMPLATE", "Prepared", "Renderer", "RequestError", "context_error"]
 
 
 class RequestError(UserError):
@@ -78,13 +74,7 @@ class Renderer:
         self.stop_ids = set(self.layout.turn_stop_ids)
         serve = config.serve
         self.user_min_tokens, self.max_prompt_tokens = serve.compress_user_min_tokens, serve.max_prompt_tokens
-        own = getattr(self.tokenizer, "chat_template", None)
-        if serve.chat_template:
-            self.tools_template = Path(serve.chat_template).read_text(encoding="utf-8")
-        elif isinstance(own, str) and "tools" in own:
-            self.tools_template = own
-        else:
-            self.tools_template = TOOLS_TEMPLATE.read_text(encoding="utf-8")
+        self.tools_template = tools_template(self.tokenizer, serve.chat_template)  # the trajectory loader's choice too
         # The most UTF-8 bytes one token stands for: a text of B bytes is at least B / this many tokens.
         longest = max((len(self.tokenizer.convert_tokens_to_string([t]).encode()) for t in self.tokenizer.get_vocab()),
                       default=1)
@@ -141,13 +131,8 @@ class Renderer:
 
     def _observation(self, role: str, n_tokens: int, user_index: int, user_min: Optional[int]) -> bool:
         """Whether a content of ``n_tokens`` tokens becomes memory slots (``user_index``: 0 for the first user message)."""
-        minimum = self.layout.compress_threshold
-        if role == "user":
-            if user_index == 0 or user_min is None or n_tokens < user_min:
-                return False
-        elif role not in self.config.trajectories.compress_roles or role == "assistant":
-            return False
-        return n_tokens >= max(minimum, 1) and self.model.memory_length(n_tokens) <= n_tokens
+        return is_observation(role, n_tokens, user_index, self.config.trajectories.compress_roles,
+                              self.layout.compress_threshold, self.model.memory_length, user_min)
 
     def _spans(self, messages: list[dict], tools: Optional[list[dict]], user_min: Optional[int]):
         """(spans of the prompt, ending with the assistant header; tokens fed after them and not kept)."""
@@ -169,45 +154,22 @@ class Renderer:
         return spans + [Span(header)], think
 
     def _template_spans(self, messages: list[dict], tools: list[dict], user_min: Optional[int]):
-        """The tools rendering: the template's text cut at each message's content (see the module's docstring)."""
-        marked = []
-        for i, m in enumerate(messages):
-            m = dict(m)
-            text = m.get("content")
-            if isinstance(text, list):
-                text = "".join(p.get("text", "") for p in text)
-            m["content"] = MARK.format(i) if text else (text or "")
-            if m.get("tool_calls"):
-                m["tool_calls"] = [_with_object_arguments(c) for c in m["tool_calls"]]
-            marked.append(m)
+        """The tools rendering: the pieces of ``icae.data.chat_template`` (the trajectory loader's), each encoded on its
+        own, contents of observations compressed."""
         try:
-            body = self.tokenizer.apply_chat_template(marked, tools=tools, tokenize=False,
-                                                      chat_template=self.tools_template)
-            full = self.tokenizer.apply_chat_template(marked, tools=tools, tokenize=False, add_generation_prompt=True,
-                                                      chat_template=self.tools_template)
-        except Exception as e:  # a template's own raise_exception (e.g. roles out of order) is the request's fault
-            raise RequestError(f"the chat template cannot render these messages: {e}", param="messages") from None
-        if not full.startswith(body):
-            raise RequestError("the chat template's generation prompt does not extend the conversation's rendering")
-        contents = {i: "".join(p.get("text", "") for p in m["content"]) if isinstance(m["content"], list)
-                    else m["content"] for i, m in enumerate(messages) if m.get("content")}
-        spans, at, users, seen = [], 0, 0, set()
-        for match in MARKS.finditer(body):
-            i = int(match.group(1))
-            if i in seen:
-                raise RequestError(f"the chat template renders messages[{i}]'s content twice; serve with a "
-                                   "chat_template that places each content once", param="messages")
-            seen.add(i)
-            if match.start() > at:
-                spans.append(Span(self._encode(body[at:match.start()])))
-            ids = self._encode(contents[i])
-            role = messages[i]["role"]
+            pieces, prompt = template_pieces(self.tokenizer, messages, tools, self.tools_template)
+        except TemplateError as e:
+            raise RequestError(str(e), param="messages") from None
+        spans, users = [], 0
+        for piece in pieces:
+            ids = self._encode(piece.text)
+            if piece.message is None:
+                spans.append(Span(ids))
+                continue
+            role = messages[piece.message]["role"]
             spans.append(Span(ids, compress=self._observation(role, len(ids), users, user_min)))
             users += role == "user"
-            at = match.end()
-        if at < len(body):
-            spans.append(Span(self._encode(body[at:])))
-        header = self._encode(full[len(body):])
+        header = self._encode(prompt)
         think: list[int] = []
         _, tail = self.layout.turn_header("assistant")  # a think block the template opens: fed, not kept
         if tail and header[-len(tail):] == tail:
@@ -234,19 +196,3 @@ class Renderer:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         return Job(spans, [Span(transient)] if transient else [], params, stops, generator, lambda event: None,
                    prompt_tokens, positions)
-
-
-def _with_object_arguments(call: dict) -> dict:
-    """A history tool call with its JSON-string arguments as an object, as chat templates expect (they write
-    ``arguments | tojson``); arguments that are not a JSON object stay the string they are."""
-    call = dict(call)
-    fn = dict(call.get("function") or {})
-    if isinstance(fn.get("arguments"), str):
-        try:
-            parsed = json.loads(fn["arguments"])
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict):
-            fn["arguments"] = parsed
-    call["function"] = fn
-    return call
