@@ -37,7 +37,8 @@ def write_record(out: Path, config, rate: int, seconds: float, log_history: list
                      f"{h['eval_ae_token_accuracy']:.3f} | {h['eval_ae_bleu1']:.3f} | {h['eval_ae_exact_match']:.3f} |"
                      for h in evals)
     shares = bool(config.pretrain.curriculum_extra_dataset_shares)
-    stages = "".join(f"- stage {leg['stage']}: {leg['steps']} steps of {leg['batch_size']} contexts of "
+    stages = "".join(f"- stage {leg['stage']}: {leg['steps']} steps of {leg['batch_size']} context"
+                     f"{'s' if leg['batch_size'] != 1 else ''} of "
                      f"{leg['context_length']} tokens" + (f", one-segment windows {leg['segment_sample_ratio']} of the samples"
                      if leg.get("segment_sample_ratio") is not None else "") +
                      (f", tool outputs {leg['extra_dataset_share']} of the tokens" if shares and leg.get(

@@ -10,6 +10,13 @@ def _legs(shares):
             for i, (n, r, s) in enumerate(zip((128, 2048), (0.0, 0.5), shares))]
 
 
+def test_one_context_per_step_is_said_in_the_singular(tmp_path):
+    cfg = load_config(None, {"curriculum_lengths": [2048], "curriculum_steps": [10], "restore_from": None})
+    legs = [{"stage": 0, "context_length": 2048, "steps": 10, "batch_size": 1, "train_seconds": 60.0}]
+    write_record(tmp_path, cfg, 4, 60.0, [], "python -m icae.scripts.build_compressor --rate 4", legs)
+    assert "- stage 0: 10 steps of 1 context of 2048 tokens, 1.0 min\n" in (tmp_path / "TRAINING.md").read_text()
+
+
 def test_a_record_names_each_stage_tool_output_share(tmp_path):
     cfg = load_config(None, {"curriculum_lengths": [128, 2048], "curriculum_steps": [10, 10],
                              "curriculum_extra_dataset_shares": [0.3, 0.1], "curriculum_segment_sample_ratios": [0.0, 0.5],
