@@ -31,6 +31,7 @@ RECIPES = {
     "bench": "bench",
     "bench-peers": "bench_peers",
     "bench-serve": "bench_serve",
+    "bench-agent": "bench_agent",
     "finetune-squad": "finetune_SQuAD",
     "inference-squad": "inference_SQuAD",
     "squad-fixture": "squad_fixture",

@@ -28,8 +28,9 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", required=True, help="the benchmark's YAML (icae/configs/bench_agent/*.yaml)")
     p.add_argument("--agents", nargs="+", metavar="NAME", help="run only these agents of the spec")
-    for key in ("tasks", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps"):
+    for key in ("tasks", "seed", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps"):
         p.add_argument(f"--{key}", type=int, help=f"replace the spec's {key}")
+    p.add_argument("--mode", choices=["tools", "text"], help="replace the spec's mode (an agent's own mode stays)")
     p.add_argument("--output_dir", help="replace the spec's output_dir")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in output_dir")
     p.add_argument("--benchmarks_md", metavar="FILE", help="put the table into FILE between the spec's markers")
@@ -42,8 +43,8 @@ def output_files(spec, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("tasks", "max_steps", "max_tokens", "window", "window_tasks",
-                                                "window_max_steps", "output_dir")}
+    overrides = {k: getattr(args, k) for k in ("tasks", "seed", "mode", "max_steps", "max_tokens", "window",
+                                                "window_tasks", "window_max_steps", "output_dir")}
     spec = load_spec(args.spec, overrides)
     if args.agents:
         unknown = [n for n in args.agents if n not in {a.name for a in spec.agents}]
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     table = markdown(spec, results)
     atomic_write_text(out / "table.md", table + "\n")
     drew = plot(spec, results, out / "plot.png")
-    print("\n" + table + f"\n\n{seconds:.0f} s in all; results: {out}" + (f", plot: {out / 'plot.png'}" if drew else ""))
+    where = f"results: {out}" + (f", plot: {out / 'plot.png'}" if drew else "")
+    print(f"\n{table}\n\n{seconds:.0f} s in all; {where}")
     if md is not None:
         text = (f"`python -m icae.benchmarks.agent --spec {args.spec}` ({seconds / 60:.1f} min; raw results "
                 f"`{out}/summary.json`)\n\n{table}")

@@ -24,7 +24,7 @@ def steps_fit_text(s: dict) -> str:
         return "n/a"
     passed = [f for f in fits if f is not None]
     if not passed:
-        return f"never in {s['window_max_steps']} steps ({len(fits)} runs)"
+        return f"never in {s['window_max_steps']} steps ({len(fits)} run{'s' if len(fits) != 1 else ''})"
     text = f"{statistics.median(passed):g}"
     return text + (f" ({len(passed)}/{len(fits)} runs passed it)" if len(passed) < len(fits) else "")
 
@@ -32,10 +32,12 @@ def steps_fit_text(s: dict) -> str:
 def markdown(spec, results: dict[str, dict]) -> str:
     lines = [f"{spec.tasks} held-out tasks (seed {spec.seed}), at most {spec.max_steps} steps, {spec.max_tokens} new "
              f"tokens a reply, greedy; window {spec.window} decoder positions"
-             + (f" (steps that fit: {spec.window_tasks} tasks run to {spec.window_max_steps} steps)"
+             + (f" (steps that fit: {spec.window_tasks} task{'s' if spec.window_tasks != 1 else ''} run again to "
+                f"{spec.window_max_steps} steps)"
                 if spec.window_tasks else "") + ".", "",
              ("| agent | observations | mode | success [95% CI] | mean steps | exact actions | per request: prompt "
-              f"tokens / decoder positions | peak positions | peak KV MiB | s / task | steps that fit in {spec.window} |"),
+              "tokens / decoder positions | peak positions | peak KV MiB | s / task | steps that fit in "
+              f"{spec.window} |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         if "not_run" in r:
@@ -65,7 +67,8 @@ def plot(spec, results: dict[str, dict], path: Path) -> bool:
         x, y = s["mean_decoder_positions"], s["success_rate"]
         low, high = s["success_ci95"]
         ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=3)
-        ax.annotate(name, (x, y), fontsize=8, xytext=(5, 3), textcoords="offset points")
+        label = name + (" (positions est.)" if s.get("positions_source") == ["estimated"] else "")
+        ax.annotate(label, (x, y), fontsize=8, xytext=(5, 3), textcoords="offset points")
     ax.set(xlabel="mean decoder positions per request", ylabel="task success rate (95% Wilson interval)",
            ylim=(-0.05, 1.05), title=f"{spec.name}: {spec.tasks} held-out tasks, up and left is better")
     ax.grid(alpha=0.3)

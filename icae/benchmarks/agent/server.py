@@ -39,8 +39,8 @@ def served(serve: dict, log: Path, timeout: float = 600):
 
     serve_config(serve)
     port = free_port()
-    command = [sys.executable, "-m", "icae.serve", "--config_path", str(Path(serve["config"]).resolve()), "--host", "127.0.0.1",
-               "--port", str(port), *[str(o) for o in serve.get("overrides", [])]]
+    command = [sys.executable, "-m", "icae.serve", "--config_path", str(Path(serve["config"]).resolve()),
+               "--host", "127.0.0.1", "--port", str(port), *[str(o) for o in serve.get("overrides", [])]]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as err:
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
