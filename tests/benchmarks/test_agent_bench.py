@@ -189,3 +189,18 @@ def test_a_served_compressor_through_a_real_icae_serve(tmp_path):
     # text mode: the observation (a format error's text, a tool turn) became slots: fewer positions than tokens
     second = text["episodes"][0]["requests"][1]
     assert second["decoder_positions"] < second["prompt_tokens"]
+
+
+@pytest.mark.slow
+def test_an_agent_at_the_base_url_of_a_running_server(tmp_path):
+    """A server the harness did not start: the model's name is the server's first, the counts are the server's."""
+    from icae.benchmarks.agent.server import served
+
+    with served({"config": SERVE, "overrides": ["served_model_name=elsewhere"]}, tmp_path / "server.log") as (url, _):
+        spec = write_spec(tmp_path / "url.yaml", [{"name": "remote", "base_url": url}], tasks=1, max_steps=1)
+        main(["--spec", str(spec)])
+    record = json.loads((tmp_path / "out" / "remote.json").read_text())
+    assert record["model"] == "elsewhere" and record["base"] is None  # nothing to count with here: the server's counts
+    (request,) = record["episodes"][0]["requests"]
+    assert request["source"] == "server" and request["prompt_tokens"] == request["decoder_positions"] > 0
+    assert request["kv_mib"] is None  # no base named (tokenizer:), so no model shape to size the cache with
