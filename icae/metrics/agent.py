@@ -60,7 +60,9 @@ def summarize(episodes: Sequence[dict], window: int) -> dict:
     ``kv_mib``; positions may be None where nothing counted them).
 
     Prompt tokens and decoder positions are means over every request of every episode; peak KV is the largest over
-    all requests; ``steps_fit`` is per episode (None: the window was never passed)."""
+    all requests; ``steps_fit`` is per episode (None: the window was never passed). An episode whose next request
+    the server refused for its own context window (``refused_at``: that step) passed the window there at the latest,
+    though no position count of that request exists."""
     n = len(episodes)
     if n == 0:
         raise ValueError("no episode to summarize")
@@ -70,7 +72,8 @@ def summarize(episodes: Sequence[dict], window: int) -> dict:
     tokens = [r["prompt_tokens"] for r in requests if r.get("prompt_tokens") is not None]
     positions = [r["decoder_positions"] for r in requests if r.get("decoder_positions") is not None]
     kv = [r["kv_mib"] for r in requests if r.get("kv_mib") is not None]
-    over = [first_step_over([r["decoder_positions"] for r in e["requests"]], window) for e in episodes
+    over = [first_step_over([r["decoder_positions"] for r in e["requests"]], window) or e.get("refused_at")
+            for e in episodes
             if e["requests"] and all(r.get("decoder_positions") is not None for r in e["requests"])]
     return {
         "episodes": n, "successes": wins, "success_rate": wins / n, "success_ci95": [low, high],

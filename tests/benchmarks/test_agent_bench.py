@@ -37,12 +37,13 @@ def test_spec_errors_are_one_message_and_exit_2(tmp_path, capsys):
         {"name": "b", "policy": "oracle", "base_url": "http://x/v1"},
         {"name": "c", "serve": {"config": SERVE}, "observations": "truncate"},  # no budget
         {"name": "d", "serve": {"config": SERVE}, "observations": "squeeze", "colour": 1},
+        {"name": "e", "base_url": "http://x/v1", "observations": "truncate", "budget_rate": 4},  # nothing to count with
     ], tasks=0, mode="voice", extra=1)
     code, err = exit_message(capsys, ["--spec", str(spec)])
     assert code == 2 and "Traceback" not in err
     for expected in ("needs exactly one of serve", "policy oracle runs offline", "needs exactly one of budget_tokens",
                      "unknown keys ['colour']", "unknown key 'extra'", "tasks must be an integer >= 1",
-                     "mode must be tools or text", "6 problem(s)"):
+                     "mode must be tools or text", "at a base_url needs tokenizer", "7 problem(s)"):
         assert expected in err, expected
     code, err = exit_message(capsys, ["--spec", str(tmp_path / "missing.yaml")])
     assert code == 2 and "no such file" in err

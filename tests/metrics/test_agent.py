@@ -68,5 +68,8 @@ def test_summarize_by_hand():
     # episode 1 passes 1000 at its 3rd request (2 steps fit), episode 2 at its 3rd too; episode 3 counted nothing
     assert s["steps_fit"] == [2, 2] and s["episodes_over_window"] == 2
     assert summarize(episodes[:1], window=5000)["steps_fit"] == [None]
+    refused = _episode(False, 3, 0.0, 1.0, [1000, 2000, 3000]) | {"refused_at": 4}  # the server refused step 4
+    assert summarize([refused], window=5000)["steps_fit"] == [3]
+    assert summarize([refused], window=2500)["steps_fit"] == [2]  # passed the window before the server refused
     with pytest.raises(ValueError):
         summarize([], 2048)

@@ -70,8 +70,10 @@ def kv_bytes_per_position(base: str | None, agent: AgentSpec, config) -> int | N
 def episode_record(policy: Measured, task: Task, max_steps: int, mode: str) -> dict:
     start = time.perf_counter()
     episode = run_episode(policy, task, max_steps=max_steps, mode=mode)
+    refused = (episode.stopped or "").startswith("context_length_exceeded")
     return {**episode.summary(), "problems": list(episode.problems), "seconds": time.perf_counter() - start,
-            "requests": policy.requests, "messages": episode.messages}
+            "requests": policy.requests, "refused_at": len(policy.requests) + 1 if refused else None,
+            "messages": episode.messages}
 
 
 def run_agent(agent: AgentSpec, spec: BenchSpec, tasks: list[Task], config=None, url: str | None = None,
