@@ -166,19 +166,23 @@ def test_a_full_context_window_stops_the_episode():
 
 @pytest.mark.slow
 def test_a_served_compressor_through_a_real_icae_serve(tmp_path):
-    """tiny-icae-4x behind a real ``icae serve`` subprocess, one task, 2 steps, in tool and text mode (one server)."""
-    serve = {"config": SERVE, "overrides": ["max_batch_size=1"]}
+    """tiny-icae-4x behind a real ``icae serve`` subprocess, one task, 3 steps, in tool and text mode (one server),
+    its context window cut to 980 positions: the tool-mode conversation (851, then 921 positions) outgrows it."""
+    serve = {"config": SERVE, "overrides": ["max_batch_size=1", "model_max_length=980"]}
     spec = write_spec(tmp_path / "served.yaml", [{"name": "tools", "serve": serve},
                                                  {"name": "text", "serve": serve, "mode": "text"}],
-                      tasks=1, max_steps=2, window=900)
+                      tasks=1, max_steps=3, window=900)
     summary = main(["--spec", str(spec)])
     tools = json.loads((tmp_path / "out" / "tools.json").read_text())
     text = json.loads((tmp_path / "out" / "text.json").read_text())
     assert tools["model"] == "tiny-icae-4x" and summary["agents"]["tools"]["summary"]["episodes"] == 1
-    for record in (tools, text):
+    for record, steps in ((tools, 2), (text, 3)):
         requests = record["episodes"][0]["requests"]
-        assert len(requests) == 2 and {r["source"] for r in requests} == {"server"}
+        assert len(requests) == steps and {r["source"] for r in requests} == {"server"}
         assert requests[1]["prompt_tokens"] > requests[0]["prompt_tokens"]
+    episode = tools["episodes"][0]  # the third request did not fit the server's window: the episode ended there
+    assert episode["stopped"].startswith("context_length_exceeded") and episode["refused_at"] == 3
+    assert episode["steps"] == 2 and text["episodes"][0]["stopped"] is None
     # the first request is the system prompt, the tools and the task: counted here as the server counts it
     task = load_spec(spec)
     from icae.agent import heldout_tasks
