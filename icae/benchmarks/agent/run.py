@@ -80,12 +80,10 @@ def run_agent(agent: AgentSpec, spec: BenchSpec, tasks: list[Task], config=None,
               model: str | None = None, log=print) -> dict:
     """Every task (and the window run, if the spec asks for one) for one agent; its record with the summary."""
     mode = agent.mode or spec.mode
-    base = base_of(agent, config)
-    tokenizer = None
-    if base is not None:
-        from icae.models.loading import load_tokenizer, resolve_model_path
+    from icae.models.loading import load_tokenizer, resolve_model_path
 
-        tokenizer = load_tokenizer(base)
+    base = base_of(agent, config)
+    tokenizer = load_tokenizer(base) if base is not None else None  # spec: a budget without a base is refused
     keeper = None
     if agent.observations == "truncate":
         keeper = Truncate(tokenizer, agent.min_tokens, agent.budget_tokens, agent.budget_rate, agent.keep)
