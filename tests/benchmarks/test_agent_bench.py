@@ -43,7 +43,7 @@ def test_spec_errors_are_one_message_and_exit_2(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     for expected in ("needs exactly one of serve", "policy oracle runs offline", "needs exactly one of budget_tokens",
                      "unknown keys ['colour']", "unknown key 'extra'", "tasks must be an integer >= 1",
-                     "mode must be tools or text", "at a base_url needs tokenizer", "7 problem(s)"):
+                     "mode must be tools or text", "without serve (at a base_url, or offline) needs tokenizer", "7 problem(s)"):
         assert expected in err, expected
     code, err = exit_message(capsys, ["--spec", str(tmp_path / "missing.yaml")])
     assert code == 2 and "no such file" in err

@@ -81,9 +81,9 @@ class AgentSpec:
         budgeted = self.observations in ("truncate", "llmlingua")
         if budgeted and (self.budget_tokens is None) == (self.budget_rate is None):
             out.append(f"observations: {self.observations} needs exactly one of budget_tokens or budget_rate")
-        if budgeted and self.base_url is not None and not self.tokenizer:
-            out.append(f"observations: {self.observations} at a base_url needs tokenizer: (the served model's base) "
-                       "to count each observation's budget")
+        if budgeted and self.serve is None and not self.tokenizer:
+            out.append(f"observations: {self.observations} without serve (at a base_url, or offline) needs tokenizer: "
+                       "(the model's base) to count each observation's budget")
         if not budgeted and (self.budget_tokens is not None or self.budget_rate is not None):
             out.append(f"budget_tokens/budget_rate apply to truncate and llmlingua, not {self.observations}")
         if self.budget_tokens is not None and (not isinstance(self.budget_tokens, int) or self.budget_tokens < 1):
