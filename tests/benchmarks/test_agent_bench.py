@@ -209,3 +209,32 @@ def test_an_agent_at_the_base_url_of_a_running_server(tmp_path):
     (request,) = record["episodes"][0]["requests"]
     assert request["source"] == "server" and request["prompt_tokens"] == request["decoder_positions"] > 0
     assert request["kv_mib"] is None  # no base named (tokenizer:), so no model shape to size the cache with
+
+
+def test_llmlingua_keeper_asks_its_worker_once_per_text_at_the_budgets_rate(tokenizer, monkeypatch, tmp_path):
+    """LLMLingua's own environment is not here: its worker is replaced by one that records its jobs."""
+    import icae.benchmarks.peers as peers
+    from icae.benchmarks.agent.policies import LLMLingua
+
+    jobs = []
+
+    def fake_peer(name, job):
+        jobs.append((name, job["rates"], list(job["texts"])))
+        return [{"rate": job["rates"][0], "rows": [{"compressed": f"<{len(t)}>"} for t in job["texts"]]}], None
+
+    monkeypatch.setattr(peers, "run_peer", fake_peer)
+    monkeypatch.setattr(peers, "portable_model_dir", lambda model_dir, out: out)
+    long = " ".join(f"word{i}" for i in range(80))
+    n = len(tokenizer(long, add_special_tokens=False)["input_ids"])
+    keeper = LLMLingua(tokenizer, str(tmp_path), 32, None, 4)
+    messages = [{"role": "user", "content": long}, {"role": "tool", "content": long},
+                {"role": "tool", "content": "short"}]
+    sent = keeper(messages)
+    assert [m["content"] for m in sent] == [long, f"<{len(long)}>", "short"]  # the task and short outputs: whole
+    assert jobs == [("llmlingua", [(n // 4) / n], [long])]
+    keeper(messages + [{"role": "tool", "content": long}])
+    assert len(jobs) == 1  # seen before: from the cache, no second worker call
+    failing = LLMLingua(tokenizer, str(tmp_path), 32, None, 4)
+    monkeypatch.setattr(peers, "run_peer", lambda name, job: (None, "its worker failed (exit 1): boom"))
+    with pytest.raises(RuntimeError, match="LLMLingua: its worker failed"):
+        failing(messages)
