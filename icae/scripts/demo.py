@@ -18,6 +18,7 @@ PNG, and the live run's checkpoint.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,7 +122,7 @@ def plot_losses(log_history: list[dict], path: Path, before: float, after: float
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = list(argv or [])
+    argv = list(sys.argv[1:] if argv is None else argv)  # run as a module, entry() passes None
     if not any(a.startswith("--config_path") for a in argv):
         argv = ["--config_path", str(DEFAULT_CONFIG), *argv]
     config = config_from_cli(argv, description=__doc__)

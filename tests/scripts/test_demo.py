@@ -1,4 +1,7 @@
 import json
+import sys
+
+import pytest
 
 from icae.scripts import demo
 from tests.conftest import png_size
@@ -26,3 +29,18 @@ def test_demo_reports_shipped_compressors_and_a_live_run(tmp_path, shipped_stand
     assert result["steps"] == 6 and written["data"]["eval_samples"] == 8
     assert png_size(tmp_path / "metrics" / "demo_tiny-qwen2-lm_loss.png") == (660, 385)  # (6, 3.5) at 110 dpi
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_the_command_line_reaches_the_demo(monkeypatch, capsys):
+    """``python -m icae.scripts.demo ...`` reads its arguments (entry() calls main(None)): a bad key is refused with
+    exit 2 before anything runs, and --help prints the usage."""
+    from icae.scripts import demo, entry
+
+    monkeypatch.setattr(sys, "argv", ["demo", "no_such_key=1"])
+    with pytest.raises(SystemExit) as raised:
+        entry(demo.main)
+    assert raised.value.code == 2 and "no_such_key" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["demo", "--help"])
+    with pytest.raises(SystemExit) as raised:
+        entry(demo.main)
+    assert raised.value.code == 0 and "--config_path" in capsys.readouterr().out
