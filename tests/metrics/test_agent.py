@@ -73,3 +73,24 @@ def test_summarize_by_hand():
     assert summarize([refused], window=2500)["steps_fit"] == [2]  # passed the window before the server refused
     with pytest.raises(ValueError):
         summarize([], 2048)
+
+
+def test_edges_the_made_cases_do_not_reach():
+    # n/n at n = 16: the formula's upper end is 1 plus a rounding error; the interval stays inside [0, 1]
+    assert wilson_interval(16, 16)[1] == 1.0 and wilson_interval(0, 16)[0] == 0.0
+    with pytest.raises(ValueError, match=r"0 <= successes <= n and n >= 1, got 3/2"):
+        wilson_interval(3, 2)
+    assert first_step_over([1, 2], 1) == 2  # a window of one position is a window
+    with pytest.raises(ValueError, match="window must be at least 1, got 0"):
+        first_step_over([1], 0)
+    head_dim = kv_shape({"num_hidden_layers": 1, "num_attention_heads": 3, "hidden_size": 96})[2]
+    assert head_dim == 32 and isinstance(head_dim, int)  # a count of dimensions, not 32.0
+    with pytest.raises(ValueError, match="^no episode to summarize$"):
+        summarize([], 2048)
+
+
+def test_a_summary_without_counts_says_none_and_names_its_window():
+    s = summarize([_episode(False, 2, 0.0, 1.0, [None, None], [None, None])], window=2048)
+    assert (s["mean_prompt_tokens"], s["mean_decoder_positions"], s["peak_decoder_positions"], s["peak_kv_mib"]) == (
+        None, None, None, None)
+    assert s["window"] == 2048 and s["steps_fit"] == []
