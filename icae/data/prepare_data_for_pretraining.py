@@ -179,6 +179,8 @@ def build_samples(config: Config, tokenizer, show_progress: bool = True) -> tupl
         "extra_sources": list(pre.extra_dataset_repos),
         "extra_tokens": extra_tokens,
         "segment_samples": len(short),
+        "segment_sample_ratio": pre.segment_sample_ratio,  # what shaped the mix: a curriculum stage checks it on reuse
+        "extra_dataset_share": pre.extra_dataset_share if extra_docs else None,
         "train_samples": len(train),
         "eval_samples": len(held),
         "seed": seed,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from icae.config import ConfigError, load_config
 from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpus
-from icae.data.prepare_data_for_pretraining import prepare
+from icae.data.prepare_data_for_pretraining import prepare, sample_lengths
 from icae.models.loading import ASSETS
 from icae.errors import entry
 from icae.training import curriculum
@@ -58,12 +58,32 @@ def ensure_sources(config, count: int) -> None:
         write_tool_outputs("train", source, count, seed=config.seed)
 
 
+def check_stage_data(config, stage: curriculum.Stage) -> None:
+    """Refuse a stage's data prepared with another mix than the config now asks (a stage's data is prepared once and
+    reused by every later leg: an edited share or length would otherwise train on the old data without a word).
+    Data prepared before a key was recorded is taken as it is."""
+    from icae.data.split_paths import INFO_NAME
+
+    info_path = Path(config.pretrain.train_output_file) / INFO_NAME
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    pre = config.pretrain
+    wanted = {"context_length": sample_lengths(config)[0], "segment_sample_ratio": pre.segment_sample_ratio,
+              "extra_dataset_share": pre.extra_dataset_share if pre.extra_dataset_repos else None}
+    problems = [f"stage {stage.index}'s data ({config.pretrain.train_output_file}) was prepared with {key} "
+                f"{info[key]}, the config asks {value}" for key, value in wanted.items() if key in info and info[key] != value]
+    if problems:
+        raise ConfigError(problems + [f"delete {stage.directory / 'data'} (and {stage.directory / 'run'}, to train the "
+                                      "stage anew) to prepare it again, or give the stage its earlier values"],
+                          "build config")
+
+
 def train_stage(config, stage: curriculum.Stage, tool_outputs: int) -> None:
     """Prepare (once), train (resuming from the stage's latest checkpoint) and save one stage's final weights, with its
     log history (each entry with ``train_seconds``, summed over the stage's legs) beside them."""
     if not Path(config.pretrain.train_output_file).is_dir():
         ensure_sources(config, tool_outputs)
         prepare(config)
+    check_stage_data(config, stage)
     trainer = build_trainer(config)
     clock = TrainingClock()
     trainer.add_callback(clock)

@@ -2,7 +2,11 @@
 whose recorded wall-clock counts every leg."""
 
 import json
+from pathlib import Path
 
+import pytest
+
+from icae.config import ConfigError, load_config
 from icae.models import ICAE, load_checkpoint
 from icae.scripts import build_compressor
 from tests.conftest import png_size
@@ -49,3 +53,27 @@ def test_a_curriculum_build_records_each_stage_with_its_segment_share(tmp_path):
     assert "stage 1: 1 steps of 2 contexts of 32 tokens, one-segment windows 0.5 of the samples" in record
     assert "each stage's share below" in record
     assert (work / "4x" / "stage1-32" / "final").is_dir()
+
+
+def test_a_stage_refuses_data_prepared_with_another_mix(tmp_path):
+    from icae.data.split_paths import INFO_NAME
+    from icae.training import curriculum
+
+    cfg = load_config(None, {"curriculum_lengths": [64, 128], "curriculum_steps": [1, 1], "curriculum_mix_from": 1,
+                             "curriculum_extra_dataset_shares": [0.3, 0.1], "curriculum_segment_sample_ratios": [0.0, 0.5],
+                             "extra_dataset_repos": ["more.jsonl"], "restore_from": None})
+    stage = curriculum.plan(cfg, tmp_path)[1]
+    stage_cfg = curriculum.stage_config(cfg, stage, None)
+    data = Path(stage_cfg.pretrain.train_output_file)
+    data.mkdir(parents=True)
+    info = {"context_length": 128, "segment_sample_ratio": 0.5, "extra_dataset_share": 0.1}
+    (data / INFO_NAME).write_text(json.dumps(info))
+    build_compressor.check_stage_data(stage_cfg, stage)  # prepared as asked: taken
+    (data / INFO_NAME).write_text(json.dumps({**info, "extra_dataset_share": 0.3, "segment_sample_ratio": 0.2}))
+    with pytest.raises(ConfigError) as refused:
+        build_compressor.check_stage_data(stage_cfg, stage)
+    assert "prepared with extra_dataset_share 0.3, the config asks 0.1" in str(refused.value)
+    assert "prepared with segment_sample_ratio 0.2, the config asks 0.5" in str(refused.value)
+    assert f"delete {tmp_path / 'stage1-128' / 'data'}" in str(refused.value)
+    (data / INFO_NAME).write_text(json.dumps({"context_length": 128}))  # prepared before the mix was recorded
+    build_compressor.check_stage_data(stage_cfg, stage)

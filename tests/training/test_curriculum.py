@@ -80,6 +80,7 @@ def test_a_stage_extra_share_sets_how_much_code_is_read(corpus, tmp_path):  # no
         window = info["context_length"] + info["continuation_length"]  # read in whole windows, a document's last one cut
         assert info["tokens"] - info["extra_tokens"] < round(info["extra_tokens"] * (1 - share) / share) + 2 * window
     assert infos[1]["tokens"] > infos[0]["tokens"]  # a smaller extra share reads more code
+    assert [(i["extra_dataset_share"], i["segment_sample_ratio"]) for i in infos] == [(0.5, 0.0), (0.2, 0.0)]  # recorded
 
 
 def test_no_curriculum_is_one_stage_at_the_context_length(tmp_path):
