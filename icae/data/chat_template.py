@@ -16,6 +16,7 @@ shipped ChatML template with Hermes tool calls (:data:`TOOLS_TEMPLATE`). Which c
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -95,6 +96,23 @@ def is_observation(role: str, n_tokens: int, user_index: int, compress_roles, th
 
 
 def _render(tokenizer, messages: list[dict], tools, template: str, prompt: bool) -> str:
+    """The template's text for ``messages`` (contents already markers). Cutting the turns renders every prefix of the
+    conversation that ends before an assistant message, and an agent's next request repeats all of them: they are
+    kept (keyed by the marked messages as JSON), so a request renders only what is new since the last one."""
+    try:
+        key = json.dumps([messages, tools])  # key order kept: a template may write dicts as they come
+    except (TypeError, ValueError):  # not JSON (a caller's own objects): rendered each time
+        return _render_now(tokenizer, messages, tools, template, prompt)
+    return _render_kept(tokenizer, key, template, prompt)
+
+
+@functools.lru_cache(maxsize=1024)
+def _render_kept(tokenizer, key: str, template: str, prompt: bool) -> str:
+    messages, tools = json.loads(key)
+    return _render_now(tokenizer, messages, tools, template, prompt)
+
+
+def _render_now(tokenizer, messages: list[dict], tools, template: str, prompt: bool) -> str:
     try:
         return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=prompt,
                                              chat_template=template)

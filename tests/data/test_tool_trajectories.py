@@ -174,3 +174,29 @@ def test_the_agent_recipes_train_both_agents_alike_on_the_tool_call_data():
         assert changed == {"dataset_repo", "output_dir", "max_history_tokens", "max_out_length"}
     first = (Path(configs / "agent_tools_icae.yaml").read_text().splitlines()[0])
     assert first.startswith("# python -m icae.scripts.generate_trajectories ") and "--tools" in first
+
+
+def test_a_longer_request_renders_only_its_new_prefixes_and_the_pieces_do_not_change(model, monkeypatch):
+    """An agent's next request repeats every earlier prefix: they are kept, and the pieces are what rendering each
+    time gives (argument key order included: a kept render is not a re-sorted one)."""
+    from icae.data import chat_template as ct
+
+    tok, template = model.tokenizer, ct.tools_template(model.tokenizer)
+    chat = [*CHAT[:2], {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "z", "type": "function", "function": {"name": "edit", "arguments": json.dumps({"z": 1, "a": 2})}}]},
+        *CHAT[3:]]
+    ct._render_kept.cache_clear()
+    kept = ct.template_pieces(tok, chat, TOOLS, template)
+    renders = []
+    real = ct._render_now
+    monkeypatch.setattr(ct, "_render_now", lambda *a: renders.append(len(a[1])) or real(*a))
+    assert ct.template_pieces(tok, chat, TOOLS, template) == kept  # the same request again: nothing rendered
+    assert renders == []
+    longer = chat + [{"role": "user", "content": "And the tests?"}, {"role": "assistant", "content": "Later."}]
+    ct.template_pieces(tok, longer, TOOLS, template)
+    # the whole conversation with and without the generation prompt (without it, also where the last assistant's
+    # turn ends) and the 10 messages before that turn with the prompt: three renders, every earlier prefix kept
+    assert sorted(renders) == [10, 11, 11]
+    monkeypatch.setattr(ct, "_render", lambda tk, m, tl, tp, pr: real(tk, m, tl, tp, pr))  # no keeping at all
+    assert ct.template_pieces(tok, chat, TOOLS, template) == kept
+    assert '"arguments": {"z": 1, "a": 2}' in "".join(p.text for p in kept[0])
