@@ -77,6 +77,16 @@ def check_stage_data(config, stage: curriculum.Stage) -> None:
                           "build config")
 
 
+def device_name(trainer) -> str:
+    """What a stage trained on, for its record: the accelerator's name, or the CPU threads torch used."""
+    import torch
+
+    device = trainer.args.device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
 def train_stage(config, stage: curriculum.Stage, tool_outputs: int) -> None:
     """Prepare (once), train (resuming from the stage's latest checkpoint) and save one stage's final weights, with its
     log history (each entry with ``train_seconds``, summed over the stage's legs) beside them."""
@@ -93,7 +103,7 @@ def train_stage(config, stage: curriculum.Stage, tool_outputs: int) -> None:
         trainer.save_model(str(staging))
         seconds = clock.offset + time.perf_counter() - clock.started
         atomic_write_json(staging / STAGE_LOG, {"stage": stage.index, "context_length": stage.context_length,
-                                                "train_seconds": round(seconds, 1),
+                                                "train_seconds": round(seconds, 1), "device": device_name(trainer),
                                                 "log_history": trainer.state.log_history})
         staging.rename(stage.final)
     finally:
@@ -148,6 +158,7 @@ def main(argv: list[str] | None = None) -> Path:
         seconds += log["train_seconds"]
         legs.append({"stage": stage.index, "context_length": stage.context_length, "steps": stage.max_steps,
                      "batch_size": stage.batch_size, "train_seconds": log["train_seconds"],
+                     "device": log.get("device"),
                      "segment_sample_ratio": stage_cfg.pretrain.segment_sample_ratio,
                      "extra_dataset_share": stage_cfg.pretrain.extra_dataset_share
                      if stage_cfg.pretrain.extra_dataset_repos else None})
@@ -160,6 +171,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 def ship(final: Path, out: Path, record) -> Path:
     """Copy trained weights into the asset directory with their record, swapping the directory in atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     staging = temp_dir(out.parent, f".{out.name}.")
     try:
         for f in final.iterdir():

@@ -24,6 +24,13 @@ class TrainingClock(TrainerCallback):
             state.log_history[-1]["train_seconds"] = round(self.offset + time.perf_counter() - self.started, 1)
 
 
+def accelerated(leg: dict) -> str | None:
+    """The accelerator a stage trained on (its stage log's ``device``), or None for the CPU (stage logs written before
+    the device was recorded were all trained on this machine's CPU)."""
+    device = leg.get("device") or "cpu"
+    return None if device.startswith("cpu") else device
+
+
 def write_record(out: Path, config, rate: int, seconds: float, log_history: list[dict], command: str,
                  legs: list[dict] | None = None) -> None:
     """TRAINING.md, training_log.json and loss.png of a build; ``legs``: the curriculum's stages, each with its
@@ -43,7 +50,8 @@ def write_record(out: Path, config, rate: int, seconds: float, log_history: list
                      if leg.get("segment_sample_ratio") is not None else "") +
                      (f", tool outputs {leg['extra_dataset_share']} of the tokens" if shares and leg.get(
                          "extra_dataset_share") is not None else "") +
-                     f", {leg['train_seconds'] / 60:.1f} min\n" for leg in legs or [])
+                     f", {leg['train_seconds'] / 60:.1f} min" + (f" on {accelerated(leg)}" if accelerated(leg) else "")
+                     + "\n" for leg in legs or [])
     steps = sum(leg["steps"] for leg in legs) if legs else config.training.steps
     pre = config.pretrain
     if legs:
@@ -63,7 +71,9 @@ def write_record(out: Path, config, rate: int, seconds: float, log_history: list
         f"- {steps} steps" + (f" in {len(legs)} curriculum stages (whole contexts of many segments, each decoded "
                               "from all its slots)" if legs else f" of {config.training.per_device_train_batch_size} "
                               "samples") + f", lr {config.training.get('learning_rate')} cosine (per stage); "
-        f"{seconds / 3600:.2f} h of training on this machine\n{stages}"
+        f"{seconds / 3600:.2f} h of training " + ("on 2 CPU cores, except the stages marked with their accelerator"
+                                                  if any(accelerated(leg) for leg in legs or []) else "on this machine")
+        + f"\n{stages}"
         f"- held-out: modules n-z of the standard library (never read by the base or the compressor)\n\n"
         f"| step | context tokens | held-out AE loss | token accuracy | BLEU-1 (greedy, whole context) | exact match |\n"
         f"|---|---|---|---|---|---|\n{rows}\n\n"

@@ -40,7 +40,7 @@ def test_a_build_writes_a_loadable_asset_and_a_resumed_build_counts_every_leg(tm
 
 
 def test_a_curriculum_build_records_each_stage_with_its_segment_share(tmp_path):
-    work, out = tmp_path / "work", tmp_path / "asset"
+    work, out = tmp_path / "work", tmp_path / "new" / "asset"  # an --out whose folder does not exist yet
     build_compressor.main(["--rate", "4", "--work", str(work), "--out", str(out), "max_steps=2", *FEW,
                            "curriculum_lengths=[64,32]", "curriculum_steps=[2,1]", "curriculum_batch_sizes=[2,2]",
                            "curriculum_segment_sample_ratios=[0.0,0.5]", "segment_sample_ratio=0.25",
@@ -48,6 +48,7 @@ def test_a_curriculum_build_records_each_stage_with_its_segment_share(tmp_path):
     log = json.loads((out / "training_log.json").read_text())
     assert [(leg["context_length"], leg["steps"], leg["segment_sample_ratio"]) for leg in log["legs"]] == [
         (64, 2, 0.0), (32, 1, 0.5)]
+    assert {leg["device"].split(" (")[0] for leg in log["legs"]} == {"cpu"}  # what each stage trained on
     assert [h["step"] for h in log["log_history"] if "loss" in h] == [1, 2, 3]  # stage 1's step counts on from 2
     record = (out / "TRAINING.md").read_text()
     assert "stage 1: 1 steps of 2 contexts of 32 tokens, one-segment windows 0.5 of the samples" in record

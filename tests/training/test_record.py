@@ -38,3 +38,18 @@ def test_without_stage_shares_the_record_gives_the_one_share(tmp_path):
     text = (tmp_path / "TRAINING.md").read_text()
     assert "(generated tool outputs, 0.3 of the tokens)" in text
     assert "tool outputs 0.3 of the tokens, 2.0" not in text  # said once, not per stage
+
+
+def test_a_stage_trained_on_an_accelerator_says_so_and_cpu_stages_do_not(tmp_path):
+    cfg = load_config(None, {"curriculum_lengths": [128, 2048], "curriculum_steps": [10, 10], "restore_from": None})
+    legs = _legs([None, None])
+    legs[0]["device"], legs[1]["device"] = "cpu (2 threads)", "NVIDIA H200"
+    write_record(tmp_path, cfg, 8, 240.0, [], "python -m icae.scripts.build_compressor --rate 8", legs)
+    text = (tmp_path / "TRAINING.md").read_text()
+    assert "2048 tokens, one-segment windows 0.5 of the samples, 2.0 min on NVIDIA H200\n" in text
+    assert "128 tokens, one-segment windows 0.0 of the samples, 2.0 min\n" in text
+    assert "h of training on 2 CPU cores, except the stages marked with their accelerator" in text
+    del legs[1]["device"]  # a stage log written before devices were recorded: this machine's CPU
+    write_record(tmp_path, cfg, 8, 240.0, [], "python -m icae.scripts.build_compressor --rate 8", legs)
+    text = (tmp_path / "TRAINING.md").read_text()
+    assert "H200" not in text and "h of training on this machine" in text
