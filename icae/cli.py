@@ -46,6 +46,7 @@ RECIPES = {
     "reconstruct": "interactive_autoencoder",
     "serve": "serve",
     "build-compressor": "build_compressor",
+    "build-simple-llm": "build_simple_llm",
     "build-tokenizer": "build_tiny_tokenizer",
     "write-tool-outputs": "write_tool_outputs",
     "tool-output-stats": "tool_output_stats",

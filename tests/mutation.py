@@ -37,7 +37,8 @@ TARGETS = {
     "layouts": (["icae/models/layouts.py"], ["tests/models/test_spans.py"], ["icae.models.layouts.x_span_inputs__mutmut_*"]),
     "serve_tools": (["icae/serve/tools.py"], ["tests/serve/test_protocol_tools.py"], []),
     "curriculum": (["icae/training/curriculum.py"], ["tests/training/test_curriculum.py"], []),
-    "chat_template": (["icae/data/chat_template.py"], ["tests/data/test_tool_trajectories.py"], []),
+    "chat_template": (["icae/data/chat_template.py"],
+                      ["tests/data/test_chat_template.py", "tests/data/test_tool_trajectories.py"], []),
 }
 
 # The one-line bugs issue #23 found surviving the suite: (name, file, text, its mutation, the tests that must fail).

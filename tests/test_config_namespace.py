@@ -73,9 +73,10 @@ def test_help_names_only_models_that_resolve_here():
     """A built-in or shipped model named in a key's help (`icae keys`) is one the loader knows by that name."""
     import re
 
-    from icae.models.loading import SEGMENT_COMPRESSORS, SHIPPED_COMPRESSORS, SHIPPED_MODELS, TINY_MODELS
+    from icae.models.loading import (CONTROL_CHECKPOINTS, SEGMENT_COMPRESSORS, SHIPPED_COMPRESSORS, SHIPPED_MODELS,
+                                     TINY_MODELS)
 
-    known = {*TINY_MODELS, *SHIPPED_MODELS, *SHIPPED_COMPRESSORS, *SEGMENT_COMPRESSORS}
+    known = {*TINY_MODELS, *SHIPPED_MODELS, *SHIPPED_COMPRESSORS, *SEGMENT_COMPRESSORS, *CONTROL_CHECKPOINTS}
     named = {name for cls in [*SECTIONS.values(), TrainingKeys] for f in dataclasses.fields(cls)
              for name in re.findall(r"\b(?:tiny|mini)-[a-z0-9]+(?:-[a-z0-9]+)*", f.metadata.get("help", ""))}
     assert {"tiny-qwen2", "tiny-qwen2-lm"} <= named  # the model key's help was read

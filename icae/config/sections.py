@@ -188,6 +188,11 @@ class PretrainArguments(Section):
         "Share of the training tokens that extra_dataset_repos make up: dataset_repo is read only until its tokens are "
         "(1 - share) / share times theirs (and token_num). None: every document of every source.", None
     )
+    loss_per_sample: bool = _help(
+        "Average each sample's loss over its own tokens, then over the samples (every sample weighs the same), instead "
+        "of over all the batch's tokens. With segment_sample_ratio, a 32-token one-segment window beside 2,048-token "
+        "contexts otherwise weighs 1/64 of one of them.", False
+    )
     segment_sample_ratio: float = _help(
         "Share of the training samples that are one-segment windows (fixed_mem_size * mean_compression_rate tokens) "
         "of the same documents, added beside the context_length samples so that long-context training keeps reading "

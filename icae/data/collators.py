@@ -37,7 +37,8 @@ class PretrainingCollator:
     ``sample_id`` and the seed (so a resumed run makes the same choices); a sample whose continuation is shorter than
     ``min_tokens_for_lm`` always autoencodes. With ``lm_lambda`` every sample trains both objectives on one compressed
     context, and the loss is ``(1 - lambda) * AE + lambda * LM``. ``ae_end``: what ends an AE target (default EOS;
-    the original layout ends it with the chat template's end of turn, as the original).
+    the original layout ends it with the chat template's end of turn, as the original). ``loss_per_sample``: each row
+    weighs the same in its objective's loss, whatever its length (see the model's ``forward``).
     """
 
     pad_token_id: int
@@ -48,6 +49,7 @@ class PretrainingCollator:
     leave_tokens_for_lm: int = 0
     seed: int = 0
     ae_end: tuple[int, ...] | None = None
+    loss_per_sample: bool = False
 
     def uses_lm(self, sample_id: int) -> bool:
         return random.Random(self.seed * 1_000_003 + int(sample_id)).random() < self.lm_ratio
@@ -87,6 +89,8 @@ class PretrainingCollator:
         }
         if self.lm_lambda is not None:
             batch["mode_weights"] = {"ae": 1.0 - self.lm_lambda, "lm": self.lm_lambda}
+        if self.loss_per_sample:
+            batch["loss_per_sample"] = True
         return batch
 
 

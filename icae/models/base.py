@@ -241,6 +241,7 @@ class CompressorBase(nn.Module, abc.ABC):
         spans: Sequence[Sequence[Span]] | None = None,
         prefix_ids=None,
         prefix_attention_mask: torch.Tensor | None = None,
+        loss_per_sample: bool = False,
     ) -> CompressorOutput:
         """Compress ``input_ids`` (the contexts) and score ``target_ids`` in the ``mode`` layout(s).
 
@@ -251,6 +252,8 @@ class CompressorBase(nn.Module, abc.ABC):
         precomputed ``memory`` may replace ``input_ids``. ``spans`` (one list of :class:`Span` per row) selects the
         interleaved layout instead: see :meth:`forward_spans`. ``prefix_ids`` (original layout): tokens read before the
         memory, inside the framed user turn (RepoQA's first instruction).
+        ``loss_per_sample``: each row's mean cross-entropy over its own target tokens, averaged over the rows (of each
+        layout), instead of the mean over all target tokens, so that a short row weighs as much as a long one.
         """
         if spans is not None:
             return self.forward_spans(spans)
@@ -288,6 +291,9 @@ class CompressorBase(nn.Module, abc.ABC):
                                      ignore_index=layouts.IGNORE, reduction="none").view(batch, keep - 1)
         counted = target != layouts.IGNORE  # (batch, keep - 1)
         row_sum, row_count = (token_loss * counted).sum(dim=1), counted.sum(dim=1)
+        num_target_tokens = row_count.sum()
+        if loss_per_sample:  # each row its own mean, then a mean over rows (a row with no target counts for nothing)
+            row_sum, row_count = row_sum / row_count.clamp(min=1), (row_count > 0).to(row_sum.dtype)
         mode_losses = {}
         for m in dict.fromkeys(modes):
             rows = torch.tensor([x == m for x in modes], device=row_sum.device)
@@ -297,7 +303,7 @@ class CompressorBase(nn.Module, abc.ABC):
         else:
             loss = row_sum.sum() / row_count.sum().clamp(min=1)
         return CompressorOutput(loss=loss, logits=logits, labels=labels, mode_losses=mode_losses,
-                                num_target_tokens=row_count.sum(), memory=memory if return_memory else None)
+                                num_target_tokens=num_target_tokens, memory=memory if return_memory else None)
 
     def _targets(self, modes, context_rows, targets, target_mask) -> list[torch.Tensor]:
         if targets is not None:

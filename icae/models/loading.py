@@ -29,9 +29,13 @@ SHIPPED_COMPRESSORS = {"tiny-icae-4x": ASSETS / "tiny-icae-4x", "tiny-icae-8x": 
 # a long text's slots read together poorly): kept loadable, and the long builds' restore_from.
 SEGMENT_COMPRESSORS = {"tiny-icae-4x-segment": ASSETS / "tiny-icae-4x-segment",
                        "tiny-icae-8x-segment": ASSETS / "tiny-icae-8x-segment"}
-REBUILD = {"tiny-icae-4x": "--rate 4 --config icae/configs/compressor_long_4x.yaml",
-           "tiny-icae-8x": "--rate 8 --config icae/configs/compressor_long_8x.yaml",
-           "tiny-icae-4x-segment": "--rate 4", "tiny-icae-8x-segment": "--rate 8"}
+# The equal-compute control: SimpleLLM's LoRA pretrained as a language model for tiny-icae-4x's token budget
+# (icae.scripts.build_simple_llm); SimpleLLM fine-tunes start from it with restore_from.
+CONTROL_CHECKPOINTS = {"tiny-llm-pretrained": ASSETS / "tiny-llm-pretrained"}
+REBUILD = {"tiny-icae-4x": "build_compressor --rate 4 --config icae/configs/compressor_long_4x.yaml",
+           "tiny-icae-8x": "build_compressor --rate 8 --config icae/configs/compressor_long_8x.yaml",
+           "tiny-icae-4x-segment": "build_compressor --rate 4", "tiny-icae-8x-segment": "build_compressor --rate 8",
+           "tiny-llm-pretrained": "build_simple_llm"}
 TINY_MODELS = {"tiny-qwen2": "qwen2", "tiny-qwen3": "qwen3", "tiny-mistral": "mistral"}
 FAMILIES = ("qwen2", "qwen3", "mistral")
 # Random-initialised models with the shapes of real ones, built in memory (never written to disk), for benchmarks.
@@ -148,14 +152,14 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A shipped compressor's name (``tiny-icae-4x``) -> its checkpoint directory; anything else unchanged."""
+    """A shipped checkpoint's name (``tiny-icae-4x``, ``tiny-llm-pretrained``) -> its directory; anything else
+    unchanged."""
     name = str(name_or_path)
-    shipped = {**SHIPPED_COMPRESSORS, **SEGMENT_COMPRESSORS}
+    shipped = {**SHIPPED_COMPRESSORS, **SEGMENT_COMPRESSORS, **CONTROL_CHECKPOINTS}
     if name in shipped and not Path(name).exists():
         path = shipped[name]
         if not (path / "model.safetensors").is_file():
-            raise UserError(f"{name} is missing from {path}; rebuild it: python -m icae.scripts.build_compressor "
-                            f"{REBUILD.get(name, '')}".rstrip())
+            raise UserError(f"{name} is missing from {path}; rebuild it: python -m icae.scripts.{REBUILD[name]}")
         return path
     return Path(name_or_path)
 

@@ -38,7 +38,7 @@ from icae.errors import entry
 from icae.training import curriculum
 from icae.training.pretraining import build_trainer
 from icae.training.trainer import resolve_resume
-from icae.training.record import TrainingClock, write_record
+from icae.training.record import TrainingClock, ship, write_record
 from icae.utils.io import atomic_write_json, temp_dir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -166,26 +166,7 @@ def main(argv: list[str] | None = None) -> Path:
     command = (f"python -m icae.scripts.build_compressor --rate {args.rate}" + (f" --config {args.config}" if
                args.config else "") + (" " + " ".join(rest) if rest else ""))
     return ship(Path(restore), out, lambda staging: write_record(staging, config, args.rate, seconds, history, command,
-                                                                 legs))
-
-
-def ship(final: Path, out: Path, record) -> Path:
-    """Copy trained weights into the asset directory with their record, swapping the directory in atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = temp_dir(out.parent, f".{out.name}.")
-    try:
-        for f in final.iterdir():
-            if f.is_file() and f.name != STAGE_LOG:
-                shutil.copy2(f, staging / f.name)
-        record(staging)
-        if out.exists():
-            print(f"replacing the existing {out}")
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"{out}: record in {out / 'TRAINING.md'}")
-    return out
+                                                                 legs), skip=(STAGE_LOG,))
 
 
 def build_single(config, args, rest, out: Path) -> Path:

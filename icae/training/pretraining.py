@@ -22,7 +22,7 @@ def make_collator(config: Config, layout: Layout) -> PretrainingCollator:
     return PretrainingCollator(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                lm_ratio=pre.lm_ratio, lm_lambda=pre.lm_lambda, min_tokens_for_lm=pre.min_tokens_for_lm,
                                leave_tokens_for_lm=pre.leave_tokens_for_lm, seed=config.seed,
-                               ae_end=tuple(layout.ae_end))
+                               ae_end=tuple(layout.ae_end), loss_per_sample=pre.loss_per_sample)
 
 
 def build_trainer(config: Config, callbacks=None) -> PretrainingTrainer:

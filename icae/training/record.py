@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from icae.utils.io import atomic_write_json, atomic_write_text
+from icae.utils.io import atomic_write_json, atomic_write_text, temp_dir
 from icae.utils.plotting import pyplot, save_png
 
 
@@ -95,3 +96,23 @@ def write_record(out: Path, config, rate: int, seconds: float, log_history: list
             ax.legend(fontsize=8)
         fig.suptitle(f"tiny-icae-{rate}x")
         save_png(fig, out / "loss.png", dpi=100)
+
+
+def ship(final: Path, out: Path, record, skip: tuple[str, ...] = ()) -> Path:
+    """Copy trained weights (the files of ``final``, but ``skip``) into the asset directory ``out`` with their record
+    (``record(staging)`` writes it), swapping the directory in atomically; an existing one is replaced, said so."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = temp_dir(out.parent, f".{out.name}.")
+    try:
+        for f in final.iterdir():
+            if f.is_file() and f.name not in skip:
+                shutil.copy2(f, staging / f.name)
+        record(staging)
+        if out.exists():
+            print(f"replacing the existing {out}")
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"{out}: record in {out / 'TRAINING.md'}")
+    return out

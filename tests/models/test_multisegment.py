@@ -57,3 +57,28 @@ def test_multi_segment_ae_batch_equals_the_samples_one_at_a_time(family):
     # The batch loss is the token-weighted mean of the samples' losses (every target token counts once).
     expected = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
     assert batch.loss.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_loss_per_sample_weighs_each_sample_the_same_whatever_its_length():
+    """A one-segment window beside long contexts: by token it weighs its 17 targets of the batch's; per sample, a third."""
+    model = make_model(use_position_identifiers=True)
+    rows = contexts(model, seed=2)[:2] + [contexts(model, seed=3)[1][:16]]  # 50 and 37 tokens, then one 16-token segment
+    feats = [{"sample_id": i, "input_ids": r, "continuation_ids": list(range(20, 40))} for i, r in enumerate(rows)]
+    by_token = PretrainingCollator(pad_token_id=model.tokenizer.pad_token_id, eos_token_id=model.tokenizer.eos_token_id,
+                                   lm_lambda=0.25, min_tokens_for_lm=8, leave_tokens_for_lm=4)
+    by_sample = PretrainingCollator(**{**by_token.__dict__, "loss_per_sample": True})
+    assert "loss_per_sample" not in by_token(feats) and by_sample(feats)["loss_per_sample"] is True
+    ae_alone, lm_alone = [], []
+    for f in feats:
+        out = model(**by_token([f]))
+        ae_alone.append(out.mode_losses["ae"].item())
+        lm_alone.append(out.mode_losses["lm"].item())
+    sample = model(**by_sample(feats))
+    assert sample.mode_losses["ae"].item() == pytest.approx(sum(ae_alone) / 3, rel=1e-4)
+    assert sample.mode_losses["lm"].item() == pytest.approx(sum(lm_alone) / 3, rel=1e-4)
+    assert sample.loss.item() == pytest.approx(0.75 * sum(ae_alone) / 3 + 0.25 * sum(lm_alone) / 3, rel=1e-4)
+    token = model(**by_token(feats))
+    ae_targets = [len(r) + 1 for r in rows]  # every context token, then EOS
+    assert token.mode_losses["ae"].item() == pytest.approx(
+        sum(loss * n for loss, n in zip(ae_alone, ae_targets)) / sum(ae_targets), rel=1e-4)
+    assert sample.num_target_tokens == token.num_target_tokens  # throughput still counts tokens

@@ -158,3 +158,13 @@ def test_pretraining_config_errors(tmp_path):
                        f"output_dir={tmp_path}/o", "use_cpu=true"])
     with pytest.raises(ConfigError, match="model_type: icae"):
         pretrain.main(["model_type=llm", f"output_dir={tmp_path}/o", "use_cpu=true"])
+
+
+def test_the_pretraining_collator_follows_loss_per_sample():
+    from icae.config import load_config
+    from icae.training.pretraining import make_collator
+    from tests.conftest import make_model
+
+    layout = make_model().layout
+    assert make_collator(load_config(None, {"loss_per_sample": True}), layout).loss_per_sample is True
+    assert make_collator(load_config(None, {}), layout).loss_per_sample is False  # by token, as the original
