@@ -41,3 +41,16 @@ def test_building_does_not_touch_the_global_random_state(tmp_path):
     torch.manual_seed(5)
     build_tiny_model("qwen2", tmp_path / "m", hidden_size=32)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_missing_shipped_checkpoint_names_the_command_that_rebuilds_it(tmp_path, monkeypatch):
+    from icae.errors import UserError
+    from icae.models import loading
+
+    monkeypatch.setitem(loading.CONTROL_CHECKPOINTS, "tiny-llm-pretrained", tmp_path / "gone")
+    monkeypatch.setitem(loading.SHIPPED_COMPRESSORS, "tiny-icae-4x", tmp_path / "gone4x")
+    with pytest.raises(UserError, match=r"rebuild it: python -m icae\.scripts\.build_simple_llm$"):
+        loading.resolve_checkpoint("tiny-llm-pretrained")
+    with pytest.raises(UserError, match=r"rebuild it: python -m icae\.scripts\.build_compressor --rate 4 --config "
+                                        r"icae/configs/compressor_long_4x\.yaml$"):
+        loading.resolve_checkpoint("tiny-icae-4x")
