@@ -138,5 +138,7 @@ def test_messages_that_are_not_json_are_rendered_without_the_cache(tokenizer):
         pass
 
     messages = [{"role": "user", "content": Name("hi"), "extra": {1, 2}}]
-    pieces, prompt = ct.template_pieces(tokenizer, messages, [], PLAIN)
-    assert "".join(p.text for p in pieces) == "user: hi\n" and prompt == "assistant: "
+    tools = [{"type": "function", "function": {"name": "open"}}]
+    with_tools = "{% if tools %}[{{ tools | length }} tool]{% endif %}" + PLAIN
+    pieces, prompt = ct.template_pieces(tokenizer, messages, tools, with_tools)
+    assert "".join(p.text for p in pieces) == "[1 tool]user: hi\n" and prompt == "assistant: "
