@@ -191,7 +191,8 @@ class PretrainArguments(Section):
     loss_per_sample: bool = _help(
         "Average each sample's loss over its own tokens, then over the samples (every sample weighs the same), instead "
         "of over all the batch's tokens. With segment_sample_ratio, a 32-token one-segment window beside 2,048-token "
-        "contexts otherwise weighs 1/64 of one of them.", False
+        "contexts otherwise weighs 1/64 of one of them. Pretraining's training loss only (evaluation and fine-tuning "
+        "average per token).", False
     )
     segment_sample_ratio: float = _help(
         "Share of the training samples that are one-segment windows (fixed_mem_size * mean_compression_rate tokens) "

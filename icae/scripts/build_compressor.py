@@ -101,7 +101,7 @@ def train_stage(config, stage: curriculum.Stage, tool_outputs: int) -> None:
     staging = temp_dir(stage.directory, ".final.")
     try:
         trainer.save_model(str(staging))
-        seconds = clock.offset + time.perf_counter() - clock.started
+        seconds = clock.seconds(trainer.state)
         atomic_write_json(staging / STAGE_LOG, {"stage": stage.index, "context_length": stage.context_length,
                                                 "train_seconds": round(seconds, 1), "device": device_name(trainer),
                                                 "log_history": trainer.state.log_history})
@@ -178,7 +178,7 @@ def build_single(config, args, rest, out: Path) -> Path:
     clock = TrainingClock()
     trainer.add_callback(clock)
     trainer.train(resume_from_checkpoint=resolve_resume(config, trainer.args.output_dir))
-    seconds = clock.offset + time.perf_counter() - clock.started  # every leg of a resumed build
+    seconds = clock.seconds(trainer.state)  # every leg of a resumed build
     final = temp_dir(Path(config.training.output_dir), ".final.")
     try:
         trainer.save_model(str(final))

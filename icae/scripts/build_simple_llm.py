@@ -2,7 +2,7 @@
 on the compressors' text, for as many tokens as ``tiny-icae-4x`` read.
 
     python -m icae.scripts.build_simple_llm                       # -> icae/assets/tiny-llm-pretrained
-    python -m icae.scripts.build_simple_llm --tokens 200000 --out /tmp/try   # any budget; key=value overrides too
+    python -m icae.scripts.build_simple_llm --tokens 200000 --work /tmp/try --out /tmp/try/asset   # a try
 
 Why: downstream, ICAE starts from ``tiny-icae-4x``, whose decoder adapter was pretrained for hours on code and tool
 outputs, while SimpleLLM's LoRA started from nothing, so ICAE-against-SimpleLLM measured pretraining as much as
@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 from icae.config import load_config
@@ -43,7 +42,8 @@ MATCHED = ("tiny-icae-4x-segment", "tiny-icae-4x")  # the compressor's single-se
 
 
 def compressor_tokens(checkpoints=MATCHED) -> int:
-    """Context tokens the compressor's encoder read in training, summed over the records (``training_log.json``) of
+    """Context tokens the compressor's encoder read in training, nominally (every sample counted at its full window:
+    a document's last, shorter windows make it an upper bound), summed over the records (``training_log.json``) of
     ``checkpoints``: a single run's steps x batch x segment, and each curriculum stage's steps x batch x its mean
     sample (one-segment windows are ``segment_sample_ratio`` of the samples, the rest ``context_length`` tokens)."""
     total = 0
@@ -77,7 +77,7 @@ def write_llm_record(out: Path, config, tokens: int, budget_from: str, seconds: 
         f"Rebuild: `{command}` (Python 3.11's standard library is the corpus).\n\n"
         f"- base: `{config.model.model_name_or_path}` (frozen), LoRA r={config.model.lora_r} on "
         f"{', '.join(config.model.lora_target_modules)}\n"
-        f"- {t.steps} steps of {t.per_device_train_batch_size} windows of {context} + {continuation} tokens: "
+        f"- {t.steps} step{'s' if t.steps != 1 else ''} of {t.per_device_train_batch_size} windows of {context} + {continuation} tokens: "
         f"{t.steps * t.per_device_train_batch_size * (context + continuation):,} tokens, for a budget of {tokens:,} "
         f"({budget_from}); lr {t.get('learning_rate')} cosine; {seconds / 60:.1f} min of training on this machine\n"
         f"- text: {Path(config.data.dataset_repo).name} with {', '.join(Path(x).name for x in p.extra_dataset_repos)} "
@@ -85,6 +85,35 @@ def write_llm_record(out: Path, config, tokens: int, budget_from: str, seconds: 
         "- held-out: modules n-z of the standard library (never read by the base, the compressors or this)\n\n"
         f"Held-out loss (perplexity): before training (the base alone) {before:.3f} ({math.exp(before):.1f}), after "
         f"{after:.3f} ({math.exp(after):.1f}).\n\n| step | held-out loss | perplexity |\n|---|---|---|\n{rows}\n"))
+
+
+def check_run(config, out: Path, steps: int) -> None:
+    """Refuse, before anything is prepared or trained, what would otherwise fail after training or load silently
+    wrong: an asset path that is a file (or under one), windows prepared with other keys, and a checkpoint in
+    ``output_dir`` past this budget's steps (it would be shipped under this budget's record)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    problems = []
+    blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        problems.append(f"--out {out}: {blocker} is a file; give a directory path")
+    info_path = Path(config.pretrain.train_output_file) / "icae_prepare_info.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        context, continuation = sample_lengths(config)
+        want = {"context_length": context, "continuation_length": continuation,
+                "extra_dataset_share": config.pretrain.extra_dataset_share}
+        differ = [f"{k} {info[k]} (asked: {v})" for k, v in want.items() if k in info and info[k] != v]
+        if differ:
+            problems.append(f"the windows in {info_path.parent.parent} were prepared with {', '.join(differ)}: delete "
+                            "that folder to prepare them again, or pass another --work")
+    run = Path(config.training.output_dir)
+    last = get_last_checkpoint(str(run)) if run.is_dir() else None
+    if last is not None and int(Path(last).name.split("-")[-1]) > steps:
+        problems.append(f"{last} is past this budget's {steps} steps: pass another --work (or output_dir=) for a "
+                        "smaller budget")
+    if problems:
+        raise UserError("build_simple_llm: " + "; ".join(problems))
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -106,12 +135,15 @@ def main(argv: list[str] | None = None) -> Path:
         f"eval_output_file={work / 'llm' / 'data' / 'eval'}", f"output_dir={work / 'llm' / 'run'}", *rest])
     if config.model.model_type != "llm" or not config.model.use_lora:
         raise UserError("build_simple_llm trains a SimpleLLM's LoRA: set model_type: llm and use_lora: true")
+    if any(r.lstrip("-").startswith("max_steps") for r in rest):
+        raise UserError("build_simple_llm sets max_steps from the token budget: pass --tokens instead")
     extra = [str(work / s) if not Path(s).is_absolute() else s for s in config.pretrain.extra_dataset_repos]
     budget_from = "given by --tokens" if args.tokens else f"what {' + '.join(MATCHED)} read, from their records"
     tokens = args.tokens or compressor_tokens()
     context, continuation = sample_lengths(config)
     steps = max(1, round(tokens / (config.training.per_device_train_batch_size * (context + continuation))))
     config = config.replace(extra_dataset_repos=extra, max_steps=steps)
+    check_run(config, Path(args.out), steps)
     for source in extra:
         if not Path(source).is_file():
             from icae.data.tool_outputs import write_tool_outputs  # as build_compressor makes them
@@ -131,15 +163,15 @@ def main(argv: list[str] | None = None) -> Path:
     before = trainer.evaluate()["eval_loss"]  # LoRA B starts at zero: the base model alone
     clock = TrainingClock()
     trainer.add_callback(clock)
-    print(f"{steps} steps of {config.training.per_device_train_batch_size} x {context + continuation} tokens "
-          f"(budget {tokens:,} tokens)")
+    print(f"{steps} step{'s' if steps != 1 else ''} of {config.training.per_device_train_batch_size} x "
+          f"{context + continuation} tokens (budget {tokens:,} tokens)")
     trainer.train(resume_from_checkpoint=resolve_resume(config, trainer.args.output_dir))
-    seconds = clock.offset + time.perf_counter() - clock.started
+    seconds = clock.seconds(trainer.state)
     final = Path(config.training.output_dir) / "final"
     shutil.rmtree(final, ignore_errors=True)
     trainer.save_model(str(final))
-    command = "python -m icae.scripts.build_simple_llm" + (f" --tokens {args.tokens}" if args.tokens else "") + (
-        " " + " ".join(rest) if rest else "")
+    command = ("python -m icae.scripts.build_simple_llm" + (f" --config {args.config}" if args.config != str(CONFIG)
+               else "") + (f" --tokens {args.tokens}" if args.tokens else "") + (" " + " ".join(rest) if rest else ""))
     return ship(final, Path(args.out), lambda staging: write_llm_record(
         staging, config, tokens, budget_from, seconds, before, trainer.state.log_history, command))
 

@@ -41,7 +41,7 @@ class LMTrainer(ICAETrainer):
         simple = self.accelerator.unwrap_model(model)
         if not isinstance(simple, SimpleLLM) or not simple.args.use_lora:
             raise TypeError("LMTrainer trains a SimpleLLM's LoRA (model_type: llm, use_lora: true)")
-        out = model.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+        out = simple.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                           labels=inputs["labels"], use_cache=False)
         return (out.loss, out) if return_outputs else out.loss
 

@@ -16,9 +16,19 @@ class TrainingClock(TrainerCallback):
     """Adds ``train_seconds`` to every log entry: the wall-clock of training so far, summed over the legs of a resumed
     build (a resumed leg starts from the last value its checkpoint's log holds)."""
 
+    def __init__(self):
+        self.offset, self.started = 0.0, None  # None: no leg trained (a finished run loaded as it is)
+
     def on_train_begin(self, args, state, control, **kwargs):
         self.offset = max((h.get("train_seconds", 0.0) for h in state.log_history), default=0.0)
         self.started = time.perf_counter()
+
+    def seconds(self, state) -> float:
+        """The build's wall-clock of training: every leg's, this one's included; for a run that a finished checkpoint
+        held (no leg trained now), the last value its log holds."""
+        if self.started is None:
+            return max((h.get("train_seconds", 0.0) for h in state.log_history), default=0.0)
+        return self.offset + time.perf_counter() - self.started
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.log_history:  # the entry this event just appended (``logs`` is a copy of it)
@@ -72,8 +82,9 @@ def write_record(out: Path, config, rate: int, seconds: float, log_history: list
         f"- {steps} steps" + (f" in {len(legs)} curriculum stages (whole contexts of many segments, each decoded "
                               "from all its slots)" if legs else f" of {config.training.per_device_train_batch_size} "
                               "samples") + f", lr {config.training.get('learning_rate')} cosine (per stage); "
-        f"{seconds / 3600:.2f} h of training " + ("on 2 CPU cores, except the stages marked with their accelerator"
-                                                  if any(accelerated(leg) for leg in legs or []) else "on this machine")
+        f"{seconds / 3600:.2f} h of training " + ("in all: the stages marked with their accelerator there, the rest on "
+                                                  "this machine's CPU" if any(accelerated(leg) for leg in legs or [])
+                                                  else "on this machine")
         + f"\n{stages}"
         f"- held-out: modules n-z of the standard library (never read by the base or the compressor)\n\n"
         f"| step | context tokens | held-out AE loss | token accuracy | BLEU-1 (greedy, whole context) | exact match |\n"

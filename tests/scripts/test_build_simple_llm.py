@@ -3,6 +3,7 @@ build end to end whose asset a SimpleLLM fine-tune restores."""
 
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -89,6 +90,22 @@ def test_a_small_build_writes_a_simple_llm_that_fine_tunes_restore(tmp_path):
                                      lora_target_modules=model.args.lora_target_modules, restore_from=str(out)))
     for k, v in tuned.trainable_state_dict().items():
         torch.testing.assert_close(v, model.trainable_state_dict()[k])
+
+    # The same build again: the finished checkpoint is loaded as it is and shipped again, said so.
+    build_simple_llm.main(["--work", str(work), "--out", str(out), "--tokens", "480", *SMALL])
+    again = json.loads((out / "training_log.json").read_text())["train_seconds"]
+    assert again == pytest.approx(log["train_seconds"], abs=2.0) and again > 0  # the first run's clock, not zero
+    # Refused before anything runs: a smaller budget over the finished run, windows prepared with another length,
+    # an asset path under a file, and max_steps (the budget sets it).
+    refusals = [(["--tokens", "96"], "checkpoint-5 is past this budget's 1 steps"),
+                (["--tokens", "480", "context_length=16"], "were prepared with context_length 32 (asked: 16)"),
+                (["--tokens", "480", "max_steps=3"], "sets max_steps from the token budget: pass --tokens instead")]
+    for extra, message in refusals:
+        with pytest.raises(UserError, match=re.escape(message)):
+            build_simple_llm.main(["--work", str(work), "--out", str(out), *SMALL, *extra])
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'a_file'} is a file")):
+        build_simple_llm.main(["--work", str(work), "--out", str(tmp_path / "a_file" / "x"), "--tokens", "480", *SMALL])
 
 
 def test_a_compressor_config_is_refused(tmp_path):

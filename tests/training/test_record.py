@@ -48,7 +48,7 @@ def test_a_stage_trained_on_an_accelerator_says_so_and_cpu_stages_do_not(tmp_pat
     text = (tmp_path / "TRAINING.md").read_text()
     assert "2048 tokens, one-segment windows 0.5 of the samples, 2.0 min on NVIDIA H200\n" in text
     assert "128 tokens, one-segment windows 0.0 of the samples, 2.0 min\n" in text
-    assert "h of training on 2 CPU cores, except the stages marked with their accelerator" in text
+    assert "h of training in all: the stages marked with their accelerator there, the rest on this machine's CPU" in text
     del legs[1]["device"]  # a stage log written before devices were recorded: this machine's CPU
     write_record(tmp_path, cfg, 8, 240.0, [], "python -m icae.scripts.build_compressor --rate 8", legs)
     text = (tmp_path / "TRAINING.md").read_text()
