@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from icae.config import ConfigError, load_config
-from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpus
+from icae.data.corpus import TOOL_OUTPUTS, ensure_build_corpora, ensure_extra_sources
 from icae.data.prepare_data_for_pretraining import prepare, sample_lengths
 from icae.models.loading import ASSETS
 from icae.errors import entry
@@ -43,19 +43,6 @@ from icae.utils.io import atomic_write_json, temp_dir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STAGE_LOG = "stage_log.json"
-
-
-def ensure_sources(config, count: int) -> None:
-    """Write the generated training tool outputs that the config reads and that are missing; refuse other missing
-    sources."""
-    for source in config.pretrain.extra_dataset_repos:
-        if Path(source).exists():
-            continue
-        if not Path(source).name.startswith("tool_outputs"):
-            raise ConfigError([f"extra_dataset_repos: {source} does not exist"], "build config")
-        from icae.data.tool_outputs import write_tool_outputs  # made once, before the first stage that reads them
-
-        write_tool_outputs("train", source, count, seed=config.seed)
 
 
 def check_stage_data(config, stage: curriculum.Stage) -> None:
@@ -91,7 +78,7 @@ def train_stage(config, stage: curriculum.Stage, tool_outputs: int) -> None:
     """Prepare (once), train (resuming from the stage's latest checkpoint) and save one stage's final weights, with its
     log history (each entry with ``train_seconds``, summed over the stage's legs) beside them."""
     if not Path(config.pretrain.train_output_file).is_dir():
-        ensure_sources(config, tool_outputs)
+        ensure_extra_sources(config.pretrain.extra_dataset_repos, tool_outputs, config.seed)
         prepare(config)
     check_stage_data(config, stage)
     trainer = build_trainer(config)
@@ -120,7 +107,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--work", default="runs/build_compressor", help="corpora, prepared data and checkpoints")
     parser.add_argument("--out", default=None, help="the asset directory (default icae/assets/tiny-icae-<rate>x for a "
                                                     "curriculum, icae/assets/tiny-icae-<rate>x-segment for one run)")
-    parser.add_argument("--tool_outputs", type=int, default=3000,
+    parser.add_argument("--tool_outputs", type=int, default=TOOL_OUTPUTS,
                         help="records of generated training tool outputs, when the recipe's extra_dataset_repos names "
                              "a missing tool_outputs*.jsonl in the work directory")
     args, rest = parser.parse_known_args(argv)
@@ -131,10 +118,7 @@ def main(argv: list[str] | None = None) -> Path:
     config = load_config(recipe, [
         f"dataset_repo={corpus}", f"eval_dataset_repo={held}", f"train_output_file={work / 'data' / 'train'}",
         f"eval_output_file={work / 'data' / 'eval'}", f"output_dir={work / 'run'}", *rest])
-    if not corpus.is_file():
-        write_corpus(corpus, base_corpus_files("wide"))
-    if not held.is_file():
-        write_stdlib_corpus(held, "n", "z")
+    ensure_build_corpora(corpus, held)
     extra = [str(Path(args.work) / s) if not Path(s).is_absolute() else s for s in config.pretrain.extra_dataset_repos]
     config = config.replace(extra_dataset_repos=extra)  # relative sources live in the work directory
     stages = curriculum.plan(config, work) if config.pretrain.curriculum_lengths else None
@@ -172,7 +156,7 @@ def main(argv: list[str] | None = None) -> Path:
 def build_single(config, args, rest, out: Path) -> Path:
     """The single-run build (no curriculum): one pretraining run, resumed from its checkpoints."""
     if not Path(config.pretrain.train_output_file).is_dir():
-        ensure_sources(config, args.tool_outputs)
+        ensure_extra_sources(config.pretrain.extra_dataset_repos, args.tool_outputs, config.seed)
         prepare(config)
     trainer = build_trainer(config)
     clock = TrainingClock()

@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 
 from icae.config import load_config
-from icae.data.corpus import base_corpus_files, write_corpus, write_stdlib_corpus
+from icae.data.corpus import ensure_build_corpora, ensure_extra_sources
 from icae.data.prepare_data_for_pretraining import load_pretraining, prepare, sample_lengths
 from icae.errors import UserError, entry
 from icae.models import build_model
@@ -144,15 +144,8 @@ def main(argv: list[str] | None = None) -> Path:
     steps = max(1, round(tokens / (config.training.per_device_train_batch_size * (context + continuation))))
     config = config.replace(extra_dataset_repos=extra, max_steps=steps)
     check_run(config, Path(args.out), steps)
-    for source in extra:
-        if not Path(source).is_file():
-            from icae.data.tool_outputs import write_tool_outputs  # as build_compressor makes them
-
-            write_tool_outputs("train", source, 3000, seed=config.seed)
-    if not corpus.is_file():
-        write_corpus(corpus, base_corpus_files("wide"))
-    if not held.is_file():
-        write_stdlib_corpus(held, "n", "z")
+    ensure_extra_sources(extra, seed=config.seed)  # the same text as build_compressor's, written once for both
+    ensure_build_corpora(corpus, held)
     if not Path(config.pretrain.train_output_file).is_dir():
         prepare(config)
     split = load_pretraining(config)

@@ -59,9 +59,10 @@ def test_multi_segment_ae_batch_equals_the_samples_one_at_a_time(family):
     assert batch.loss.item() == pytest.approx(expected, rel=1e-4)
 
 
-def test_loss_per_sample_weighs_each_sample_the_same_whatever_its_length():
+@pytest.mark.parametrize("family", ["tiny-qwen2", "tiny-mistral"])
+def test_loss_per_sample_weighs_each_sample_the_same_whatever_its_length(family):
     """A one-segment window beside long contexts: by token it weighs its 17 targets of the batch's; per sample, a third."""
-    model = make_model(use_position_identifiers=True)
+    model = make_model(family, use_position_identifiers=True)
     rows = contexts(model, seed=2)[:2] + [contexts(model, seed=3)[1][:16]]  # 50 and 37 tokens, then one 16-token segment
     feats = [{"sample_id": i, "input_ids": r, "continuation_ids": list(range(20, 40))} for i, r in enumerate(rows)]
     by_token = PretrainingCollator(pad_token_id=model.tokenizer.pad_token_id, eos_token_id=model.tokenizer.eos_token_id,
