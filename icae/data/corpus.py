@@ -107,9 +107,6 @@ def write_stdlib_corpus(out: str | Path, first: str = "n", last: str = "z", root
     return write_corpus(out, top_level_modules(first, last, root), root)
 
 
-TOOL_OUTPUTS = 3000  # records of generated training tool outputs the builds write when a recipe reads them
-
-
 def ensure_build_corpora(corpus: str | Path, held: str | Path) -> None:
     """The text every build reads (``build_compressor``, ``build_simple_llm``), written once and then shared: the base
     corpus (standard-library modules a-m, tests and packages: what the base LM trained on) and modules n-z, held out."""
@@ -117,21 +114,6 @@ def ensure_build_corpora(corpus: str | Path, held: str | Path) -> None:
         write_corpus(corpus, base_corpus_files("wide"))
     if not Path(held).is_file():
         write_stdlib_corpus(held, "n", "z")
-
-
-def ensure_extra_sources(sources: list[str], count: int = TOOL_OUTPUTS, seed: int = 0) -> None:
-    """Write the generated training tool outputs (``tool_outputs*.jsonl``) that a recipe's ``extra_dataset_repos``
-    names and that are missing; refuse any other missing source."""
-    for source in sources:
-        if Path(source).exists():
-            continue
-        if not Path(source).name.startswith("tool_outputs"):
-            from icae.config import ConfigError
-
-            raise ConfigError([f"extra_dataset_repos: {source} does not exist"], "build config")
-        from icae.data.tool_outputs import write_tool_outputs  # made once, before the first stage that reads them
-
-        write_tool_outputs("train", source, count, seed=seed)
 
 
 def main(argv: list[str] | None = None) -> Path:

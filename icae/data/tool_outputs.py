@@ -178,3 +178,19 @@ def write_tool_outputs(split: str, out: str | Path, count: int, seed: int = 0, m
     print(f"{out}: {len(rows)} {split} records in {time.perf_counter() - start:.0f} s "
           f"({', '.join(f'{k} {n}' for k, n in sorted(made.items()))}; {sum(r['truncated'] for r in rows)} cut)")
     return out
+
+
+TRAIN_RECORDS = 3000  # generated training tool outputs a build writes when its recipe reads them
+
+
+def ensure_extra_sources(sources: list[str], count: int = TRAIN_RECORDS, seed: int = 0) -> None:
+    """Write the generated training tool outputs (``tool_outputs*.jsonl``) that a recipe's ``extra_dataset_repos``
+    names and that are missing; refuse any other missing source."""
+    for source in sources:
+        if Path(source).exists():
+            continue
+        if not Path(source).name.startswith("tool_outputs"):
+            from icae.config import ConfigError
+
+            raise ConfigError([f"extra_dataset_repos: {source} does not exist"], "build config")
+        write_tool_outputs("train", source, count, seed=seed)  # made once, before the first stage that reads them

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from icae.config import ConfigError, load_config
-from icae.data.corpus import TOOL_OUTPUTS, ensure_build_corpora, ensure_extra_sources
+from icae.data.corpus import ensure_build_corpora
+from icae.data.tool_outputs import TRAIN_RECORDS, ensure_extra_sources
 from icae.data.prepare_data_for_pretraining import prepare, sample_lengths
 from icae.models.loading import ASSETS
 from icae.errors import entry
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--work", default="runs/build_compressor", help="corpora, prepared data and checkpoints")
     parser.add_argument("--out", default=None, help="the asset directory (default icae/assets/tiny-icae-<rate>x for a "
                                                     "curriculum, icae/assets/tiny-icae-<rate>x-segment for one run)")
-    parser.add_argument("--tool_outputs", type=int, default=TOOL_OUTPUTS,
+    parser.add_argument("--tool_outputs", type=int, default=TRAIN_RECORDS,
                         help="records of generated training tool outputs, when the recipe's extra_dataset_repos names "
                              "a missing tool_outputs*.jsonl in the work directory")
     args, rest = parser.parse_known_args(argv)

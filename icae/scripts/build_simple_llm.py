@@ -27,7 +27,8 @@ import shutil
 from pathlib import Path
 
 from icae.config import load_config
-from icae.data.corpus import ensure_build_corpora, ensure_extra_sources
+from icae.data.corpus import ensure_build_corpora
+from icae.data.tool_outputs import ensure_extra_sources
 from icae.data.prepare_data_for_pretraining import load_pretraining, prepare, sample_lengths
 from icae.errors import UserError, entry
 from icae.models import build_model
