@@ -20,6 +20,11 @@ model emits ``tool_calls`` in: each record is what the agent environment's tool-
 results carrying the call's id), with ``"tools": TOOLS``; the trajectory loader renders it as ``icae serve`` renders
 those messages and tools. A task whose oracle run does not succeed (a file whose line numbering the tools read
 differently) is left out and counted.
+
+``--renames K``: after each trajectory, K renamed copies of it (:mod:`icae.data.renamed_tasks`: the same file and
+line under a new function name and another definition's summary, as the tools would show them on a tree so renamed),
+so that a model trained on them must copy the name, path, line and summary from what it reads instead of recalling
+them. Ids ``<id>_r<k>``; the new names and summaries are drawn from the sources' own identifiers and docstrings.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 
 from icae.agent import HELDOUT_SOURCES, TOOLS, Task, TaskTree, oracle_policy, run_episode
 from icae.agent.tasks import HELDOUT_PACKAGES
+from icae.data import renamed_tasks as rn
 from icae.data import trajectory_tools as tt
 from icae.data.corpus import stdlib_dir, top_level_modules
 from icae.data.tool_context import site_packages
@@ -94,8 +100,11 @@ def heldout_inside(sources: list[Path]) -> list[str]:
                    if h.resolve() == r or h.resolve().is_relative_to(r) or r.is_relative_to(h.resolve())})
 
 
-def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False) -> list[dict]:
-    """``num`` trajectories (at most one per function) drawn by ``seed``; ``tools``: as tool calls (the same tasks)."""
+def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False, renames: int = 0) -> list[dict]:
+    """``num`` trajectories (at most one per function) drawn by ``seed``; ``tools``: as tool calls (the same tasks);
+    ``renames``: each followed by that many renamed copies (the copies drawn by ``seed`` too)."""
+    if renames < 0:
+        raise ValueError(f"renames must be >= 0, got {renames}")
     candidates = []
     for root in sources:
         if not root.is_dir():
@@ -106,10 +115,20 @@ def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False) 
     rng = random.Random(seed)
     chosen = rng.sample(candidates, min(num, len(candidates)))
     if not tools:
-        return [make_trajectory(root, f, i) for i, (root, f) in enumerate(chosen)]
-    trees = {root: TaskTree.whole(root) for root in sources}
-    rows = [tool_record(trees[root], f, i) for i, (root, f) in enumerate(chosen)]
-    return [r for r in rows if r is not None]
+        rows = [make_trajectory(root, f, i) for i, (root, f) in enumerate(chosen)]
+    else:
+        trees = {root: TaskTree.whole(root) for root in sources}
+        rows = [tool_record(trees[root], f, i) for i, (root, f) in enumerate(chosen)]
+    kept = [(r, f) for r, (_, f) in zip(rows, chosen) if r is not None]
+    if not renames:
+        return [r for r, _ in kept]
+    texts = [p.read_text(encoding="utf-8", errors="replace") for root in sources for p in tt.python_files(root)]
+    taken = rn.identifiers(texts)
+    parts, pool, named = rn.name_parts(taken), rn.summaries(texts), random.Random(f"renames-{seed}")
+    out = []
+    for record, (_, name, _, summary) in kept:
+        out += [record, *rn.renamed_copies(record, name, summary, renames, named, parts, pool, taken)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -121,6 +140,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--num", type=int, default=20, help="Number of trajectories (at most one per function).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tools", action="store_true", help="Write OpenAI tool calls, with the tools list.")
+    p.add_argument("--renames", type=int, default=0,
+                   help="After each trajectory, this many renamed copies (a new function name and summary).")
     p.add_argument("--out", required=True, help="Output .jsonl file.")
     a = p.parse_args(argv)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -133,7 +154,9 @@ def main(argv: list[str] | None = None) -> Path:
                         f"lie in the sources, e.g. {inside[:3]}: write training trajectories from other trees "
                         "(the recipes use the DOWNSTREAM packages json email http logging urllib concurrent importlib "
                         "xml.etree)")
-    rows = generate(sources, a.num, a.seed, a.tools)
+    if a.renames < 0:
+        raise UserError(f"--renames must be 0 or more, got {a.renames}")
+    rows = generate(sources, a.num, a.seed, a.tools, a.renames)
     atomic_write_jsonl(a.out, rows)
     print(f"{a.out}: {len(rows)} trajectories" + (" (tool calls)" if a.tools else ""))
     return Path(a.out)
