@@ -81,4 +81,10 @@ def make_envs(python: str = "python3") -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m icae.benchmarks.peers", description=(
+        "Create the peers' virtual environments under .peers/ (what `make peers` runs): "
+        + "; ".join(f"{n}: {s['install']}" for n, s in PEERS.items())
+        + ". An environment already made is left as it is.")).parse_args()
     make_envs()

@@ -14,19 +14,23 @@ import torch
 
 from icae.benchmarks.peers import portable_model_dir, run_peer
 from icae.data.squad import load_squad_task
-from icae.metrics import squad_scores
+from icae.metrics import context_value_kept, squad_scores
 from icae.models import SimpleLLM, load_checkpoint
 from icae.models.auto import layout_for
 from icae.models.loading import load_base_model
 
 
 @torch.no_grad()
-def answers(model, contexts: list[list[int]], samples, max_new: int) -> list[dict]:
-    """EM/F1 of greedy answers read after ``contexts`` (one per sample, in the model's memory layout)."""
+def answers(model, contexts: list[list[int]], samples, max_new: int, memory: str = "slots") -> list[dict]:
+    """EM/F1 of greedy answers read after ``contexts`` (one per sample, in the model's memory layout; an empty one
+    reads the end-of-text token alone). ``memory``: ``"slots"`` (what ``compress`` gives: SimpleLLM's tokens), or for
+    ICAE's decoder ``"none"`` (slots removed) and ``"tokens"`` (the context's tokens where the slots go)."""
     out = []
     for context, sample in zip(contexts, samples):
-        memory = model.compress([context or [model.tokenizer.eos_token_id]])
-        ids = model.generate(memory, [sample.prompt_ids], mode="ft", max_new_tokens=max_new)[0]
+        rows = [context or [model.tokenizer.eos_token_id]]
+        memory_ = model.token_memory([torch.tensor(rows[0])]) if memory == "tokens" else model.compress(rows)
+        memory_ = memory_.without_slots() if memory == "none" else memory_
+        ids = model.generate(memory_, [sample.prompt_ids], mode="ft", max_new_tokens=max_new)[0]
         out.append(squad_scores(model.tokenizer.decode(ids, skip_special_tokens=True).strip(), sample.answers))
     return out
 
@@ -34,6 +38,25 @@ def answers(model, contexts: list[list[int]], samples, max_new: int) -> list[dic
 def summary(method: str, budget, scores: list[dict], kept: float) -> dict:
     return {"method": method, "budget": budget, "exact_match": statistics.fmean(s["exact_match"] for s in scores),
             "f1": statistics.fmean(s["f1"] for s in scores), "context_kept": kept}
+
+
+def value_kept(rows: list[dict]) -> list[dict]:
+    """``context_value_kept`` on F1 (:func:`icae.metrics.context_value_kept`), each row against the ends measured
+    on its own decoder: SimpleLLM's full and no context, or ICAE's decoder reading the context as tokens and with
+    its slots removed (``context_value_ends``: [no context, full context]); None for the ends themselves."""
+    f1 = {r["method"]: r["f1"] for r in rows}
+    family_ends = {"SimpleLLM": (f1.get("SimpleLLM, no context"), f1.get("SimpleLLM, full context")),
+                   "ICAE": (f1.get("ICAE, slots removed"), f1.get("ICAE, context as tokens"))}
+    out = []
+    for row in rows:
+        family = row["method"].split(" ", 1)[0].rstrip(",")
+        none, full = family_ends[family]
+        endpoint = row["method"] in ("SimpleLLM, no context", "SimpleLLM, full context", "ICAE, slots removed",
+                                     "ICAE, context as tokens")
+        ends = None if endpoint or none is None or full is None else [none, full]
+        kept = None if ends is None else context_value_kept(row["f1"], *ends)
+        out.append({**row, "context_value_kept": kept, "context_value_ends": ends})
+    return out
 
 
 def merged_model_dir(model: SimpleLLM, out: Path) -> Path:
@@ -62,10 +85,13 @@ def qa(config, budgets: list[int]) -> tuple[list[dict], dict]:
     samples = load_squad_task(squad, layout_for(squad.model, llm.tokenizer), train=False).test
     contexts = [s.input_ids for s in samples]
     max_new = config.inference.max_out_length
-    rows = [summary("SimpleLLM, full context", 1, answers(llm, contexts, samples, max_new), 1.0)]
+    rows = [summary("SimpleLLM, full context", 1, answers(llm, contexts, samples, max_new), 1.0),
+            summary("SimpleLLM, no context", 0, answers(llm, [[] for _ in contexts], samples, max_new), 0.0)]
     icae_rate = icae.args.mean_compression_rate
     rows.append(summary(f"ICAE ({icae_rate}x slots)", icae_rate, answers(icae, contexts, samples, max_new),
                         1 / icae_rate))
+    rows.append(summary("ICAE, slots removed", 0, answers(icae, contexts, samples, max_new, "none"), 0.0))
+    rows.append(summary("ICAE, context as tokens", 1, answers(icae, contexts, samples, max_new, "tokens"), 1.0))
     for r in budgets:
         for side, cut in (("last", lambda c: c[-max(1, len(c) // r):]), ("first", lambda c: c[: max(1, len(c) // r)])):
             rows.append(summary(f"SimpleLLM, truncated (keep {side})", r,
@@ -97,4 +123,4 @@ def qa(config, budgets: list[int]) -> tuple[list[dict], dict]:
         rows.append(summary(f"SimpleLLM + kvpress-{row['press']}", round(1 / (1 - row["ratio"])), scores,
                             1 - row["ratio"]))
     info.update(questions=len(samples), llm=str(b.bench_squad_llm), icae=str(b.bench_squad_icae))
-    return rows, info
+    return value_kept(rows), info

@@ -37,6 +37,14 @@ class BenchArguments(Section):
     bench_speed_context: int = _help("bench_peers: context tokens of the speed measures.", 2048)
     bench_speed_slots: int = _help("bench_peers: ICAE's slots per segment in the speed measures (k).", 128)
     bench_questions: int = _help("bench_peers: questions answered from one compressed context (the cached case).", 4)
+    bench_parts: list[str] = _help(
+        "bench_peers: what to measure, any of quality (continuation), squad, speed (with training efficiency; the "
+        "longest part: 20 min on 2 cores).", default_factory=lambda: ["quality", "squad", "speed"])
+    bench_reader: Optional[str] = _help(
+        "bench_peers: the decoder the full context, no context, truncation, LLMLingua and kvpress read with (quality "
+        "rows; SQuAD reads with bench_squad_llm): None: the base LM as it is; a SimpleLLM checkpoint (e.g. "
+        "tiny-llm-pretrained, the LM pretrained for as many tokens as the compressor read): its LoRA merged into the "
+        "base.", None)
     bench_squad_llm: Optional[str] = _help("bench_peers: a SimpleLLM fine-tuned on SQuAD (its context gets compressed "
                                            "by the peers); None: no SQuAD comparison.", None)
     bench_squad_icae: Optional[str] = _help("bench_peers: an ICAE fine-tuned on SQuAD, beside it.", None)
@@ -50,6 +58,9 @@ class BenchArguments(Section):
             values = getattr(self, name)
             if not values or any(v <= 0 for v in values):
                 out.append(f"{name} must be a non-empty list of positive integers, got {values}")
+        unknown = sorted(set(self.bench_parts) - {"quality", "squad", "speed"})
+        if not self.bench_parts or unknown:
+            out.append(f"bench_parts must be a non-empty list of quality, squad, speed; got {self.bench_parts}")
         out += _at_least(self, 1, "bench_repeats") + _at_least(self, 0, "bench_prompt_tokens")
         return out + _at_least(self, 1, "bench_train_context_length", optional=True)
 

@@ -370,19 +370,24 @@ def truncate(turns: list[Turn], max_tokens: int, memory_length) -> list[Turn]:
     return turns[:keep]
 
 
-def trajectory_rows(turns: list[Turn], drop_memory: bool = False) -> list[tuple[list[Span], list[int]]]:
+def trajectory_rows(turns: list[Turn], drop_memory: bool = False,
+                    as_tokens: bool = False) -> list[tuple[list[Span], list[int]]]:
     """The decoder rows that score every assistant turn of a trajectory, each with the turn index of every span.
 
     One row when no turn has a think block (under the causal mask it scores each turn on its history), else one row
     per assistant turn (that turn's header reads the think block, the history's do not), as the original trains.
-    ``drop_memory``: compressed observations left out (their header and footer stay), the no-memory baseline.
+    ``drop_memory``: compressed observations left out (their header and footer stay), the no-memory baseline;
+    ``as_tokens``: each read as its tokens where its slots would go, the full-context end of "context value kept".
     """
+    if drop_memory and as_tokens:
+        raise ValueError("drop_memory and as_tokens exclude each other")
+
     def spans_of(indexed):
         out, owner = [], []
         for i, spans in indexed:
             for span in spans:
                 if not (drop_memory and span.compress):
-                    out.append(span)
+                    out.append(Span(span.ids, compress=False, loss=span.loss) if as_tokens and span.compress else span)
                     owner.append(i)
         return out, owner
 

@@ -38,3 +38,15 @@ def positional_match(reference: Sequence[int], hypothesis: Sequence[int]) -> flo
     if not reference:
         return float(not hypothesis)
     return sum(1 for r, h in zip(reference, hypothesis) if r == h) / len(reference)
+
+
+def context_value_kept(method: float, no_context: float, full_context: float) -> float | None:
+    """The share of what reading the full context adds over reading none that ``method`` keeps, all three on the same
+    decoder: ``(method - no_context) / (full_context - no_context)``. 1 keeps all of it, 0 none; above 1 the method
+    beats the full context, below 0 it does worse than no context. ``None`` when the full context adds nothing on
+    that decoder (``full_context <= no_context``: there is no value to keep, and the ratio's sign would invert, e.g. a
+    decoder fine-tuned to read slots that reads its context's plain tokens worse than none)."""
+    gain = full_context - no_context
+    if gain <= 1e-12:
+        return None
+    return (method - no_context) / gain

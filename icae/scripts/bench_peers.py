@@ -37,46 +37,63 @@ from icae.utils.io import atomic_write_json, atomic_write_text
 from icae.utils.plotting import pyplot, save_png
 
 
+def _kept(row: dict) -> str:
+    """A row's context value kept; "undefined" where its decoder reads the full context no better than none; blank
+    for the ends it is measured against (and rows from before it existed)."""
+    if row.get("context_value_kept") is not None:
+        return f"{row['context_value_kept']:.2f}"
+    return "undefined (full <= none)" if row.get("context_value_ends") else ""
+
+
 def markdown(result: dict) -> str:
-    q, s = result["quality"], result["speed"]
-    info = result["quality_info"]
-    lines = [f"Quality: {info['samples']} held-out windows per budget, each as long as that budget's compressor's "
-             f"segment, continuation of {info['continuation_tokens']} tokens, `tiny-qwen2-lm`.", "",
-             "| context tokens | method | budget | context kept | continuation token accuracy | loss |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['context_tokens']} | {r['method']} | {r['budget']}x | {r['context_kept']:.2f} | "
-              f"{r['token_accuracy']:.3f} | {r['loss']:.3f} |" for r in q]
+    """The tables of the parts measured (``bench_parts``), then what did not run and why."""
+    q, s, info = result["quality"], result["speed"], result["quality_info"]
+    lines = []
+    if q:
+        lines += [f"Quality: {info['samples']} held-out windows per budget, each as long as that budget's compressor's "
+                  f"segment, continuation of {info['continuation_tokens']} tokens; every method but ICAE reads with "
+                  f"`{info.get('reader', 'tiny-qwen2-lm')}`. Context value kept: (method - no context) / (full "
+                  "context - no context) in token accuracy, on the method's own decoder (ICAE: its decoder with the "
+                  "slots removed and reading the context as tokens).", "",
+                  "| context tokens | method | budget | context kept | continuation token accuracy | loss | "
+                  "context value kept |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['context_tokens']} | {r['method']} | {r['budget']}x | {r['context_kept']:.2f} | "
+                  f"{r['token_accuracy']:.3f} | {r['loss']:.3f} | {_kept(r)} |" for r in q]
     if result["squad"]:
         lines += ["", f"SQuAD: {result['squad_info']['questions']} dev questions; the SimpleLLM fine-tuned on SQuAD "
-                  "reads its context as each method leaves it; the ICAE fine-tuned on SQuAD reads slots.", "",
-                  "| method | budget | context kept | EM | F1 |", "|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['budget']}x | {r['context_kept']:.2f} | {r['exact_match']:.3f} | {r['f1']:.3f} |"
-                  for r in result["squad"]]
-    lines += ["", f"Speed: {s['info']['model']} (random weights), {s['info']['context_tokens']}-token context, "
-              f"{s['info']['new_tokens']} new tokens, {s['info']['threads']} threads, medians of "
-              f"{s['info']['repeats']} interleaved repeats.", "",
-              "| method | budget | latency (s) | latency / full | time to first token / full | peak MiB | KV cache MiB |",
-              "|---|---|---|---|---|---|---|"]
-    for r in s["rows"]:
-        ttft = f"{r['ttft_over_full']:.2f}" if r.get("ttft_over_full") is not None else ""
-        peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else ""
-        lines.append(f"| {r['method']} | {r['budget']}x | {r['latency_seconds']:.2f} | {r['latency_over_full']:.2f} | "
-                     f"{ttft} | {peak} | {r['kv_cache_mib']:.1f} |")
-    lines += ["", "Training efficiency (one AE step; FLOPs counted from the shapes, matmul FLOP/s measured in the same run):",
-              "", "| model | batch x context | step (s) | achieved GFLOP/s | matmul GFLOP/s | fraction |", "|---|---|---|---|---|---|"]
-    for name, t in result["training"].items():
-        lines.append(f"| {name} | {t['batch']} x {t['context']} | {t['seconds']:.2f} | {t['achieved_flops'] / 1e9:.1f} | "
-                     f"{t['matmul_flops'] / 1e9:.1f} | {t['fraction_of_matmul']:.2f} |")
-    for peer, why in {**result["quality_info"]["not_run"], **result["squad_info"]["not_run"],
-                      **s["info"]["not_run"]}.items():
+                  "reads its context as each method leaves it; the ICAE fine-tuned on SQuAD reads slots. Context value "
+                  "kept in F1, on the method's own decoder.", "",
+                  "| method | budget | context kept | EM | F1 | context value kept |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['budget']}x | {r['context_kept']:.2f} | {r['exact_match']:.3f} | {r['f1']:.3f} "
+                  f"| {_kept(r)} |" for r in result["squad"]]
+    if s["rows"]:
+        lines += ["", f"Speed: {s['info']['model']} (random weights), {s['info']['context_tokens']}-token context, "
+                  f"{s['info']['new_tokens']} new tokens, {s['info']['threads']} threads, medians of "
+                  f"{s['info']['repeats']} interleaved repeats.", "",
+                  "| method | budget | latency (s) | latency / full | time to first token / full | peak MiB | "
+                  "KV cache MiB |", "|---|---|---|---|---|---|---|"]
+        for r in s["rows"]:
+            ttft = f"{r['ttft_over_full']:.2f}" if r.get("ttft_over_full") is not None else ""
+            peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else ""
+            lines.append(f"| {r['method']} | {r['budget']}x | {r['latency_seconds']:.2f} | "
+                         f"{r['latency_over_full']:.2f} | {ttft} | {peak} | {r['kv_cache_mib']:.1f} |")
+    if result["training"]:
+        lines += ["", "Training efficiency (one AE step; FLOPs counted from the shapes, matmul FLOP/s measured in the "
+                  "same run):", "", "| model | batch x context | step (s) | achieved GFLOP/s | matmul GFLOP/s | "
+                  "fraction |", "|---|---|---|---|---|---|"]
+        for name, t in result["training"].items():
+            lines.append(f"| {name} | {t['batch']} x {t['context']} | {t['seconds']:.2f} | "
+                         f"{t['achieved_flops'] / 1e9:.1f} | {t['matmul_flops'] / 1e9:.1f} | "
+                         f"{t['fraction_of_matmul']:.2f} |")
+    for peer, why in {**info["not_run"], **result["squad_info"]["not_run"], **s["info"]["not_run"]}.items():
         lines.append(f"\nNot run: {peer}: {why}")
-    return "\n".join(lines)
+    return "\n".join(lines).lstrip("\n")
 
 
 def plot(result: dict, path: Path) -> bool:
     """Quality against speed, one panel per budget, one point per method (the full context in every panel)."""
     plt = pyplot()
-    if plt is None:
+    if plt is None or not result["quality"] or not result["speed"]["rows"]:  # it places quality against speed
         return False
     budgets = result["config"]["bench_budgets"]
     speed_of = {(r["method"].split(",")[0], r["budget"]): r["latency_over_full"] for r in result["speed"]["rows"]}
@@ -84,8 +101,8 @@ def plot(result: dict, path: Path) -> bool:
     for ax, b in zip(axes if len(budgets) > 1 else [axes], budgets):
         length = next(r["context_tokens"] for r in result["quality"] if r["budget"] == b)
         for r in result["quality"]:
-            if r["budget"] not in (b, 1) or r["context_tokens"] != length:  # this budget's texts only
-                continue
+            if r["budget"] not in (b, 1) or r["context_tokens"] != length or r["method"].endswith("as tokens"):
+                continue  # this budget's texts only; ICAE's decoder on the tokens has no speed of its own
             points = [(r["method"], r["method"], "o")]
             if "slots removed" in r["method"]:  # the same decoder without the slots: what the slots themselves add
                 points = [("ICAE (compress + answer)", "ICAE's decoder, slots removed", "x")]
@@ -111,16 +128,19 @@ def main(argv: list[str] | None = None) -> dict:
     config = config_from_cli(argv, description=__doc__)
     out = results_dir(config)
     started = time.perf_counter()
-    budgets = config.bench.bench_budgets
-    quality_rows, quality_info = quality(config, budgets)
+    budgets, parts = config.bench.bench_budgets, config.bench.bench_parts
+    skipped = lambda part: ([], {"not_run": {part: "not asked for (bench_parts)"}})  # noqa: E731
+    quality_rows, quality_info = quality(config, budgets) if "quality" in parts else skipped("quality")
     print(f"quality measured ({time.perf_counter() - started:.0f} s)", flush=True)
-    qa_rows, qa_info = qa(config, budgets)
+    qa_rows, qa_info = qa(config, budgets) if "squad" in parts else skipped("squad")
     print(f"SQuAD measured ({time.perf_counter() - started:.0f} s)", flush=True)
-    speed_rows, speed_info = speed(config, budgets)
+    speed_rows, speed_info = speed(config, budgets) if "speed" in parts else skipped("speed")
     print(f"speed measured ({time.perf_counter() - started:.0f} s)", flush=True)
-    training = {"tiny-icae-4x (tiny LM)": training_efficiency(load_checkpoint("tiny-icae-4x", train=True), 128, 8),
-                f"{config.bench.bench_speed_model} (k=128)": training_efficiency(
-                    speed_model(config, config.bench.bench_speed_slots), 512, 1)}
+    training = {}
+    if "speed" in parts:
+        training = {"tiny-icae-4x (tiny LM)": training_efficiency(load_checkpoint("tiny-icae-4x", train=True), 128, 8),
+                    f"{config.bench.bench_speed_model} (k=128)": training_efficiency(
+                        speed_model(config, config.bench.bench_speed_slots), 512, 1)}
     result = {"config": config.to_dict(), "quality": quality_rows, "quality_info": quality_info,
               "squad": qa_rows, "squad_info": qa_info,
               "speed": {"rows": speed_rows, "info": speed_info}, "training": training,

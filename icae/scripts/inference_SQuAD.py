@@ -9,7 +9,9 @@ the predictions JSONL, each atomically, to ``output_path`` or the run's ``output
 results).
 qa: EM and F1 as the official SQuAD script defines them (best gold answer; v2.0 no-answer = empty prediction), and
 BLEU-1 against the best gold answer, and the teacher-forced token accuracy of the first gold answer with and without
-the memory (the no-memory baseline: slots, or SimpleLLM's context, removed). ae: BLEU-1 and exact match of each
+the memory (the no-memory baseline: slots, or SimpleLLM's context, removed); for ICAE also with its decoder reading
+the context as tokens where the slots go (``token_accuracy_full_context``) and ``context_value_kept``: (with slots -
+without) / (full context - without), all on its decoder. ae: BLEU-1 and exact match of each
 distinct context's reconstruction.
 Scores are fractions in [0, 1] (the official script prints percentages).
 """
@@ -21,7 +23,7 @@ import torch
 from icae.config import ConfigError, config_from_cli
 from icae.data.squad import load_squad_task
 from icae.data.tasks import AnswerSample
-from icae.metrics import bleu1, exact_match, squad_scores
+from icae.metrics import bleu1, context_value_kept, exact_match, squad_scores
 from icae.models import ICAE, build_model
 from icae.scripts import entry
 from icae.training.evaluation import teacher_forced_scores
@@ -37,16 +39,25 @@ def qa_rows(model, samples, config, batch_size):
                                      desc="answering")
     forced = teacher_forced_scores(model, samples, "ft", batch_size)
     blind = teacher_forced_scores(model, samples, "ft", batch_size, no_memory=True)
+    # ICAE's decoder also reads the context as tokens where its slots go: the full-context end of "context value
+    # kept" on the same decoder (SimpleLLM's memory is the full context already).
+    full = teacher_forced_scores(model, samples, "ft", batch_size, as_tokens=True) if isinstance(model, ICAE) else None
     predictions = []
-    for sample, row, tf, nm in zip(samples, rows, forced, blind):
+    for i, (sample, row, tf, nm) in enumerate(zip(samples, rows, forced, blind)):
         text = model.tokenizer.decode(row.pop("generated_ids"), skip_special_tokens=True).strip()
         scores = squad_scores(text, sample.answers)
         scores["bleu1"] = max((bleu1(g, text) for g in sample.answers), default=float(not text))
         scores.update({"token_accuracy": tf["token_accuracy"], "token_accuracy_no_memory": nm["token_accuracy"]})
+        if full is not None:
+            scores["token_accuracy_full_context"] = full[i]["token_accuracy"]
         predictions.append({"id": sample.id, "question": sample.question, "gold": sample.answers, "prediction": text,
                             **scores, **row})
     metrics = {k: mean(p[k] for p in predictions)
                for k in ("exact_match", "f1", "bleu1", "token_accuracy", "token_accuracy_no_memory")}
+    if full is not None:
+        metrics["token_accuracy_full_context"] = mean(p["token_accuracy_full_context"] for p in predictions)
+        metrics["context_value_kept"] = context_value_kept(
+            metrics["token_accuracy"], metrics["token_accuracy_no_memory"], metrics["token_accuracy_full_context"])
     for name, keep in (("has_answer", lambda p: p["gold"]), ("no_answer", lambda p: not p["gold"])):
         subset = [p for p in predictions if keep(p)]
         if subset and len(subset) < len(predictions):  # SQuAD 2.0: report both halves as the official script does

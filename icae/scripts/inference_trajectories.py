@@ -8,7 +8,9 @@ Load config -> build the model -> the held-out trajectories (``eval_dataset_repo
 
 - teacher-forced next-turn prediction: one pass per trajectory over its history scores every assistant token
   (token accuracy: argmax equals the gold token), and the same with the compressed observations removed
-  (``token_accuracy_no_memory``: what the model gets right without reading the slots);
+  (``token_accuracy_no_memory``: what the model gets right without reading the slots), and for ICAE with every
+  compressed observation read as its tokens (``token_accuracy_full_context``: the same decoder on the full history;
+  ``context_value_kept`` = (with slots - without) / (full history - without));
 - free generation of the turn from the true history (``teacher_forcing: false``: earlier assistant turns are the
   model's own generations; observations stay the recorded ones), stopped at ``<|im_end|>`` or ``max_out_length``.
 
@@ -37,8 +39,8 @@ import torch
 from icae.config import config_from_cli
 from icae.data.tasks import limit
 from icae.data.trajectories import fed_length, load_trajectory_task, rendered, trajectory_rows
-from icae.metrics import bleu1, exact_match, positional_match
-from icae.models import Span, build_model
+from icae.metrics import bleu1, context_value_kept, exact_match, positional_match
+from icae.models import ICAE, Span, build_model
 from icae.scripts import entry
 from icae.training.results import mean, report, results_dir
 from icae.utils.timing import time_stats, timed
@@ -52,16 +54,18 @@ def history_spans(turns, upto: int, generated: dict[int, list[int]], think: bool
 
 
 @torch.no_grad()
-def teacher_forced(model, batch: list[list], cache: dict, drop_memory: bool = False) -> list[dict[int, tuple]]:
+def teacher_forced(model, batch: list[list], cache: dict, drop_memory: bool = False,
+                   as_tokens: bool = False) -> list[dict[int, tuple]]:
     """Per trajectory ``{turn index: (token accuracy, tokens)}`` from the gold history (one pass per trajectory, or per
     turn when turns read a think block).
 
     ``drop_memory``: the same pass with every compressed observation removed (its header and footer stay), the
-    baseline that tells how much the model reads from the slots.
+    baseline that tells how much the model reads from the slots. ``as_tokens``: every compressed observation read as
+    its tokens instead (the same decoder on the full history).
     """
     rows, owners, whose = [], [], []
     for b, turns in enumerate(batch):
-        for spans, owner in trajectory_rows(turns, drop_memory):
+        for spans, owner in trajectory_rows(turns, drop_memory, as_tokens):
             rows.append(spans)
             owners.append(owner)
             whose.append(b)
@@ -158,9 +162,13 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
         # Teacher forcing last: every observation is cached by now, so the timings above include each compression.
         gold = [turns for _, _, turns in present]
         accuracy, blind = teacher_forced(model, gold, cache), teacher_forced(model, gold, cache, drop_memory=True)
+        # ICAE's decoder on the full history (observations as tokens): the other end of "context value kept".
+        full = teacher_forced(model, gold, cache, as_tokens=True) if isinstance(model, ICAE) else None
         for r, row in sorted(batch_rows, key=lambda x: (x[0], x[1]["turn"])):
             row["token_accuracy"], row["scored_tokens"], guessed = accuracy[r].get(row["turn"], (0.0, 0, []))
             row["token_accuracy_no_memory"] = blind[r].get(row["turn"], (0.0, 0, []))[0]
+            if full is not None:
+                row["token_accuracy_full_context"] = full[r].get(row["turn"], (0.0, 0, []))[0]
             # The argmax at every gold position, as text (its end-of-turn token dropped): the original's teacher-forced
             # BLEU.
             row["bleu1_teacher_forced"] = bleu1(row["gold"], tok.decode(guessed[:-1], skip_special_tokens=True))
@@ -171,6 +179,8 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
 
 def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: float) -> dict:
     keys = ("bleu1", "exact_match", "token_accuracy", "token_accuracy_no_memory")
+    if predictions and "token_accuracy_full_context" in predictions[0]:  # ICAE: its decoder on the full history too
+        keys += ("token_accuracy_full_context",)
     by_trajectory: dict[int, list[dict]] = {}
     for p in predictions:
         by_trajectory.setdefault(p["trajectory"], []).append(p)
@@ -179,11 +189,15 @@ def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: f
     fed = sum(p["fed_tokens"] for p in predictions)
     generated = sum(p["generated_tokens"] for p in predictions)
     lookups = counts["compressed"] + counts["cache_hits"]
+    turn = {k: mean(p[k] for p in predictions) for k in keys}
+    if "token_accuracy_full_context" in turn:
+        turn["context_value_kept"] = context_value_kept(turn["token_accuracy"], turn["token_accuracy_no_memory"],
+                                                        turn["token_accuracy_full_context"])
     return {
         "num_trajectories": len(by_trajectory),
         "num_turns": len(predictions),
         "skipped_turns": skipped_turns,
-        "turn": {k: mean(p[k] for p in predictions) for k in keys},
+        "turn": turn,
         "trajectory": {
             **{k: mean(t[k] for t in per_trajectory.values()) for k in keys},
             "all_turns_exact": mean(all(p["exact_match"] for p in rows) for rows in by_trajectory.values()),
@@ -255,7 +269,10 @@ def main(argv: list[str] | None = None) -> dict:
                   f"trajectories ({config.model.model_type}): {summary['num_turns']} turns of "
                   f"{summary['num_trajectories']} trajectories; per turn BLEU-1 {turn['bleu1']:.3f}, EM "
                   f"{turn['exact_match']:.3f}, token acc {turn['token_accuracy']:.3f} "
-                  f"({turn['token_accuracy_no_memory']:.3f} without memory); per trajectory EM "
+                  f"({turn['token_accuracy_no_memory']:.3f} without memory"
+                  + (f", {turn['token_accuracy_full_context']:.3f} on the full history: context value kept "
+                     f"{turn['context_value_kept']:.3f}" if turn.get("context_value_kept") is not None else "")
+                  + "); per trajectory EM "
                   f"{traj['exact_match']:.3f}; compression {summary['compression_rate_total']:.2f}x "
                   f"({summary['tokens_saved']} tokens saved), {summary['cache_hits']} cache hits")
 

@@ -101,18 +101,22 @@ def evaluate_pretraining(
 
 @torch.no_grad()
 def teacher_forced_scores(model: CompressorBase, samples: list[AnswerSample], mode: str = "ft", batch_size: int = 8,
-                          no_memory: bool = False) -> list[dict]:
+                          no_memory: bool = False, as_tokens: bool = False) -> list[dict]:
     """Per sample: token accuracy and mean loss of its ``target_ids`` read after its memory and ``prompt_ids``.
 
     ``no_memory`` removes the slots (SimpleLLM: the context) and keeps the prompt: the same-run baseline that shows
-    what the memory contributes.
+    what the memory contributes. ``as_tokens`` puts the context's own token embeddings where the slots go (positions
+    1..L, as SimpleLLM reads it): the same decoder reading the full context, the other end of "context value kept".
     """
     import torch.nn.functional as F
 
+    if no_memory and as_tokens:
+        raise ValueError("no_memory and as_tokens exclude each other")
     scores = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        memory = model.compress([torch.tensor(s.input_ids) for s in chunk])
+        rows = [torch.tensor(s.input_ids) for s in chunk]
+        memory = model.token_memory(rows) if as_tokens else model.compress(rows)
         if no_memory:
             memory = memory.without_slots()
         prefixes = [torch.tensor(s.prefix_ids, dtype=torch.long) for s in chunk] if chunk[0].prefix_ids else None

@@ -56,6 +56,16 @@ def test_original_turns_follow_the_original_rendering():
     assert all(t.footer == list(frame.suffix) for t in turns) and not any(t.think for t in turns)
     [(row, owner)] = trajectory_rows(turns)  # no think block: one row scores every assistant turn
     assert sum(s.loss for s in row) == 3 and owner[-1] == 6
+    # the baselines: the observation left out (its header and footer stay), or read as its tokens where its slots go
+    [(blind, blind_owner)] = trajectory_rows(turns, drop_memory=True)
+    compressed = [j for j, s in enumerate(row) if s.compress]
+    assert len(compressed) == 1 and blind_owner == [o for j, o in enumerate(owner) if j not in compressed]
+    assert [(s.ids.tolist(), s.loss) for s in blind] == [(s.ids.tolist(), s.loss) for s in row if not s.compress]
+    [(full, full_owner)] = trajectory_rows(turns, as_tokens=True)
+    assert full_owner == owner and not any(s.compress for s in full)
+    assert [(s.ids.tolist(), s.loss) for s in full] == [(s.ids.tolist(), s.loss) for s in row]
+    with pytest.raises(ValueError, match="exclude each other"):
+        trajectory_rows(turns, drop_memory=True, as_tokens=True)
 
 
 def test_a_think_block_is_read_only_by_the_turn_being_made(think_model):

@@ -23,3 +23,14 @@ def test_exact_match_and_positional_match():
     assert positional_match([1, 2, 3, 4], [1, 2, 9]) == pytest.approx(0.5)
     assert positional_match([1, 2], [1, 2, 3]) == 1.0
     assert positional_match([], []) == 1.0
+
+
+def test_context_value_kept_against_hand_computed_cases():
+    from icae.metrics import context_value_kept
+
+    assert context_value_kept(0.7, 0.5, 0.9) == pytest.approx(0.5)  # half of the 0.4 the context adds
+    assert context_value_kept(0.9, 0.6, 0.8) == pytest.approx(1.5)  # better than the full context
+    assert context_value_kept(0.4, 0.5, 0.9) == pytest.approx(-0.25)  # worse than no context
+    assert context_value_kept(0.5, 0.5, 0.9) == 0.0 and context_value_kept(0.9, 0.5, 0.9) == 1.0
+    assert context_value_kept(0.7, 0.6, 0.6) is None  # the full context adds nothing: undefined
+    assert context_value_kept(0.97, 0.65, 0.57) is None  # ... or reads worse than none: no value to keep

@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from icae.benchmarks.peers import peer_python
 from icae.benchmarks.speed import step_flops
@@ -38,9 +39,76 @@ def test_every_method_is_measured_and_missing_peers_say_why(stand_ins, tmp_path,
     assert all(0 < t["fraction_of_matmul"] for t in result["training"].values())
     assert png_size(tmp_path / "out" / "bench_peers.png") == (1100, 440)  # (10, 4) at 110 dpi
     # Each budget is measured on contexts of its compressor's segment: k = 4 slots x the rate.
-    lengths = {r["budget"]: r["context_tokens"] for r in result["quality"] if r["method"].startswith("ICAE")}
+    lengths = {r["budget"]: r["context_tokens"] for r in result["quality"]
+               if r["method"].startswith("ICAE") and not r["method"].endswith("as tokens")}
     assert lengths == {4: 16, 8: 32}
     assert "| 16 | ICAE (tiny-icae-4x) | 4x | 0.25 |" in (tmp_path / "out" / "bench_peers.md").read_text()
+    ends = {"full context", "no context", "ICAE (tiny-icae-4x), slots removed", "ICAE (tiny-icae-4x), context as tokens",
+            "ICAE (tiny-icae-8x), slots removed", "ICAE (tiny-icae-8x), context as tokens"}
+    assert {r["method"] for r in result["quality"] if "context_value_kept" in r and r["context_value_kept"] is None} \
+        >= ends  # the ends a value is measured against have none (others: None only where full = no context here)
+    assert result["quality_info"]["reader"] == "tiny-qwen2-lm"
+
+
+def test_context_value_kept_against_each_methods_own_decoder():
+    """Hand-made rows: the reader's methods against its full and no context, ICAE against its decoder with the slots
+    removed and reading the context as tokens; the ends get None."""
+    from icae.benchmarks import qa, quality
+
+    def row(method, accuracy):
+        return {"method": method, "token_accuracy": accuracy, "f1": accuracy}
+
+    rows = quality.value_kept([row("full context", 0.30), row("no context", 0.10), row("truncate (keep last)", 0.15),
+                               row("LLMLingua", 0.05), row("ICAE (tiny-icae-4x)", 0.40),
+                               row("ICAE (tiny-icae-4x), slots removed", 0.20),
+                               row("ICAE (tiny-icae-4x), context as tokens", 0.60)])
+    kept = {r["method"]: r["context_value_kept"] for r in rows}
+    assert kept == {"full context": None, "no context": None, "truncate (keep last)": pytest.approx(0.25),
+                    "LLMLingua": pytest.approx(-0.25), "ICAE (tiny-icae-4x)": pytest.approx(0.5),
+                    "ICAE (tiny-icae-4x), slots removed": None, "ICAE (tiny-icae-4x), context as tokens": None}
+    rows = qa.value_kept([row("SimpleLLM, full context", 0.5), row("SimpleLLM, no context", 0.1),
+                          row("SimpleLLM, truncated (keep first)", 0.2), row("SimpleLLM + kvpress-knorm", 0.3),
+                          row("ICAE (4x slots)", 0.9), row("ICAE, slots removed", 0.3),
+                          row("ICAE, context as tokens", 0.7)])
+    kept = {r["method"]: r["context_value_kept"] for r in rows}
+    assert kept == {"SimpleLLM, full context": None, "SimpleLLM, no context": None,
+                    "SimpleLLM, truncated (keep first)": pytest.approx(0.25),
+                    "SimpleLLM + kvpress-knorm": pytest.approx(0.5), "ICAE (4x slots)": pytest.approx(1.5),
+                    "ICAE, slots removed": None, "ICAE, context as tokens": None}
+    assert [r["context_value_ends"] for r in rows][:3] == [None, None, [0.1, 0.5]]
+    # a decoder that reads its full context worse than none: undefined, and the table says so
+    (row,) = qa.value_kept([row("ICAE (4x slots)", 0.9), row("ICAE, slots removed", 0.3),
+                            row("ICAE, context as tokens", 0.2)])[:1]
+    assert row["context_value_kept"] is None and bench_peers._kept(row) == "undefined (full <= none)"
+    assert bench_peers._kept({"context_value_kept": None, "context_value_ends": None}) == ""
+
+
+def test_the_peers_read_with_a_simple_llm_when_asked(stand_ins, tmp_path, monkeypatch):
+    """bench_reader: every method but ICAE reads with the SimpleLLM's LoRA merged into the base, so the full context
+    scores as that SimpleLLM reads it; an ICAE checkpoint there is refused."""
+    from icae.benchmarks.quality import continuation_scores, quality
+    from icae.config import load_config
+    from icae.errors import UserError
+    from icae.models import load_checkpoint
+
+    monkeypatch.setenv("ICAE_PEERS", str(tmp_path / "no_peers"))
+    args = {"model_name_or_path": "tiny-qwen2-lm", "eval_dataset_repo": str(stand_ins), "bench_new_tokens": [4],
+            "bench_quality_samples": 3, "bench_reader": "tiny-llm-pretrained"}
+    rows, info = quality(load_config(None, args), [4])
+    assert info["reader"] == "tiny-llm-pretrained"
+    reader = load_checkpoint("tiny-llm-pretrained", train=False).eval()
+    from icae.data.prepare_data_for_pretraining import windows
+    (full,) = [r for r in rows if r["method"] == "full context"]
+    held = windows(load_config(None, args), reader.tokenizer, str(stand_ins), 3, full["context_tokens"], 4)
+    with torch.no_grad():
+        expected = [continuation_scores(reader.model, s["input_ids"], s["continuation_ids"]) for s in held]
+    assert full["token_accuracy"] == pytest.approx(sum(a for a, _ in expected) / 3)
+    assert full["loss"] == pytest.approx(sum(b for _, b in expected) / 3, rel=1e-5)
+    (base_full,) = [r for r in quality(load_config(None, {**args, "bench_reader": None}), [4])[0]
+                    if r["method"] == "full context"]
+    assert abs(base_full["loss"] - full["loss"]) > 0.1  # the base as it is reads otherwise
+    with pytest.raises(UserError, match="must be a SimpleLLM checkpoint"):
+        quality(load_config(None, {**args, "bench_reader": "tiny-icae-4x"}), [4])
 
 
 def test_training_flops_on_a_hand_computed_case():
@@ -109,3 +177,18 @@ def test_squad_comparison_with_the_peers(tmp_path):
     methods = {(r["method"], r["budget"]) for r in rows}
     assert {("SimpleLLM + LLMLingua", 4), ("SimpleLLM + kvpress-knorm", 8)} <= methods
     assert not info["not_run"]
+
+
+def test_bench_parts_measures_only_what_is_asked_and_refuses_unknown_parts(stand_ins, tmp_path, monkeypatch):
+    from icae.config import ConfigError
+
+    monkeypatch.setenv("ICAE_PEERS", str(tmp_path / "no_peers"))
+    result = bench_peers.main([
+        "model_name_or_path=tiny-qwen2-lm", f"eval_dataset_repo={stand_ins}", f"output_path={tmp_path / 'out'}",
+        "bench_new_tokens=[4]", "bench_quality_samples=2", "bench_parts=[quality]"])
+    assert result["quality"] and result["squad"] == [] and result["speed"]["rows"] == [] and result["training"] == {}
+    table = (tmp_path / "out" / "bench_peers.md").read_text()
+    assert table.startswith("Quality:") and "Speed:" not in table and "Not run: speed: not asked for" in table
+    assert not (tmp_path / "out" / "bench_peers.png").exists()  # the plot needs speed
+    with pytest.raises(ConfigError, match=r"bench_parts must be a non-empty list of quality, squad, speed; got \['qa'\]"):
+        bench_peers.main([f"output_path={tmp_path / 'out2'}", "bench_parts=[qa]"])

@@ -46,8 +46,13 @@ def test_finetune_then_inference(fixture_files, tmp_path, family, model_type):
                                                                              metrics["bleu1"])
     if model_type == "icae":
         assert metrics["compression_rate_total"] > 2  # ~4x on contexts of 30+ tokens
+        # its decoder also reads the contexts as tokens: the full-context end of "context value kept"
+        assert metrics["token_accuracy_full_context"] == pytest.approx(
+            sum(r["token_accuracy_full_context"] for r in rows) / len(rows))
+        assert "context_value_kept" in metrics
     else:
         assert metrics["compression_rate_total"] == 1.0
+        assert "context_value_kept" not in metrics and "token_accuracy_full_context" not in rows[0]
     assert result["recipe_task"] == "qa" and result["task"] == "lm"  # the original tool calls its QA task "lm"
 
 

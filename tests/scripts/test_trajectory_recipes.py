@@ -58,6 +58,13 @@ def test_finetune_then_inference(dataset, tmp_path, name, model_type):
     # Nothing compressed yet: removing the memory changes nothing. Later turns read 4 compressed observations.
     assert all(r["token_accuracy_no_memory"] == r["token_accuracy"] for r in first)
     assert "token_accuracy_no_memory" in metrics["turn"]
+    if model_type == "icae":  # its decoder on the full history too; the first turn reads nothing compressed either
+        assert all(r["token_accuracy_full_context"] == r["token_accuracy"] for r in first)
+        assert metrics["turn"]["token_accuracy_full_context"] == pytest.approx(
+            sum(r["token_accuracy_full_context"] for r in rows) / len(rows))
+        assert "context_value_kept" in metrics["turn"]
+    else:
+        assert "token_accuracy_full_context" not in rows[0] and "context_value_kept" not in metrics["turn"]
     # The original tool's blocks: teacher-forced as mean_accuracy, free generation as *_autoregressive.
     assert metrics["per_turn"]["num_turns"] == metrics["num_turns"] == len(rows)
     assert metrics["per_turn"]["mean_accuracy"] == pytest.approx(metrics["turn"]["token_accuracy"])

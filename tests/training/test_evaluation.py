@@ -44,3 +44,30 @@ def test_tally_weights_each_batch_by_its_counted_tokens():
     assert (tally.correct, tally.total, tally.loss_sum) == (1, 2, 1.0)
     tally.add(out([1, 1, 0], [IGNORE, 1, 1, 1], 2.0))  # right, right, wrong
     assert tally.metrics("lm") == {"lm_loss": pytest.approx(1.4), "lm_token_accuracy": pytest.approx(0.6)}
+
+
+def test_as_tokens_puts_the_contexts_own_embeddings_where_the_slots_go(monkeypatch):
+    """ICAE's decoder on the full context: the memory is the context's token embeddings at positions 1..L (as
+    SimpleLLM reads it), nothing is compressed, and the scores differ from those with slots."""
+    model = make_model("tiny-qwen2")
+    samples = [AnswerSample(list(range(5, 45)), [3, 4], [7, 8, 9, 10]), AnswerSample(list(range(50, 70)), [3], [11, 12])]
+    with_slots = teacher_forced_scores(model, samples, batch_size=2)
+    seen, forward = [], type(model).forward
+
+    def spy(self, *args, memory=None, **kwargs):
+        seen.append(memory)
+        return forward(self, *args, memory=memory, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    monkeypatch.setattr(model, "compress", lambda *a, **k: pytest.fail("as_tokens must not compress"))
+    full = teacher_forced_scores(model, samples, batch_size=2, as_tokens=True)
+    (memory,) = seen
+    for i, s in enumerate(samples):
+        n = len(s.input_ids)
+        assert memory.mask[i].sum().item() == n and memory.context_lengths[i].item() == n
+        assert memory.position_ids[i, :n].tolist() == list(range(1, n + 1))
+        with torch.no_grad():
+            assert torch.equal(memory.slots[i, :n], model.model.get_input_embeddings()(torch.tensor(s.input_ids)))
+    assert all(abs(a["loss"] - b["loss"]) > 1e-4 for a, b in zip(with_slots, full))
+    with pytest.raises(ValueError, match="exclude each other"):
+        teacher_forced_scores(model, samples, no_memory=True, as_tokens=True)
