@@ -164,16 +164,25 @@ def test_the_agent_recipes_train_both_agents_alike_on_the_tool_call_data():
     from icae.config import load_config
 
     configs = Path(__file__).resolve().parents[2] / "icae" / "configs"
-    agents = {k: load_config(configs / f"agent_tools_{k}.yaml").to_dict() for k in ("icae", "llm")}
+    agents = {k: load_config(configs / f"agent_tools_{k}.yaml").to_dict() for k in ("icae", "icae8x", "llm")}
     shipped = {k: load_config(configs / f"trajectories_{k}.yaml").to_dict() for k in ("icae", "llm")}
     for kind, config in agents.items():
-        assert config["dataset_repo"] == "outputs/agent_tools/trajectories.jsonl"
+        assert config["dataset_repo"] == "outputs/agent_tools/renamed.jsonl"
         assert config["output_dir"] == f"outputs/agent_tools_{kind}"
-        assert (config["max_history_tokens"], config["model_type"]) == (3072, kind)
-        changed = {k for k in config if config[k] != shipped[kind][k]}  # otherwise the shipped recipe (300 steps)
-        assert changed == {"dataset_repo", "output_dir", "max_history_tokens", "max_out_length"}
-    first = (Path(configs / "agent_tools_icae.yaml").read_text().splitlines()[0])
-    assert first.startswith("# python -m icae.scripts.generate_trajectories ") and "--tools" in first
+        assert (config["max_history_tokens"], config["max_steps"], config["per_device_train_batch_size"]) == (3072, 3000,
+                                                                                                             4)
+        # otherwise the shipped recipe: ICAE from its compressor, SimpleLLM from the equal-compute control
+        base = shipped["llm" if kind == "llm" else "icae"]
+        changed = {k for k in config if config[k] != base[k]}
+        expected = {"dataset_repo", "output_dir", "max_history_tokens", "max_out_length", "max_steps", "save_steps"}
+        assert changed == expected | ({"restore_from"} if kind == "llm" else set()) | (
+            {"restore_from", "mean_compression_rate"} if kind == "icae8x" else set())
+    assert agents["llm"]["restore_from"] == "tiny-llm-pretrained"
+    assert (agents["icae8x"]["restore_from"], agents["icae8x"]["mean_compression_rate"]) == ("tiny-icae-8x", 8)
+    for kind in agents:
+        first = (Path(configs / f"agent_tools_{kind}.yaml").read_text().splitlines()[0])
+        assert first.startswith("# python -m icae.scripts.generate_trajectories ") and "--tools --out" in first
+        assert "--renames 12" in first and first.endswith(f"--config_path icae/configs/agent_tools_{kind}.yaml")
 
 
 def test_a_longer_request_renders_only_its_new_prefixes_and_the_pieces_do_not_change(model, monkeypatch):
