@@ -87,14 +87,14 @@ def reader_dir(config, out: Path) -> Path:
     if not config.bench.bench_reader:
         return resolve_model_path(config.model.model_name_or_path)
     from icae.benchmarks.qa import merged_model_dir
-    from icae.models import SimpleLLM
+    from icae.models.checkpoint import checkpoint_config
 
-    reader = load_checkpoint(config.bench.bench_reader, train=False)
-    if not isinstance(reader, SimpleLLM) or reader.args.model_name_or_path != config.model.model_name_or_path:
+    saved = checkpoint_config(config.bench.bench_reader).model  # what it is, before any weight is read
+    if saved.model_type != "llm" or saved.model_name_or_path != config.model.model_name_or_path:
         raise UserError(f"bench_reader={config.bench.bench_reader} must be a SimpleLLM checkpoint on "
-                        f"{config.model.model_name_or_path} (model_name_or_path), got a {type(reader).__name__} on "
-                        f"{reader.args.model_name_or_path}")
-    return merged_model_dir(reader, out)
+                        f"{config.model.model_name_or_path} (model_name_or_path), got model_type {saved.model_type} "
+                        f"on {saved.model_name_or_path}")
+    return merged_model_dir(load_checkpoint(config.bench.bench_reader, train=False), out)
 
 
 def value_kept(rows: list[dict]) -> list[dict]:

@@ -22,7 +22,8 @@ those messages and tools. A task whose oracle run does not succeed (a file whose
 differently) is left out and counted.
 
 ``--renames K``: after each trajectory, K renamed copies of it (:mod:`icae.data.renamed_tasks`: the same file and
-line under a new function name and another definition's summary, as the tools would show them on a tree so renamed),
+line under a new function name and another definition's summary, made by the tools on a scratch copy of the tree whose
+function file says them),
 so that a model trained on them must copy the name, path, line and summary from what it reads instead of recalling
 them. Ids ``<id>_r<k>``; the new names and summaries are drawn from the sources' own identifiers and docstrings.
 """
@@ -31,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sysconfig
+import tempfile
 from pathlib import Path
 
 from icae.agent import HELDOUT_SOURCES, TOOLS, Task, TaskTree, oracle_policy, run_episode
@@ -119,15 +122,37 @@ def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False, 
     else:
         trees = {root: TaskTree.whole(root) for root in sources}
         rows = [tool_record(trees[root], f, i) for i, (root, f) in enumerate(chosen)]
-    kept = [(r, f) for r, (_, f) in zip(rows, chosen) if r is not None]
+    kept = [(r, root, f) for r, (root, f) in zip(rows, chosen) if r is not None]
     if not renames:
-        return [r for r, _ in kept]
+        return [r for r, _, _ in kept]
+    return renamed(kept, sources, renames, seed, tools)
+
+
+def renamed(kept: list[tuple[dict, Path, tuple]], sources: list[Path], renames: int, seed: int,
+            tools: bool) -> list[dict]:
+    """Each record followed by ``renames`` copies (:mod:`icae.data.renamed_tasks`), each made by the same tools on a
+    scratch copy of its tree whose function file says a new name and summary (ids ``<id>_r<k>``)."""
     texts = [p.read_text(encoding="utf-8", errors="replace") for root in sources for p in tt.python_files(root)]
     taken = rn.identifiers(texts)
-    parts, pool, named = rn.name_parts(taken), rn.summaries(texts), random.Random(f"renames-{seed}")
+    parts, pool, rng = rn.name_parts(taken), rn.summaries(texts), random.Random(f"renames-{seed}")
     out = []
-    for record, (_, name, _, summary) in kept:
-        out += [record, *rn.renamed_copies(record, name, summary, renames, named, parts, pool, taken)]
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch, trees = {}, {}  # source root -> its scratch copy (made once, under the same name: paths shown alike)
+        for i, root in enumerate(sources):
+            scratch[root] = Path(tmp) / str(i) / root.name
+            shutil.copytree(root, scratch[root], symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+            trees[root] = TaskTree.whole(scratch[root])
+        for record, root, (path, name, line, summary) in kept:
+            out.append(record)
+            copy_root = scratch[root]
+            for k in range(1, renames + 1):
+                to_name, to_summary = rn.draw(rng, name, summary, parts, pool, taken)
+                with rn.renamed_file(copy_root.parent / path, name, summary, to_name, to_summary):
+                    function = (path, to_name, line, to_summary)
+                    made = (tool_record(trees[root], function, 0) if tools
+                            else make_trajectory(copy_root, function, 0))
+                if made is not None:  # (the oracle's run failing on a renamed file: left out, as for originals)
+                    out.append({**made, "id": f"{record['id']}_r{k}"})
     return out
 
 
@@ -156,7 +181,10 @@ def main(argv: list[str] | None = None) -> Path:
                         "xml.etree)")
     if a.renames < 0:
         raise UserError(f"--renames must be 0 or more, got {a.renames}")
-    rows = generate(sources, a.num, a.seed, a.tools, a.renames)
+    try:
+        rows = generate(sources, a.num, a.seed, a.tools, a.renames)
+    except (FileNotFoundError, ValueError) as e:  # a source that is missing, or too poor to draw tasks or copies from
+        raise UserError(f"{e} (sources: {[str(s) for s in sources]}; --num {a.num}, --renames {a.renames})") from None
     atomic_write_jsonl(a.out, rows)
     print(f"{a.out}: {len(rows)} trajectories" + (" (tool calls)" if a.tools else ""))
     return Path(a.out)

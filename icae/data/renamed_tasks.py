@@ -7,21 +7,22 @@ action of a held-out task names a function seen in training (docs/agent_env.md, 
 breaks that link: its function name is made of identifier parts of the training trees in a new combination that no
 file defines, and its summary is the first docstring line of another definition of those trees.
 
-Each copy is the trajectory the tools would show on a tree where the function's file says the new name wherever it
-said the old one (as a whole word) and the new summary where it said the old: :func:`rename_text` makes that file,
-and :func:`renamed_record` the same replacement over a recorded trajectory (contents and tool-call arguments). The
-two commute with the tools (tests/data/test_renamed_tasks.py runs the oracle on the renamed file and compares).
+Each copy is made as the original was, by running the tools, on a copy of the tree in which only the function's
+file was rewritten by :func:`rename_text` (the new name wherever the old one stood as a whole word, the new summary
+where the old one stood): the search, file windows, compile output and diff are what the tools show on that tree
+(another file's ``# def walk(`` comment still says ``walk``; a path or a tool's description naming the function is
+left as it is). :func:`icae.data.generate_trajectories.renamed` does this for the generator's ``--renames``.
 """
 
 from __future__ import annotations
 
 import ast
-import copy
-import json
+import contextlib
 import keyword
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 _PART = re.compile(r"^[a-z]{2,10}$")
 
@@ -86,31 +87,24 @@ def rename_text(text: str, name: str, summary: str, to_name: str, to_summary: st
     return pattern.sub(lambda m: to_summary if m.group(1) is not None else to_name, text)
 
 
-def renamed_record(record: dict, name: str, summary: str, to_name: str, to_summary: str, new_id: str) -> dict:
-    """A recorded trajectory (``{"id", "messages", ...}``) with the replacement of :func:`rename_text` in every
-    message's content and every tool call's arguments (a JSON string: the summary as it is escaped there)."""
-    out = copy.deepcopy(record)
-    out["id"] = new_id
-    escaped = (json.dumps(summary, ensure_ascii=False)[1:-1], json.dumps(to_summary, ensure_ascii=False)[1:-1])
-    for message in out["messages"]:
-        if isinstance(message.get("content"), str):
-            message["content"] = rename_text(message["content"], name, summary, to_name, to_summary)
-        for call in message.get("tool_calls") or []:
-            function = call["function"]
-            function["arguments"] = rename_text(function["arguments"], name, escaped[0], to_name, escaped[1])
-    return out
-
-
-def renamed_copies(record: dict, name: str, summary: str, count: int, rng: random.Random, parts: list[str],
-                   pool: list[str], taken: set[str]) -> list[dict]:
-    """``count`` renamed copies of ``record`` (ids ``<id>_r<k>``), each with a new name (added to ``taken``) and a
-    summary of ``pool`` other than its own."""
+def draw(rng: random.Random, name: str, summary: str, parts: list[str], pool: list[str],
+         taken: set[str]) -> tuple[str, str]:
+    """A new name (added to ``taken``) and a summary of ``pool`` other than ``summary`` and not naming ``name``."""
     others = [s for s in pool if s != summary and name not in s]
     if not others:
-        raise ValueError("no other summary to give a renamed copy")
-    copies = []
-    for k in range(1, count + 1):
-        to_name = new_name(rng, parts, taken)
-        taken.add(to_name)
-        copies.append(renamed_record(record, name, summary, to_name, rng.choice(others), f"{record['id']}_r{k}"))
-    return copies
+        raise ValueError("no other docstring summary in the sources to give a renamed copy: add sources")
+    to_name = new_name(rng, parts, taken)
+    taken.add(to_name)
+    return to_name, rng.choice(others)
+
+
+@contextlib.contextmanager
+def renamed_file(file: Path, name: str, summary: str, to_name: str, to_summary: str) -> Iterator[None]:
+    """``file`` rewritten by :func:`rename_text` for the duration of the block (a file of a scratch copy of the
+    tree: the caller's), its text put back after."""
+    original = file.read_text(encoding="utf-8")
+    file.write_text(rename_text(original, name, summary, to_name, to_summary), encoding="utf-8")
+    try:
+        yield
+    finally:
+        file.write_text(original, encoding="utf-8")

@@ -54,10 +54,14 @@ def qa_rows(model, samples, config, batch_size):
                             **scores, **row})
     metrics = {k: mean(p[k] for p in predictions)
                for k in ("exact_match", "f1", "bleu1", "token_accuracy", "token_accuracy_no_memory")}
-    if full is not None:
-        metrics["token_accuracy_full_context"] = mean(p["token_accuracy_full_context"] for p in predictions)
-        metrics["context_value_kept"] = context_value_kept(
-            metrics["token_accuracy"], metrics["token_accuracy_no_memory"], metrics["token_accuracy_full_context"])
+    if full is not None:  # over the samples whose context fits the window as tokens
+        fit = [p for p in predictions if p["token_accuracy_full_context"] is not None]
+        metrics["full_context_samples"] = len(fit)
+        if fit:
+            metrics["token_accuracy_full_context"] = mean(p["token_accuracy_full_context"] for p in fit)
+            metrics["context_value_kept"] = context_value_kept(
+                mean(p["token_accuracy"] for p in fit), mean(p["token_accuracy_no_memory"] for p in fit),
+                metrics["token_accuracy_full_context"])
     for name, keep in (("has_answer", lambda p: p["gold"]), ("no_answer", lambda p: not p["gold"])):
         subset = [p for p in predictions if keep(p)]
         if subset and len(subset) < len(predictions):  # SQuAD 2.0: report both halves as the official script does

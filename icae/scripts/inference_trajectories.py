@@ -61,14 +61,19 @@ def teacher_forced(model, batch: list[list], cache: dict, drop_memory: bool = Fa
 
     ``drop_memory``: the same pass with every compressed observation removed (its header and footer stay), the
     baseline that tells how much the model reads from the slots. ``as_tokens``: every compressed observation read as
-    its tokens instead (the same decoder on the full history).
+    its tokens instead (the same decoder on the full history); a row longer than ``model_max_length`` that way is left
+    out (its turns get no entry: history truncation counted slots, so the tokens can be several times longer).
     """
     rows, owners, whose = [], [], []
     for b, turns in enumerate(batch):
         for spans, owner in trajectory_rows(turns, drop_memory, as_tokens):
+            if as_tokens and sum(s.ids.numel() for s in spans) > model.args.model_max_length:
+                continue
             rows.append(spans)
             owners.append(owner)
             whose.append(b)
+    if not rows:
+        return [{} for _ in batch]
     out = model.forward_spans(rows, cache)
     predicted = out.logits.argmax(dim=-1)  # (rows, n_kept)
     hits = predicted == out.targets
@@ -167,8 +172,8 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
         for r, row in sorted(batch_rows, key=lambda x: (x[0], x[1]["turn"])):
             row["token_accuracy"], row["scored_tokens"], guessed = accuracy[r].get(row["turn"], (0.0, 0, []))
             row["token_accuracy_no_memory"] = blind[r].get(row["turn"], (0.0, 0, []))[0]
-            if full is not None:
-                row["token_accuracy_full_context"] = full[r].get(row["turn"], (0.0, 0, []))[0]
+            if full is not None:  # None: the history as tokens is longer than the window
+                row["token_accuracy_full_context"] = full[r][row["turn"]][0] if row["turn"] in full[r] else None
             # The argmax at every gold position, as text (its end-of-turn token dropped): the original's teacher-forced
             # BLEU.
             row["bleu1_teacher_forced"] = bleu1(row["gold"], tok.decode(guessed[:-1], skip_special_tokens=True))
@@ -179,8 +184,6 @@ def evaluate(model, config, trajectories: list[dict], batch_size: int) -> tuple[
 
 def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: float) -> dict:
     keys = ("bleu1", "exact_match", "token_accuracy", "token_accuracy_no_memory")
-    if predictions and "token_accuracy_full_context" in predictions[0]:  # ICAE: its decoder on the full history too
-        keys += ("token_accuracy_full_context",)
     by_trajectory: dict[int, list[dict]] = {}
     for p in predictions:
         by_trajectory.setdefault(p["trajectory"], []).append(p)
@@ -190,9 +193,14 @@ def summarise(predictions: list[dict], counts: dict, skipped_turns: int, wall: f
     generated = sum(p["generated_tokens"] for p in predictions)
     lookups = counts["compressed"] + counts["cache_hits"]
     turn = {k: mean(p[k] for p in predictions) for k in keys}
-    if "token_accuracy_full_context" in turn:
-        turn["context_value_kept"] = context_value_kept(turn["token_accuracy"], turn["token_accuracy_no_memory"],
-                                                        turn["token_accuracy_full_context"])
+    if predictions and "token_accuracy_full_context" in predictions[0]:  # ICAE: its decoder on the full history too,
+        fit = [p for p in predictions if p["token_accuracy_full_context"] is not None]  # where the tokens fit
+        turn["full_context_turns"] = len(fit)
+        if fit:
+            turn["token_accuracy_full_context"] = mean(p["token_accuracy_full_context"] for p in fit)
+            turn["context_value_kept"] = context_value_kept(mean(p["token_accuracy"] for p in fit),
+                                                            mean(p["token_accuracy_no_memory"] for p in fit),
+                                                            turn["token_accuracy_full_context"])
     return {
         "num_trajectories": len(by_trajectory),
         "num_turns": len(predictions),

@@ -106,15 +106,15 @@ def teacher_forced_scores(model: CompressorBase, samples: list[AnswerSample], mo
 
     ``no_memory`` removes the slots (SimpleLLM: the context) and keeps the prompt: the same-run baseline that shows
     what the memory contributes. ``as_tokens`` puts the context's own token embeddings where the slots go (positions
-    1..L, as SimpleLLM reads it): the same decoder reading the full context, the other end of "context value kept".
+    1..L, as SimpleLLM reads it): the same decoder reading the full context, the other end of "context value kept";
+    a sample whose context does not fit ``model_max_length`` as tokens gets None for both scores.
     """
     import torch.nn.functional as F
 
     if no_memory and as_tokens:
         raise ValueError("no_memory and as_tokens exclude each other")
-    scores = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
+
+    def score(chunk: list[AnswerSample]) -> list[dict]:
         rows = [torch.tensor(s.input_ids) for s in chunk]
         memory = model.token_memory(rows) if as_tokens else model.compress(rows)
         if no_memory:
@@ -126,9 +126,24 @@ def teacher_forced_scores(model: CompressorBase, samples: list[AnswerSample], mo
         counted = target != IGNORE
         correct = ((logits.argmax(dim=-1) == target) & counted).sum(dim=1)
         loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")  # (batch, n)
-        for i in range(len(chunk)):
-            n = max(int(counted[i].sum()), 1)
-            scores.append({"token_accuracy": int(correct[i]) / n, "loss": float((loss[i] * counted[i]).sum()) / n})
+        return [{"token_accuracy": int(correct[i]) / max(int(counted[i].sum()), 1),
+                 "loss": float((loss[i] * counted[i]).sum()) / max(int(counted[i].sum()), 1)}
+                for i in range(len(chunk))]
+
+    scores = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        try:
+            scores += score(chunk)
+        except ValueError as e:
+            # As tokens a context may not fit the window its slots fitted: score the others, None for it.
+            if not as_tokens or "model_max_length" not in str(e):
+                raise
+            for sample in chunk:
+                try:
+                    scores += score([sample])
+                except ValueError:
+                    scores.append({"token_accuracy": None, "loss": None})
     return scores
 
 

@@ -26,21 +26,6 @@ def test_rename_text_replaces_whole_words_and_the_summary_in_one_pass():
     assert rn.rename_text("a b", "a", "b", "b", "a") == "b a"
 
 
-def test_renamed_record_escapes_the_summary_inside_tool_call_arguments():
-    summary = 'Return "x"\tlater'
-    args = json.dumps({"replacement_text": f"def f():\n    # {summary}\n"}, ensure_ascii=False)
-    record = {"id": "t", "messages": [
-        {"role": "user", "content": f'Document `f`: "{summary}"'},
-        {"role": "assistant", "content": "f", "tool_calls": [{"id": "c", "type": "function",
-                                                              "function": {"name": "edit", "arguments": args}}]}]}
-    out = rn.renamed_record(record, "f", summary, "g_h", "Do it.", "t_r1")
-    assert out["id"] == "t_r1" and record["id"] == "t"  # a copy: the record is left as it was
-    assert out["messages"][0]["content"] == 'Document `g_h`: "Do it."'
-    assert json.loads(out["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {
-        "replacement_text": "def g_h():\n    # Do it.\n"}
-    assert out["messages"][1]["content"] == "g_h"
-
-
 def test_pools_come_from_the_sources():
     source = 'class Reader_Base:\n    """Read records from a file."""\n\ndef read_all(fp, max_size):\n' \
              '    """Say "hi"."""\n    return fp.read(max_size)\n'
@@ -54,6 +39,38 @@ def test_pools_come_from_the_sources():
                                               "ab_cd_cd", "cd_ab_ab", "cd_ab_cd", "cd_cd_ab", "cd_cd_cd"}
     with pytest.raises(ValueError, match="at least 2 name parts"):
         rn.new_name(rng, ["ab"], set())
+    taken = {"ab_cd"}
+    to_name, to_summary = rn.draw(random.Random(1), "walk", "Walk it.", ["ab", "cd"], ["Walk it.", "Use walk."
+                                                                                     , "Go on."], taken)
+    assert to_summary == "Go on." and to_name in taken  # not its own summary, none naming the old function
+    assert {rn.draw(random.Random(s), "f", "x", ["ab", "cd", "ef", "gh"], ["y"], set())[0] for s in range(8)} != {
+        rn.draw(random.Random(0), "f", "x", ["ab", "cd", "ef", "gh"], ["y"], set())[0]}  # the draw follows the rng
+    with pytest.raises(ValueError, match="no other docstring summary"):
+        rn.draw(random.Random(0), "f", "x", ["ab", "cd"], ["x"], set())
+
+
+def test_a_copy_renames_the_function_file_only(tmp_path):
+    """What the reviewer found on `email`: another file's comment quoting `def walk(` and a function named like its
+    file. On the renamed tree the search finds the one definition, the other file keeps its comment, the path stays."""
+    pkg = tmp_path / "src" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "walk.py").write_text('import os\n\n\ndef walk(top_dir):\n    """Walk the tree below a directory."""\n'
+                                 '    return os.walk(top_dir)\n')
+    (pkg / "other.py").write_text('# I.e. def walk(self): see walk.py\n\n\ndef read_text(path_name):\n'
+                                  '    """Read a whole text file."""\n    return open(path_name).read()\n\n\n'
+                                  'def write_text(path_name, text_data):\n    """Write a whole text file."""\n'
+                                  '    return open(path_name, "w").write(text_data)\n')
+    rows = generate([pkg], 3, seed=0, tools=True, renames=2)
+    copies = [r for r in rows if "__walk__" in r["id"]]
+    original, *renamed = copies
+    assert len(renamed) == 2 and "Found 2 matches" in original["messages"][3]["content"]  # the comment matches too
+    for copy in renamed:
+        to_name = ASKED.search(copy["messages"][1]["content"]).group(1)
+        search = copy["messages"][3]["content"]
+        assert search.startswith(f'Found 1 matches for "def {to_name}(" in the repository:') and "other.py" not in search
+        opened = json.loads(copy["messages"][4]["tool_calls"][0]["function"]["arguments"])
+        assert opened == {"path": "pkg/walk.py", "line_number": 4}  # the path keeps its name
 
 
 @pytest.mark.parametrize("tools", [False, True])
@@ -77,12 +94,17 @@ def test_each_copy_is_what_the_tools_show_on_the_renamed_tree(tmp_path, tools):
             assert made["messages"] == copy["messages"]
 
 
-def test_renames_change_only_the_copies_and_the_cli_refuses_a_negative_count(tmp_path):
+def test_renames_change_only_the_copies_and_the_cli_refuses_bad_counts_and_poor_sources(tmp_path):
     plain = generate([JSON], 3, seed=1, tools=True)
     assert generate([JSON], 3, seed=1, tools=True, renames=1)[0::2] == plain
-    assert generate([JSON], 3, seed=2, tools=True, renames=1)[1::2] != generate([JSON], 3, seed=1, tools=True,
-                                                                               renames=1)[1::2]
     out = tmp_path / "r.jsonl"
+    with pytest.raises(SystemExit) as e:
+        from icae.errors import entry
+        tiny = tmp_path / "tiny"
+        tiny.mkdir()
+        (tiny / "m.py").write_text('def only(x):\n    """The only one."""\n    return x\n')
+        entry(main, ["--source", str(tiny), "--num", "1", "--renames", "1", "--out", str(out)])
+    assert e.value.code == 2 and not out.exists()  # one summary: nothing else to give a copy
     with pytest.raises(SystemExit) as e:
         from icae.errors import entry
         entry(main, ["--stdlib", "json", "--num", "1", "--renames", "-1", "--out", str(out)])

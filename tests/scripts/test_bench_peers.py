@@ -107,7 +107,7 @@ def test_the_peers_read_with_a_simple_llm_when_asked(stand_ins, tmp_path, monkey
     (base_full,) = [r for r in quality(load_config(None, {**args, "bench_reader": None}), [4])[0]
                     if r["method"] == "full context"]
     assert abs(base_full["loss"] - full["loss"]) > 0.1  # the base as it is reads otherwise
-    with pytest.raises(UserError, match="must be a SimpleLLM checkpoint"):
+    with pytest.raises(UserError, match="must be a SimpleLLM checkpoint on tiny-qwen2-lm .* got model_type icae"):
         quality(load_config(None, {**args, "bench_reader": "tiny-icae-4x"}), [4])
 
 

@@ -71,3 +71,17 @@ def test_as_tokens_puts_the_contexts_own_embeddings_where_the_slots_go(monkeypat
     assert all(abs(a["loss"] - b["loss"]) > 1e-4 for a, b in zip(with_slots, full))
     with pytest.raises(ValueError, match="exclude each other"):
         teacher_forced_scores(model, samples, no_memory=True, as_tokens=True)
+
+
+def test_as_tokens_scores_none_for_a_context_over_the_window_and_the_others_as_alone():
+    """History and contexts were sized for slots: read as tokens one may not fit model_max_length. It gets None; the
+    others in its batch are scored as they are alone."""
+    model = make_model("tiny-qwen2")
+    samples = [AnswerSample(list(range(5, 25)), [3], [7, 8]), AnswerSample(list(range(5, 125)), [3], [7, 8])]
+    alone = teacher_forced_scores(model, samples[:1], as_tokens=True)[0]
+    object.__setattr__(model.args, "model_max_length", 60)  # 20 tokens fit with the prompt and answer, 120 do not
+    fit, over = teacher_forced_scores(model, samples, batch_size=2, as_tokens=True)
+    assert over == {"token_accuracy": None, "loss": None}
+    assert fit["token_accuracy"] == alone["token_accuracy"] and abs(fit["loss"] - alone["loss"]) < 1e-5
+    with pytest.raises(ValueError, match="model_max_length"):  # with slots nothing is hidden
+        teacher_forced_scores(model, [AnswerSample(list(range(5, 400)), [3], [7, 8])])
