@@ -6,12 +6,14 @@ cache and window figures, is `python -m icae.benchmarks.agent`, docs/bench_agent
     MODE: tools | text; TASKS: N (the first N held-out tasks, seed 0) or train:N (the first N of the recipe's
     train split of outputs/agent_tools/trajectories.jsonl: tasks the agent was fine-tuned on)
 
+STATEMENT=tokens in the environment states the held-out tasks as `generate_trajectories --statement tokens` does.
 Greedy, step limit 20, 192 new tokens a reply, 8 episodes at a time (the server batches them). Writes
 runs/agent_tools/NAME.json (every episode's summary and conversation) and prints the row of the table and the actions
 of three failed episodes.
 """
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -77,7 +79,7 @@ try:
             tasks.append(known[(opened["path"], term[len("def "):-1])])
         tasks = tasks[:int(num.split(":")[1])]
     else:
-        tasks = heldout_tasks(int(num), seed=0)
+        tasks = heldout_tasks(int(num), seed=0, statement=os.environ.get("STATEMENT", "plain"))
     started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
         done = list(pool.map(run, tasks))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,12 +77,15 @@ class Task:
     line: int  # of the ``def`` line, 1-based
     def_line: str
     summary: str
+    statement: str = "plain"  # how the task is stated (icae.data.trajectory_tools.instruction): plain or tokens
 
     def __post_init__(self):
         if not self.path.startswith(f"{self.tree.name}/"):
             raise ValueError(f"task path {self.path} is not in tree {self.tree.name}")
         if self.line < 1 or not self.def_line.lstrip().startswith(("def ", "async def ")):
             raise ValueError(f"task {self.id}: line {self.line} is not a def line: {self.def_line!r}")
+        if self.statement not in tt.STATEMENTS:
+            raise ValueError(f"task {self.id}: statement must be one of {tt.STATEMENTS}, got {self.statement!r}")
 
     @property
     def id(self) -> str:
@@ -89,7 +93,7 @@ class Task:
 
     @property
     def instruction(self) -> str:
-        return tt.instruction(self.function, self.summary)
+        return tt.instruction(self.function, self.summary, self.statement)
 
     @property
     def comment(self) -> str:
@@ -150,9 +154,11 @@ def heldout_trees(stdlib: Path | None = None, site: Path | None = None) -> list[
     return trees
 
 
-def heldout_tasks(num: int | None = None, seed: int = 0, trees: list[TaskTree] | None = None) -> list[Task]:
+def heldout_tasks(num: int | None = None, seed: int = 0, trees: list[TaskTree] | None = None,
+                  statement: str = "plain") -> list[Task]:
     """``num`` tasks (all when None) drawn without replacement from the held-out trees, in a fixed order for
-    ``seed``: the same list for every agent compared."""
+    ``seed``: the same list for every agent compared; ``statement``: how each is stated (the same tasks)."""
     tasks = [t for tree in (trees or heldout_trees()) for t in tasks_from_tree(tree)]
     random.Random(seed).shuffle(tasks)
-    return tasks if num is None else tasks[:num]
+    tasks = tasks if num is None else tasks[:num]
+    return [dataclasses.replace(t, statement=statement) for t in tasks] if statement != "plain" else tasks

@@ -65,7 +65,7 @@ def _search(root: Path, text: str) -> str:
                             for p in tt.python_files(root)))
 
 
-def make_trajectory(root: Path, function: tuple[str, str, int, str], index: int) -> dict:
+def make_trajectory(root: Path, function: tuple[str, str, int, str], index: int, statement: str = "plain") -> dict:
     """The trajectory solving ``function``'s task, each observation what the command shows on the tree (the same
     text :mod:`icae.agent` shows an agent for the same action)."""
     path, name, line, summary = function
@@ -76,18 +76,19 @@ def make_trajectory(root: Path, function: tuple[str, str, int, str], index: int)
     edited = "\n".join(edited_lines) + ("\n" if source.endswith("\n") else "")
     observations = [_search(root, f"def {name}("), tt.window(path, lines, line), tt.window(path, edited_lines, line),
                     tt.compile_output(edited.encode("utf-8"), path), tt.diff(path, source, edited)]
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": tt.instruction(name, summary)}]
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": tt.instruction(name, summary, statement)}]
     for (thought, command), observation in zip(tt.reference_steps(path, name, line, def_line, summary), observations):
         messages += [{"role": "assistant", "content": tt.assistant_text(thought, command)},
                      {"role": "tool", "content": observation}]
     return {"id": f"{Path(path).stem}__{name}__{index}", "messages": messages}
 
 
-def tool_record(tree: TaskTree, function: tuple[str, str, int, str], index: int) -> dict | None:
+def tool_record(tree: TaskTree, function: tuple[str, str, int, str], index: int,
+                statement: str = "plain") -> dict | None:
     """The tool-call trajectory of ``function``'s task on ``tree`` (None when the oracle's run does not succeed)."""
     path, name, line, summary = function
     def_line = (tree.root.parent / path).read_text(encoding="utf-8").splitlines()[line - 1]
-    task = Task(tree, path, name, line, def_line, summary)
+    task = Task(tree, path, name, line, def_line, summary, statement)
     episode = run_episode(oracle_policy(task, "tools"), task, max_steps=len(task.reference), mode="tools")
     if not episode.success:
         return None
@@ -103,9 +104,13 @@ def heldout_inside(sources: list[Path]) -> list[str]:
                    if h.resolve() == r or h.resolve().is_relative_to(r) or r.is_relative_to(h.resolve())})
 
 
-def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False, renames: int = 0) -> list[dict]:
+def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False, renames: int = 0,
+             statement: str = "plain") -> list[dict]:
     """``num`` trajectories (at most one per function) drawn by ``seed``; ``tools``: as tool calls (the same tasks);
-    ``renames``: each followed by that many renamed copies (the copies drawn by ``seed`` too)."""
+    ``renames``: each followed by that many renamed copies (the copies drawn by ``seed`` too); ``statement``: how
+    each task is stated (:func:`icae.data.trajectory_tools.instruction`)."""
+    if statement not in tt.STATEMENTS:
+        raise ValueError(f"statement must be one of {tt.STATEMENTS}, got {statement!r}")
     if renames < 0:
         raise ValueError(f"renames must be >= 0, got {renames}")
     candidates = []
@@ -118,18 +123,18 @@ def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False, 
     rng = random.Random(seed)
     chosen = rng.sample(candidates, min(num, len(candidates)))
     if not tools:
-        rows = [make_trajectory(root, f, i) for i, (root, f) in enumerate(chosen)]
+        rows = [make_trajectory(root, f, i, statement) for i, (root, f) in enumerate(chosen)]
     else:
         trees = {root: TaskTree.whole(root) for root in sources}
-        rows = [tool_record(trees[root], f, i) for i, (root, f) in enumerate(chosen)]
+        rows = [tool_record(trees[root], f, i, statement) for i, (root, f) in enumerate(chosen)]
     kept = [(r, root, f) for r, (root, f) in zip(rows, chosen) if r is not None]
     if not renames:
         return [r for r, _, _ in kept]
-    return renamed(kept, sources, renames, seed, tools)
+    return renamed(kept, sources, renames, seed, tools, statement)
 
 
 def renamed(kept: list[tuple[dict, Path, tuple]], sources: list[Path], renames: int, seed: int,
-            tools: bool) -> list[dict]:
+            tools: bool, statement: str = "plain") -> list[dict]:
     """Each record followed by ``renames`` copies (:mod:`icae.data.renamed_tasks`), each made by the same tools on a
     scratch copy of its tree whose function file says a new name and summary (ids ``<id>_r<k>``)."""
     texts = [p.read_text(encoding="utf-8", errors="replace") for root in sources for p in tt.python_files(root)]
@@ -149,8 +154,8 @@ def renamed(kept: list[tuple[dict, Path, tuple]], sources: list[Path], renames: 
                 to_name, to_summary = rn.draw(rng, name, summary, parts, pool, taken)
                 with rn.renamed_file(copy_root.parent / path, name, summary, to_name, to_summary):
                     function = (path, to_name, line, to_summary)
-                    made = (tool_record(trees[root], function, 0) if tools
-                            else make_trajectory(copy_root, function, 0))
+                    made = (tool_record(trees[root], function, 0, statement) if tools
+                            else make_trajectory(copy_root, function, 0, statement))
                 if made is not None:  # (the oracle's run failing on a renamed file: left out, as for originals)
                     out.append({**made, "id": f"{record['id']}_r{k}"})
     return out
@@ -165,6 +170,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--num", type=int, default=20, help="Number of trajectories (at most one per function).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tools", action="store_true", help="Write OpenAI tool calls, with the tools list.")
+    p.add_argument("--statement", choices=tt.STATEMENTS, default="plain",
+                   help="How each task is stated: plain (the recipes' data so far), or tokens (quoting `def name(` and "
+                        "`# summary` as the actions write them, so that copying repeats the same tokens).")
     p.add_argument("--renames", type=int, default=0,
                    help="After each trajectory, this many renamed copies (a new function name and summary).")
     p.add_argument("--out", required=True, help="Output .jsonl file.")
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> Path:
     if a.renames < 0:
         raise UserError(f"--renames must be 0 or more, got {a.renames}")
     try:
-        rows = generate(sources, a.num, a.seed, a.tools, a.renames)
+        rows = generate(sources, a.num, a.seed, a.tools, a.renames, a.statement)
     except (FileNotFoundError, ValueError) as e:  # a source that is missing, or too poor to draw tasks or copies from
         raise UserError(f"{e} (sources: {[str(s) for s in sources]}; --num {a.num}, --renames {a.renames})") from None
     atomic_write_jsonl(a.out, rows)

@@ -35,8 +35,21 @@ SUBMIT = "submit"
 SILENT_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
-def instruction(name: str, summary: str) -> str:
-    """The task statement: the user turn that opens a trajectory."""
+STATEMENTS = ("plain", "tokens")
+
+
+def instruction(name: str, summary: str, statement: str = "plain") -> str:
+    """The task statement: the user turn that opens a trajectory.
+
+    ``plain`` (every recipe's data so far) names the function after a backtick and quotes the summary; a BPE
+    tokenizer then spells their first pieces otherwise than the actions do (``locate`` after a backtick, `` locate``
+    after ``def``; ``Return`` after a quote, `` Return`` after ``#``), so an agent must learn to map one token to
+    another before it can copy. ``tokens`` quotes exactly what the actions write, ``def locate(`` and
+    ``# <summary>``, so that copying is repeating the same tokens."""
+    if statement == "tokens":
+        return f"Add the comment line `# {summary}` right under the line of `def {name}(`."
+    if statement != "plain":
+        raise ValueError(f"statement must be one of {STATEMENTS}, got {statement!r}")
     return f"Add a comment under the definition of `{name}` that summarises it: \"{summary}\""
 
 

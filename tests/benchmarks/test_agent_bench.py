@@ -238,3 +238,15 @@ def test_llmlingua_keeper_asks_its_worker_once_per_text_at_the_budgets_rate(toke
     monkeypatch.setattr(peers, "run_peer", lambda name, job: (None, "its worker failed (exit 1): boom"))
     with pytest.raises(RuntimeError, match="LLMLingua: its worker failed"):
         failing(messages)
+
+
+def test_the_spec_states_tasks_as_asked_and_refuses_an_unknown_statement(tmp_path):
+    from icae.benchmarks.agent.spec import SpecError, load_spec
+
+    spec = write_spec(tmp_path / "s.yaml", [{"name": "oracle", "policy": "oracle", "tokenizer": "tiny-qwen2-lm"}],
+                      statement="tokens")
+    assert load_spec(spec).statement == "tokens" and load_spec(spec, {"statement": "plain"}).statement == "plain"
+    bad = write_spec(tmp_path / "b.yaml", [{"name": "oracle", "policy": "oracle", "tokenizer": "tiny-qwen2-lm"}],
+                     statement="quoted")
+    with pytest.raises(SpecError, match="statement must be one of plain, tokens, got 'quoted'"):
+        load_spec(bad)

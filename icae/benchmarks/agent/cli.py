@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     for key in ("tasks", "seed", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps"):
         p.add_argument(f"--{key}", type=int, help=f"replace the spec's {key}")
     p.add_argument("--mode", choices=["tools", "text"], help="replace the spec's mode (an agent's own mode stays)")
+    p.add_argument("--statement", choices=["plain", "tokens"], help="replace the spec's statement (how tasks read)")
     p.add_argument("--output_dir", help="replace the spec's output_dir")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in output_dir")
     p.add_argument("--benchmarks_md", metavar="FILE", help="put the table into FILE between the spec's markers")
@@ -43,7 +44,7 @@ def output_files(spec, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("tasks", "seed", "mode", "max_steps", "max_tokens", "window",
+    overrides = {k: getattr(args, k) for k in ("tasks", "seed", "statement", "mode", "max_steps", "max_tokens", "window",
                                                 "window_tasks", "window_max_steps", "output_dir")}
     spec = load_spec(args.spec, overrides)
     if args.agents:

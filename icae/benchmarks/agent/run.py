@@ -130,7 +130,7 @@ def run_spec(spec: BenchSpec, out: Path, log=print) -> dict[str, dict]:
     from icae.benchmarks.peers import peer_python
 
     configs = check_served(spec)
-    tasks = heldout_tasks(spec.tasks, spec.seed)
+    tasks = heldout_tasks(spec.tasks, spec.seed, statement=spec.statement)
     log(f"{len(tasks)} held-out tasks (seed {spec.seed}), {len(spec.agents)} agents")
     results: dict[str, dict] = {}
     with ExitStack() as stack:

@@ -26,10 +26,11 @@ from icae.errors import UserError
 POLICIES = ("oracle", "wrong", "served")
 OBSERVATIONS = ("compressed", "full", "truncate", "llmlingua")
 MODES = ("tools", "text")
+STATEMENTS = ("plain", "tokens")  # icae.data.trajectory_tools.STATEMENTS
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 AGENT_KEYS = {"name", "policy", "serve", "base_url", "model", "api_key", "observations", "budget_tokens",
               "budget_rate", "keep", "min_tokens", "mode", "tokenizer", "kv_dtype", "rate", "mem_size"}
-TOP_KEYS = {"name", "tasks", "seed", "mode", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps",
+TOP_KEYS = {"name", "tasks", "seed", "statement", "mode", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps",
             "output_dir", "agents"}
 
 
@@ -129,6 +130,7 @@ class BenchSpec:
     agents: tuple[AgentSpec, ...]
     tasks: int = 20
     seed: int = 0
+    statement: str = "plain"  # how each task is stated (icae.data.trajectory_tools.instruction): plain or tokens
     mode: str = "tools"
     max_steps: int = 20
     max_tokens: int = 256  # per reply
@@ -146,6 +148,8 @@ class BenchSpec:
                 problems.append(f"{key} must be an integer >= 1, got {value!r}")
         if not isinstance(self.window_tasks, int) or self.window_tasks < 0:
             problems.append(f"window_tasks must be an integer >= 0, got {self.window_tasks!r}")
+        if self.statement not in STATEMENTS:
+            problems.append(f"statement must be one of {', '.join(STATEMENTS)}, got {self.statement!r}")
         if self.mode not in MODES:
             problems.append(f"mode must be tools or text, got {self.mode!r}")
         names = [a.name for a in self.agents]
