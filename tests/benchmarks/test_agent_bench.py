@@ -250,3 +250,24 @@ def test_the_spec_states_tasks_as_asked_and_refuses_an_unknown_statement(tmp_pat
                      statement="quoted")
     with pytest.raises(SpecError, match="statement must be one of plain, tokens, got 'quoted'"):
         load_spec(bad)
+
+
+def test_one_table_from_agents_run_in_legs_and_legs_run_otherwise_are_refused(tmp_path, capsys):
+    agents = [{"name": "oracle", "policy": "oracle", "tokenizer": "tiny-qwen2-lm"}, {"name": "wrong", "policy": "wrong"}]
+    spec = write_spec(tmp_path / "legs.yaml", agents, tasks=2)
+    main(["--spec", str(spec), "--agents", "oracle", "--output_dir", str(tmp_path / "leg1")])
+    main(["--spec", str(spec), "--agents", "wrong", "--output_dir", str(tmp_path / "leg2")])
+    whole = main(["--spec", str(spec), "--output_dir", str(tmp_path / "together")])  # both in one run, to compare
+    merged = main(["--spec", str(spec), "--output_dir", str(tmp_path / "merged"),
+                   "--results_from", str(tmp_path / "leg1"), str(tmp_path / "leg2")])
+    for name in ("oracle", "wrong"):
+        assert merged["agents"][name]["summary"]["successes"] == whole["agents"][name]["summary"]["successes"]
+    rows = [line.split("|")[1:5] for line in (tmp_path / "merged" / "table.md").read_text().splitlines()[-2:]]
+    assert rows == [line.split("|")[1:5] for line in (tmp_path / "together" / "table.md").read_text().splitlines()[-2:]]
+    main(["--spec", str(spec), "--agents", "wrong", "--tasks", "1", "--output_dir", str(tmp_path / "short")])
+    code, err = exit_message(capsys, ["--spec", str(spec), "--output_dir", str(tmp_path / "bad"), "--results_from",
+                                      str(tmp_path / "leg1"), str(tmp_path / "short")])
+    assert code == 2 and "was run with other settings: tasks 1 (spec: 2)" in err
+    code, err = exit_message(capsys, ["--spec", str(spec), "--output_dir", str(tmp_path / "bad2"), "--results_from",
+                                      str(tmp_path / "leg1")])
+    assert code == 2 and "wrong: no wrong.json in" in err

@@ -7,7 +7,9 @@ Runs each agent of the spec on the same held-out tasks and writes, under the spe
 agent (every episode: its actions, conversation, and each request's tokens, decoder positions, KV MiB and seconds;
 and the agent's summary), ``summary.json``, ``table.md`` and ``plot.png`` (success against decoder positions). An
 existing result is never replaced without ``--overwrite``. ``--benchmarks_md`` puts the table into that file between
-the spec's own markers.
+the spec's own markers. ``--results_from DIR [DIR ...]`` runs nothing: it reads each agent's JSON from the first of
+those output directories that has it (agents run in legs, e.g. one per free core, with ``--agents`` and their own
+``--output_dir``), checks that every leg ran the spec's tasks with its settings, and writes the one table.
 """
 
 from __future__ import annotations
@@ -35,7 +37,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", help="replace the spec's output_dir")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in output_dir")
     p.add_argument("--benchmarks_md", metavar="FILE", help="put the table into FILE between the spec's markers")
+    p.add_argument("--results_from", nargs="+", metavar="DIR",
+                   help="run nothing: the table of the agents' results in these output directories (earlier legs)")
     return p
+
+
+# What every leg must share for its rows to stand in one table (the agents may differ).
+SHARED = ("tasks", "seed", "statement", "mode", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps")
+
+
+def gathered(spec, dirs: list[str]) -> dict[str, dict]:
+    """Each agent's saved result from the first of ``dirs`` holding it; one SpecError naming every agent missing and
+    every leg run with other settings than ``spec``."""
+    import json
+
+    results, problems = {}, []
+    for agent in spec.agents:
+        found = next((Path(d) / f"{agent.slug}.json" for d in dirs if (Path(d) / f"{agent.slug}.json").is_file()), None)
+        if found is None:
+            problems.append(f"{agent.name}: no {agent.slug}.json in {dirs}")
+            continue
+        saved = json.loads(found.read_text())
+        differ = [f"{k} {saved['spec'].get(k)!r} (spec: {getattr(spec, k)!r})" for k in SHARED
+                  if saved["spec"].get(k) != getattr(spec, k)]
+        if differ:
+            problems.append(f"{found} was run with other settings: {', '.join(differ)}")
+        results[agent.name] = {k: v for k, v in saved.items() if k != "spec"}
+    if problems:
+        raise SpecError("--results_from: " + "; ".join(problems))
+    return results
 
 
 def output_files(spec, out: Path) -> list[Path]:
@@ -61,8 +91,12 @@ def main(argv: list[str] | None = None) -> dict:
     if md is not None and not md.is_file():
         raise SpecError(f"--benchmarks_md: no such file: {md}")
     started = time.perf_counter()
-    results = run_spec(spec, out)
-    seconds = time.perf_counter() - started
+    if args.results_from:
+        results = gathered(spec, args.results_from)
+        seconds = sum(r.get("seconds", 0.0) for r in results.values())  # each agent's own run, summed
+    else:
+        results = run_spec(spec, out)
+        seconds = time.perf_counter() - started
     for agent in spec.agents:
         atomic_write_json(out / f"{agent.slug}.json", {"spec": dataclasses.asdict(spec), **results[agent.name]})
     summary = {"spec": dataclasses.asdict(spec), "seconds": seconds,
@@ -75,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     where = f"results: {out}" + (f", plot: {out / 'plot.png'}" if drew else "")
     print(f"\n{table}\n\n{seconds:.0f} s in all; {where}")
     if md is not None:
-        text = (f"`python -m icae.benchmarks.agent --spec {args.spec}` ({seconds / 60:.1f} min; raw results "
+        legs = f" in legs ({', '.join(args.results_from)})" if args.results_from else ""
+        text = (f"`python -m icae.benchmarks.agent --spec {args.spec}` ({seconds / 60:.1f} min{legs}; raw results "
                 f"`{out}/summary.json`)\n\n{table}")
         found = put_section(md, spec.name, text)
         print(f"table put into {md}" + ("" if found else " (its markers were missing: appended at the end)"))
