@@ -27,23 +27,28 @@ from pathlib import Path
 _PART = re.compile(r"^[a-z]{2,10}$")
 
 
-def identifiers(sources: Iterable[str]) -> set[str]:
-    """Every name a source defines or uses (functions, classes, arguments, variables, attributes)."""
-    names = set()
+def _nodes(sources: Iterable[str]) -> Iterator[ast.AST]:
+    """Every node of every source that parses (the others are skipped, as the generator skips them)."""
     for source in sources:
         try:
             tree = ast.parse(source)
         except (SyntaxError, ValueError):
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                names.add(node.name)
-            elif isinstance(node, ast.Name):
-                names.add(node.id)
-            elif isinstance(node, ast.Attribute):
-                names.add(node.attr)
-            elif isinstance(node, ast.arg):
-                names.add(node.arg)
+        yield from ast.walk(tree)
+
+
+def identifiers(sources: Iterable[str]) -> set[str]:
+    """Every name a source defines or uses (functions, classes, arguments, variables, attributes)."""
+    names = set()
+    for node in _nodes(sources):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
     return names
 
 
@@ -55,17 +60,12 @@ def name_parts(names: Iterable[str]) -> list[str]:
 def summaries(sources: Iterable[str]) -> list[str]:
     """First docstring lines of every function, method and class (10-90 characters, no quote or backslash), sorted."""
     found = set()
-    for source in sources:
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                doc = ast.get_docstring(node)
-                line = doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
-                if 10 <= len(line) <= 90 and line.isprintable() and not set(line) & set("\"\\`"):
-                    found.add(line)
+    for node in _nodes(sources):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            doc = ast.get_docstring(node)
+            line = doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
+            if 10 <= len(line) <= 90 and line.isprintable() and not set(line) & set("\"\\`"):
+                found.add(line)
     return sorted(found)
 
 
