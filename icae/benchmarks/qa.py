@@ -18,6 +18,7 @@ from icae.metrics import context_value_kept, squad_scores
 from icae.models import SimpleLLM, load_checkpoint
 from icae.models.auto import layout_for
 from icae.models.loading import load_base_model
+from icae.training.evaluation import context_memory
 
 
 @torch.no_grad()
@@ -27,9 +28,7 @@ def answers(model, contexts: list[list[int]], samples, max_new: int, memory: str
     ICAE's decoder ``"none"`` (slots removed) and ``"tokens"`` (the context's tokens where the slots go)."""
     out = []
     for context, sample in zip(contexts, samples):
-        rows = [context or [model.tokenizer.eos_token_id]]
-        memory_ = model.token_memory([torch.tensor(rows[0])]) if memory == "tokens" else model.compress(rows)
-        memory_ = memory_.without_slots() if memory == "none" else memory_
+        memory_ = context_memory(model, [context or [model.tokenizer.eos_token_id]], memory)
         ids = model.generate(memory_, [sample.prompt_ids], mode="ft", max_new_tokens=max_new)[0]
         out.append(squad_scores(model.tokenizer.decode(ids, skip_special_tokens=True).strip(), sample.answers))
     return out

@@ -17,6 +17,7 @@ from icae.errors import UserError
 from icae.metrics import context_value_kept
 from icae.models import load_checkpoint
 from icae.models.layouts import IGNORE
+from icae.training.evaluation import context_memory
 from icae.models.loading import load_base_model, load_tokenizer, resolve_model_path
 
 
@@ -34,12 +35,7 @@ def continuation_scores(model, context: list[int], continuation: list[int]) -> t
 def icae_scores(model, context: list[int], continuation: list[int], memory: str = "slots") -> tuple[float, float]:
     """ICAE's decoder reading ``memory``: its slots, none (``"none"``), or the context's own tokens where the slots
     go (``"tokens"``)."""
-    if memory == "tokens":
-        mem = model.token_memory([torch.tensor(context)])
-    else:
-        mem = model.compress([context])
-    if memory == "none":
-        mem = mem.without_slots()
+    mem = context_memory(model, [context], memory)
     out = model(memory=mem, mode="lm", target_ids=[continuation])
     logits, labels = out.logits[0, :-1].float(), out.labels[0, 1:]
     keep = labels != IGNORE

@@ -99,6 +99,20 @@ def evaluate_pretraining(
     return metrics
 
 
+def context_memory(model: CompressorBase, rows: list, read: str = "slots"):
+    """The memory a decoder reads for ``rows`` (1-D id tensors or id lists): ``"slots"`` (what ``compress`` gives;
+    SimpleLLM's is its tokens), ``"none"`` (the slots removed: the no-memory baseline) or ``"tokens"`` (the
+    context's own token embeddings where the slots go, positions 1..L: the decoder reading the full context)."""
+    if read == "tokens":
+        return model.token_memory([torch.as_tensor(r) for r in rows])
+    memory = model.compress(rows)
+    if read == "none":
+        return memory.without_slots()
+    if read != "slots":
+        raise ValueError(f"read must be slots, none or tokens, got {read!r}")
+    return memory
+
+
 @torch.no_grad()
 def teacher_forced_scores(model: CompressorBase, samples: list[AnswerSample], mode: str = "ft", batch_size: int = 8,
                           no_memory: bool = False, as_tokens: bool = False) -> list[dict]:
@@ -115,10 +129,8 @@ def teacher_forced_scores(model: CompressorBase, samples: list[AnswerSample], mo
         raise ValueError("no_memory and as_tokens exclude each other")
 
     def score(chunk: list[AnswerSample]) -> list[dict]:
-        rows = [torch.tensor(s.input_ids) for s in chunk]
-        memory = model.token_memory(rows) if as_tokens else model.compress(rows)
-        if no_memory:
-            memory = memory.without_slots()
+        read = "tokens" if as_tokens else "none" if no_memory else "slots"
+        memory = context_memory(model, [torch.tensor(s.input_ids) for s in chunk], read)
         prefixes = [torch.tensor(s.prefix_ids, dtype=torch.long) for s in chunk] if chunk[0].prefix_ids else None
         out = model(memory=memory, mode=mode, prompt_ids=[torch.tensor(s.prompt_ids) for s in chunk],
                     target_ids=[torch.tensor(s.target_ids) for s in chunk], prefix_ids=prefixes)

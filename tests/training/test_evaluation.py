@@ -46,10 +46,11 @@ def test_tally_weights_each_batch_by_its_counted_tokens():
     assert tally.metrics("lm") == {"lm_loss": pytest.approx(1.4), "lm_token_accuracy": pytest.approx(0.6)}
 
 
-def test_as_tokens_puts_the_contexts_own_embeddings_where_the_slots_go(monkeypatch):
+@pytest.mark.parametrize("family", ["tiny-qwen2", "tiny-mistral"])
+def test_as_tokens_puts_the_contexts_own_embeddings_where_the_slots_go(monkeypatch, family):
     """ICAE's decoder on the full context: the memory is the context's token embeddings at positions 1..L (as
     SimpleLLM reads it), nothing is compressed, and the scores differ from those with slots."""
-    model = make_model("tiny-qwen2")
+    model = make_model(family)
     samples = [AnswerSample(list(range(5, 45)), [3, 4], [7, 8, 9, 10]), AnswerSample(list(range(50, 70)), [3], [11, 12])]
     with_slots = teacher_forced_scores(model, samples, batch_size=2)
     seen, forward = [], type(model).forward
@@ -73,10 +74,11 @@ def test_as_tokens_puts_the_contexts_own_embeddings_where_the_slots_go(monkeypat
         teacher_forced_scores(model, samples, no_memory=True, as_tokens=True)
 
 
-def test_as_tokens_scores_none_for_a_context_over_the_window_and_the_others_as_alone():
+@pytest.mark.parametrize("family", ["tiny-qwen2", "tiny-mistral"])
+def test_as_tokens_scores_none_for_a_context_over_the_window_and_the_others_as_alone(family):
     """History and contexts were sized for slots: read as tokens one may not fit model_max_length. It gets None; the
     others in its batch are scored as they are alone."""
-    model = make_model("tiny-qwen2")
+    model = make_model(family)
     samples = [AnswerSample(list(range(5, 25)), [3], [7, 8]), AnswerSample(list(range(5, 125)), [3], [7, 8])]
     alone = teacher_forced_scores(model, samples[:1], as_tokens=True)[0]
     object.__setattr__(model.args, "model_max_length", 60)  # 20 tokens fit with the prompt and answer, 120 do not
