@@ -181,9 +181,10 @@ def test_lambda_key_is_accepted():
 def test_choice_errors_list_the_choices_and_task_keys_are_checked():
     with pytest.raises(ConfigError) as e:
         load_config(None, {"trajectory_format": "chatml", "test_fraction": 1.0, "compress_roles": ["assistant"],
-                           "needle_position_ratios": [1.5], "max_history_tokens": 0})
+                           "needle_position_ratios": [1.5], "max_history_tokens": 0,
+                           "max_assistant_turns": 0})
     msg = str(e.value)
-    assert "5 problem(s)" in msg
+    assert "6 problem(s)" in msg and "max_assistant_turns must be at least 1" in msg
     assert "trajectory_format: expected one of 'auto', 'messages', 'swe_smith', 'swe_agent', 'nebius'" in msg
     assert "test_fraction must be in [0, 1)" in msg and "assistant turns" in msg
     assert "needle_position_ratios" in msg and "max_history_tokens must be positive" in msg

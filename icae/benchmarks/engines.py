@@ -25,7 +25,7 @@ import torch
 
 from icae.errors import UserError
 from icae.models import Span
-from icae.utils.io import atomic_write_json
+from icae.utils.io import atomic_write_json, replaceable
 
 
 def _timed(fn) -> float:
@@ -159,11 +159,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--turns", type=int, default=10, help="turns of the agent conversation")
     p.add_argument("--k", type=int, default=128, help="memory slots per segment (--random-shape)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run's result.json in --work")
     a = p.parse_args(argv)
     if bool(a.checkpoint) == bool(a.random_shape):
         raise UserError("give one of --checkpoint or --random-shape")
+    out = replaceable(Path(a.work) / "result.json", a.overwrite)  # refused before anything runs
     result = run(a)
-    atomic_write_json(Path(a.work) / "result.json", result)
+    atomic_write_json(out, result)
     print(table(result))
     return result
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from icae.errors import UserError
-from icae.utils.io import atomic_write_json
+from icae.utils.io import atomic_write_json, replaceable
 
 HELD_OUT = Path(__file__).resolve().parents[2] / "docs" / "results" / "tool_outputs_heldout.jsonl"
 
@@ -116,9 +116,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--min-tokens", type=int, default=128)
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run's result.json in --work")
     a = p.parse_args(argv)
+    out = replaceable(Path(a.work) / "result.json", a.overwrite)  # refused before anything runs
     result = run(a)
-    atomic_write_json(Path(a.work) / "result.json", result)
+    atomic_write_json(out, result)
     print(table(result))
     return result
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from icae.utils.io import atomic_write_json
+from icae.utils.io import atomic_write_json, replaceable
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--torch-batch", type=int, default=16)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run's result.json in --work")
     a = p.parse_args(argv)
     work = Path(a.work)
+    out = replaceable(work / "result.json", a.overwrite)  # refused before anything loads
     base, tok = load_base_model(a.shape)
     base.save_pretrained(work / "base")  # vLLM loads a model directory
     tok.save_pretrained(work / "base")
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"shape": a.shape, "requests": a.requests, "context": a.context, "new_tokens": a.new_tokens,
               "compress_s": compress_s, "vllm_tokens_per_s": tokens / vllm_s, "torch_tokens_per_s": tokens / torch_s,
               "vllm_over_torch": torch_s / vllm_s, "torch_batch": a.torch_batch, "gpu": torch.cuda.get_device_name()}
-    atomic_write_json(work / "result.json", result)
+    atomic_write_json(out, result)
     print(result)
     return result
 

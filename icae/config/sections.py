@@ -324,9 +324,15 @@ class TrajectoryArguments(Section):
         "Trajectories: decoder input limit; a trajectory stops at the last assistant turn that fits (the original "
         "tool stopped at 32k).", 32768
     )
+    max_assistant_turns: Optional[int] = _help(
+        "Trajectories: keep each trajectory up to its first N assistant turns (1: the first action alone, a cheap "
+        "curriculum stage that trains what the task statement asks for; None: every turn that fits).", None
+    )
 
     def problems(self) -> list[str]:
         out = [] if self.max_history_tokens > 0 else [f"max_history_tokens must be positive, got {self.max_history_tokens}"]
+        if self.max_assistant_turns is not None and self.max_assistant_turns < 1:
+            out.append(f"max_assistant_turns must be at least 1 (or null: every turn), got {self.max_assistant_turns}")
         if "assistant" in self.compress_roles:
             out.append("compress_roles: assistant turns are what the model learns; they cannot be compressed")
         return out

@@ -32,7 +32,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Optional, TypedDict
 
 from icae.config import ConfigError
 from icae.data.chat_template import TemplateError, is_observation, template_pieces, tools_template
@@ -358,15 +358,18 @@ def fed_length(turn: Turn, memory_length) -> int:
     return len(turn.header) + content + len(turn.footer)
 
 
-def truncate(turns: list[Turn], max_tokens: int, memory_length) -> list[Turn]:
-    """The longest prefix of turns whose decoder input fits in ``max_tokens``, ending with an assistant turn."""
-    total, keep = 0, 0
+def truncate(turns: list[Turn], max_tokens: int, memory_length, max_assistant_turns: Optional[int] = None) -> list[Turn]:
+    """The longest prefix of turns whose decoder input fits in ``max_tokens``, ending with an assistant turn, and
+    holding at most ``max_assistant_turns`` of them (None: no limit)."""
+    total, keep, assistant = 0, 0, 0
     for i, turn in enumerate(turns):
         total += fed_length(turn, memory_length)
         if total > max_tokens:
             break
         if turn.loss:
-            keep = i + 1
+            keep, assistant = i + 1, assistant + 1
+            if assistant == max_assistant_turns:
+                break
     return turns[:keep]
 
 
@@ -436,4 +439,5 @@ def rendered(config, layout: Layout, trajectory: Trajectory) -> list[Turn]:
     else:
         turns = render_turns(layout.tokenizer, trajectory, config.trajectories.compress_roles,
                              layout.compress_threshold, layout.memory_length, layout)
-    return truncate(turns, config.trajectories.max_history_tokens, layout.memory_length)
+    return truncate(turns, config.trajectories.max_history_tokens, layout.memory_length,
+                    config.trajectories.max_assistant_turns)

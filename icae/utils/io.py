@@ -107,3 +107,17 @@ def temp_dir(parent: str | Path, prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     os.chmod(path, 0o777 & ~_umask())
     return path
+
+
+def replaceable(path: str | Path, overwrite: bool, flag: str = "--overwrite") -> Path:
+    """``path``, checked before any work is done: an existing file is refused (a UserError naming ``flag``) unless
+    ``overwrite``, and then the replacement is said on stderr."""
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise UserError(f"{path} exists (an earlier run's result); pass {flag} to replace it, or choose another "
+                            "directory")
+        import sys
+
+        print(f"replacing {path} (as {flag} asked)", file=sys.stderr)
+    return path

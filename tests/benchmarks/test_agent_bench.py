@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from icae.agent import StopEpisode
+from icae.agent import TOOLS, StopEpisode
 from icae.benchmarks.agent import load_spec
 from icae.benchmarks.agent.cli import main
 from icae.benchmarks.agent.policies import Measured, Truncate, estimate, kept_tokens, served_ask
@@ -250,6 +250,41 @@ def test_the_spec_states_tasks_as_asked_and_refuses_an_unknown_statement(tmp_pat
                      statement="quoted")
     with pytest.raises(SpecError, match="statement must be one of plain, tokens, got 'quoted'"):
         load_spec(bad)
+
+
+def test_one_chat_template_for_every_agent_served_and_counted(tmp_path, tokenizer):
+    from icae.benchmarks.agent.run import check_served, serve_block
+    from icae.benchmarks.agent.spec import SpecError, load_spec
+
+    compact = "icae/assets/templates/compact_tools.jinja"
+    served = {"name": "icae", "serve": {"config": SERVE, "overrides": ["max_batch_size=1"]}}
+    spec = load_spec(write_spec(tmp_path / "s.yaml", [served], chat_template=compact))
+    block = serve_block(spec.agents[0], spec)
+    assert block["overrides"] == ["max_batch_size=1", f"chat_template={compact}"]
+    assert spec.agents[0].serve["overrides"] == ["max_batch_size=1"]  # the spec itself untouched
+    assert check_served(spec)["icae"].serve.chat_template == compact  # the server's config reads it
+    without = load_spec(write_spec(tmp_path / "w.yaml", [served]))
+    assert serve_block(without.agents[0], without) == served["serve"]
+    # counted with it: the compact tool list is hundreds of tokens shorter than the tokenizer's Hermes list
+    from icae.agent import heldout_tasks
+    from icae.agent.episode import opening
+
+    first = opening(heldout_tasks(1, 0)[0], "tools")
+    text = open(compact).read()
+    hermes, _ = estimate(first, tokenizer, "tools")
+    short, _ = estimate(first, tokenizer, "tools", template=text)
+    rendered = tokenizer.apply_chat_template(first, tools=TOOLS, add_generation_prompt=True, chat_template=text,
+                                             tokenize=False)
+    assert short == len(tokenizer(rendered, add_special_tokens=False)["input_ids"]) and hermes - short > 500
+    m = Measured(lambda messages: ("reply", None), "tools", tokenizer=tokenizer, template=text)
+    m(first)
+    assert m.requests[0]["prompt_tokens"] == short
+    # a missing file, and a template set twice, are refused
+    with pytest.raises(SpecError) as e:
+        load_spec(write_spec(tmp_path / "b.yaml", [{**served, "serve": {"config": SERVE, "overrides": [
+            f"chat_template={compact}"]}}], chat_template="nowhere.jinja"))
+    assert "chat_template: no such file: nowhere.jinja" in str(e.value)
+    assert "chat_template is set at the spec's top for every agent" in str(e.value)
 
 
 def test_one_table_from_agents_run_in_legs_and_legs_run_otherwise_are_refused(tmp_path, capsys):

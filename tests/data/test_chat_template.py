@@ -142,3 +142,27 @@ def test_messages_that_are_not_json_are_rendered_without_the_cache(tokenizer):
     with_tools = "{% if tools %}[{{ tools | length }} tool]{% endif %}" + PLAIN
     pieces, prompt = ct.template_pieces(tokenizer, messages, tools, with_tools)
     assert "".join(p.text for p in pieces) == "[1 tool]user: hi\n" and prompt == "assistant: "
+
+
+COMPACT = ct.TOOLS_TEMPLATE.parents[1] / "templates" / "compact_tools.jinja"
+
+
+def test_the_compact_template_lists_signatures_and_writes_turns_as_the_shipped_one(tokenizer):
+    tools = [{"type": "function", "function": {"name": "open", "description": "Show a file.", "parameters": {
+                 "type": "object", "properties": {"path": {"type": "string"}, "line_number": {"type": "integer"}},
+                 "required": ["path"]}}},
+             {"type": "function", "function": {"name": "submit", "parameters": {"type": "object", "properties": {}}}}]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "fix it"},
+                {"role": "assistant", "content": "DISCUSSION\nopen it", "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "open", "arguments": '{"path": "a.py"}'}}]},
+                {"role": "tool", "content": "1:x = 1"}]
+    compact = COMPACT.read_text(encoding="utf-8")
+    text = "".join(p.text for p in ct.template_pieces(tokenizer, messages, tools, compact, strict=True)[0])
+    head = ('<|im_start|>system\nBe brief.\n\n# Tools\nopen(path: string, line_number?: integer)\nsubmit()\n'
+            'Call one as <tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+            '<|im_end|>\n')
+    assert text.startswith(head)
+    # everything after the system turn (the user turn, the tool call, the tool response) is the shipped template's
+    shipped = "".join(p.text for p in ct.template_pieces(tokenizer, messages, tools, SHIPPED, strict=True)[0])
+    assert text[len(head):] == shipped[shipped.index("<|im_start|>user"):]
+    assert '<tool_call>\n{"name": "open", "arguments": {"path": "a.py"}}\n</tool_call>' in text

@@ -136,6 +136,22 @@ def test_truncation_counts_slots_not_tokens():
     assert truncate(turns, 3, lambda n: n) == []
 
 
+def test_max_assistant_turns_keeps_the_first_actions():
+    tok = tiny_tokenizer()
+    messages = [{"role": "user", "content": "go"}]
+    for k in range(3):
+        messages += [{"role": "assistant", "content": f"step {k}"}, {"role": "tool", "content": f"out {k} " * 20}]
+    turns = render_turns(tok, {"id": "t", "messages": messages}, ["tool"], 8)
+    roles = lambda kept: ["a" if t.loss else "o" for t in kept]  # noqa: E731
+    assert roles(turns) == ["o", "a", "o", "a", "o", "a", "o"]
+    assert roles(truncate(turns, 10_000, lambda n: n, 1)) == ["o", "a"]  # the task and the first action only
+    assert roles(truncate(turns, 10_000, lambda n: n, 2)) == ["o", "a", "o", "a"]
+    assert roles(truncate(turns, 10_000, lambda n: n, 5)) == roles(truncate(turns, 10_000, lambda n: n))[:6]
+    # the token limit still applies first: the second action does not fit, so two allowed turns keep one
+    first_two = sum(t.num_tokens for t in turns[:3])
+    assert roles(truncate(turns, first_two, lambda n: n, 2)) == ["o", "a"]
+
+
 def test_generator_is_real_and_deterministic(tmp_path):
     pkg = tmp_path / "pkg"
     pkg.mkdir()

@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 # What every leg must share for its rows to stand in one table (the agents may differ).
-SHARED = ("tasks", "seed", "statement", "mode", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps")
+SHARED = ("tasks", "seed", "statement", "chat_template", "mode", "max_steps", "max_tokens", "window", "window_tasks",
+          "window_max_steps")
 
 
 def gathered(spec, dirs: list[str]) -> dict[str, dict]:

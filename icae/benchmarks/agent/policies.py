@@ -88,13 +88,13 @@ class LLMLingua:
 
 
 def estimate(messages: list[dict], tokenizer, mode: str, rate: float = 1.0, mem_size: int = 8,
-             min_tokens: int = 32) -> tuple[int, int]:
-    """(prompt tokens, decoder positions) of a request, counted here: the conversation under the tokenizer's chat
-    template (tools rendered in tool mode), then each observation of at least ``min_tokens`` tokens replaced by
-    ``num_segments x mem_size`` slots when ``rate`` > 1."""
+             min_tokens: int = 32, template: str | None = None) -> tuple[int, int]:
+    """(prompt tokens, decoder positions) of a request, counted here: the conversation under ``template`` (the text
+    of a chat template; None: the tokenizer's own), tools rendered in tool mode, then each observation of at least
+    ``min_tokens`` tokens replaced by ``num_segments x mem_size`` slots when ``rate`` > 1."""
     tools = TOOLS if mode == "tools" else None
     prompt = len(tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True,
-                                               return_dict=True)["input_ids"])
+                                               return_dict=True, chat_template=template)["input_ids"])
     positions = prompt
     if rate > 1:
         for i in observation_indices(messages):
@@ -111,9 +111,10 @@ class Measured:
 
     def __init__(self, ask: Callable, mode: str, keeper: Callable | None = None, tokenizer=None,
                  kv_bytes_per_position: int | None = None, rate: float = 1.0, mem_size: int = 8,
-                 min_tokens: int = 32):
+                 min_tokens: int = 32, template: str | None = None):
         self.ask, self.mode, self.keeper, self.tokenizer = ask, mode, keeper, tokenizer
         self.kv_bytes, self.rate, self.mem_size, self.min_tokens = kv_bytes_per_position, rate, mem_size, min_tokens
+        self.template = template  # the chat template text the estimate renders with (None: the tokenizer's)
         self.requests: list[dict] = []
 
     def __call__(self, messages: list[dict]):
@@ -125,7 +126,8 @@ class Measured:
         positions = (usage.get("compression") or {}).get("decoder_positions")
         tokens, source = usage.get("prompt_tokens"), "server"
         if positions is None and self.tokenizer is not None:
-            counted, positions = estimate(sent, self.tokenizer, self.mode, self.rate, self.mem_size, self.min_tokens)
+            counted, positions = estimate(sent, self.tokenizer, self.mode, self.rate, self.mem_size, self.min_tokens,
+                                          self.template)
             tokens, source = tokens if tokens is not None else counted, "estimated"
         elif positions is None:
             source = None

@@ -22,6 +22,14 @@ from icae.errors import UserError
 from icae.metrics.agent import kv_shape, summarize
 
 
+def serve_block(agent: AgentSpec, spec: BenchSpec) -> dict | None:
+    """The agent's ``serve`` block as its server runs it: with the spec's ``chat_template`` (if any) as one more
+    override, so every served agent reads the conversation as the unserved ones are counted."""
+    if agent.serve is None or spec.chat_template is None:
+        return agent.serve
+    return {**agent.serve, "overrides": [*agent.serve.get("overrides", []), f"chat_template={spec.chat_template}"]}
+
+
 def check_served(spec: BenchSpec) -> dict[str, object]:
     """Each served agent's ``icae serve`` config, loaded (bad configs and observation/model mismatches as one
     SpecError before anything runs)."""
@@ -30,7 +38,7 @@ def check_served(spec: BenchSpec) -> dict[str, object]:
         if agent.serve is None:
             continue
         try:
-            config = serve_config(agent.serve)
+            config = serve_config(serve_block(agent, spec))
         except UserError as e:  # ConfigError names every problem of that config
             problems.append(f"agent {agent.name!r}: its serve config: {e}")
             continue
@@ -91,6 +99,7 @@ def run_agent(agent: AgentSpec, spec: BenchSpec, tasks: list[Task], config=None,
         keeper = LLMLingua(tokenizer, resolve_model_path(base), agent.min_tokens, agent.budget_tokens,
                            agent.budget_rate)
     kv = kv_bytes_per_position(base, agent, config)
+    template = Path(spec.chat_template).read_text(encoding="utf-8") if spec.chat_template else None
     client = None
     if agent.served:
         from openai import OpenAI
@@ -104,7 +113,7 @@ def run_agent(agent: AgentSpec, spec: BenchSpec, tasks: list[Task], config=None,
         else:
             scripted = (oracle_policy if agent.policy == "oracle" else wrong_policy)(task, mode)
             ask = lambda messages: (scripted(messages), None)
-        return Measured(ask, mode, keeper, tokenizer, kv, agent.rate, agent.mem_size, agent.min_tokens)
+        return Measured(ask, mode, keeper, tokenizer, kv, agent.rate, agent.mem_size, agent.min_tokens, template)
 
     episodes, window_episodes = [], []
     for i, task in enumerate(tasks):
@@ -143,14 +152,15 @@ def run_spec(spec: BenchSpec, out: Path, log=print) -> dict[str, dict]:
                     "needs transformers 4.x, not this project's)")}
                 log(f"{agent.name}: not run: {results[agent.name]['not_run']}")
                 continue
-            key = json.dumps(agent.serve, sort_keys=True) if agent.serve else None
+            serve = serve_block(agent, spec)
+            key = json.dumps(serve, sort_keys=True) if serve else None
             if key != current:
                 stack.close()
                 current, server = key, None
                 if key is not None:
-                    log(f"starting icae serve for {agent.name} ({agent.serve['config']} "
-                        f"{' '.join(map(str, agent.serve.get('overrides', [])))})")
-                    server = stack.enter_context(served(agent.serve, out / "logs" / f"{agent.slug}.server.log"))
+                    log(f"starting icae serve for {agent.name} ({serve['config']} "
+                        f"{' '.join(map(str, serve.get('overrides', [])))})")
+                    server = stack.enter_context(served(serve, out / "logs" / f"{agent.slug}.server.log"))
             url, model = server if server else (None, None)
             try:
                 results[agent.name] = run_agent(agent, spec, tasks, configs.get(agent.name), url, model, log)

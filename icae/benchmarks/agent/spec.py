@@ -30,7 +30,7 @@ STATEMENTS = ("plain", "tokens")  # icae.data.trajectory_tools.STATEMENTS
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 AGENT_KEYS = {"name", "policy", "serve", "base_url", "model", "api_key", "observations", "budget_tokens",
               "budget_rate", "keep", "min_tokens", "mode", "tokenizer", "kv_dtype", "rate", "mem_size"}
-TOP_KEYS = {"name", "tasks", "seed", "statement", "mode", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps",
+TOP_KEYS = {"name", "tasks", "seed", "statement", "chat_template", "mode", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps",
             "output_dir", "agents"}
 
 
@@ -131,6 +131,9 @@ class BenchSpec:
     tasks: int = 20
     seed: int = 0
     statement: str = "plain"  # how each task is stated (icae.data.trajectory_tools.instruction): plain or tokens
+    # The chat template every agent reads (a file): each served agent's server gets it as its chat_template, and the
+    # unserved agents' positions are counted with it. None: each server's own, counts with the tokenizer's.
+    chat_template: str | None = None
     mode: str = "tools"
     max_steps: int = 20
     max_tokens: int = 256  # per reply
@@ -148,6 +151,13 @@ class BenchSpec:
                 problems.append(f"{key} must be an integer >= 1, got {value!r}")
         if not isinstance(self.window_tasks, int) or self.window_tasks < 0:
             problems.append(f"window_tasks must be an integer >= 0, got {self.window_tasks!r}")
+        if self.chat_template is not None and not Path(self.chat_template).is_file():
+            problems.append(f"chat_template: no such file: {self.chat_template}")
+        for agent in self.agents:
+            if self.chat_template is not None and agent.serve and any(
+                    str(o).startswith("chat_template=") for o in agent.serve.get("overrides", [])):
+                problems.append(f"agent {agent.name!r}: chat_template is set at the spec's top for every agent; "
+                                "leave it out of the agent's overrides")
         if self.statement not in STATEMENTS:
             problems.append(f"statement must be one of {', '.join(STATEMENTS)}, got {self.statement!r}")
         if self.mode not in MODES:
