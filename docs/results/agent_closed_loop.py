@@ -95,6 +95,8 @@ row = {"agent": name, "mode": mode, "tasks": n, "success": ok / n, "ci95": [low,
        "steps": sum(e.steps for e in episodes) / n, "submitted": sum(e.submitted for e in episodes) / n,
        "format_errors": sum(e.format_errors for e in episodes) / n,
        "reference_match": sum(e.reference_match for e in episodes) / n,
+       # episodes whose first k actions are all the reference's, k = 1..5 (search, open, edit, py_compile, submit)
+       "right_from_start": [sum(e.leading_right >= k for e in episodes) for k in range(1, 6)],
        "stopped": sum(bool(e.stopped) for e in episodes),
        "seconds_per_task": sum(s for _, s in done) / n, "wall_s": wall}
 (HERE / f"{name}.json").write_text(json.dumps({"row": row, "episodes": [

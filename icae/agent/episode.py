@@ -36,7 +36,8 @@ class StopEpisode(Exception):
 class Episode:
     """One run, scored. ``reference_match``: the share of steps whose action equals the reference trajectory's
     action at that step (same canonical command), over ``max(steps, reference length)`` steps, so that stopping
-    early or wandering both count against it; a format error matches nothing."""
+    early or wandering both count against it; a format error matches nothing. ``leading_right``: how many of the
+    first actions, in a row, are the reference's (how far the agent got before its first wrong step)."""
 
     task_id: str
     mode: str
@@ -50,6 +51,7 @@ class Episode:
     problems: tuple[str, ...]  # why it is not a success
     messages: list[dict] = field(repr=False, default_factory=list)
     stopped: str | None = None  # why the policy ended the episode early (StopEpisode), None otherwise
+    leading_right: int = 0
 
     def summary(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "messages"} | {"actions": list(self.actions)}
@@ -63,6 +65,14 @@ def opening(task: Task, mode: str = "text") -> list[dict]:
 
 def reference_actions(task: Task) -> list[Action]:
     return [parse_command(command) for _, command in task.reference]
+
+
+def leading_right(actions: list[Action | None], reference: list[Action]) -> int:
+    """The number of first actions, in a row, equal to the reference's at the same step."""
+    n, most = 0, min(len(actions), len(reference))
+    while n < most and actions[n] is not None and actions[n].command == reference[n].command:
+        n += 1
+    return n
 
 
 def reference_match(actions: list[Action | None], reference: list[Action]) -> float:
@@ -92,7 +102,8 @@ def run_episode(policy: Policy, task: Task, max_steps: int = 20, mode: str = "te
         check = env.check()
         return Episode(task.id, mode, check.success, env.submitted, env.steps, env.format_errors, env.refusals,
                        reference_match(env.actions, reference_actions(task)),
-                       tuple(None if a is None else a.command for a in env.actions), check.problems, messages, stopped)
+                       tuple(None if a is None else a.command for a in env.actions), check.problems, messages, stopped,
+                       leading_right(env.actions, reference_actions(task)))
 
 
 def _assistant_turns(messages: list[dict]) -> int:

@@ -56,8 +56,8 @@ def kv_cache_mib(positions: int, layers: int, kv_heads: int, head_dim: int, byte
 
 def summarize(episodes: Sequence[dict], window: int) -> dict:
     """Per-agent figures from episode records (``icae.benchmarks.agent`` writes them: ``success``, ``steps``,
-    ``reference_match``, ``seconds`` and ``requests``, each request with ``prompt_tokens``, ``decoder_positions`` and
-    ``kv_mib``; positions may be None where nothing counted them).
+    ``reference_match``, ``leading_right``, ``seconds`` and ``requests``, each request with ``prompt_tokens``,
+    ``decoder_positions`` and ``kv_mib``; positions may be None where nothing counted them).
 
     Prompt tokens and decoder positions are means over every request of every episode; peak KV is the largest over
     all requests; ``steps_fit`` is per episode (None: the window was never passed). An episode whose next request
@@ -79,6 +79,9 @@ def summarize(episodes: Sequence[dict], window: int) -> dict:
         "episodes": n, "successes": wins, "success_rate": wins / n, "success_ci95": [low, high],
         "mean_steps": statistics.fmean(e["steps"] for e in episodes),
         "reference_match": statistics.fmean(e["reference_match"] for e in episodes),
+        # None for episodes recorded before it was (an older leg): not counted as 0
+        "leading_right": (statistics.fmean(e["leading_right"] for e in episodes)
+                          if all("leading_right" in e for e in episodes) else None),
         "mean_prompt_tokens": statistics.fmean(tokens) if tokens else None,
         "mean_decoder_positions": statistics.fmean(positions) if positions else None,
         "peak_decoder_positions": max(positions) if positions else None,

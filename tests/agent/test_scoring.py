@@ -16,7 +16,7 @@ from icae.agent import (
     scripted_policy,
     wrong_policy,
 )
-from icae.agent.episode import reference_match
+from icae.agent.episode import leading_right, reference_match
 from icae.data import trajectory_tools as tt
 
 
@@ -86,7 +86,7 @@ def test_a_policy_that_stops_ends_the_episode_scored_from_its_state(greet_task):
 
     ep = run_episode(policy, greet_task, max_steps=20)
     assert (ep.success, ep.submitted, ep.steps, ep.stopped) == (True, False, 3, "the context window is full")
-    assert ep.reference_match == 3 / 5 and len(ep.messages) == 2 + 2 * 3
+    assert ep.reference_match == 3 / 5 and ep.leading_right == 3 and len(ep.messages) == 2 + 2 * 3
     assert run_episode(oracle, greet_task).stopped is None
 
 
@@ -97,6 +97,16 @@ def test_reference_match_by_hand():
     assert reference_match(same[:1], ref) == 1 / 3  # stopping early: over the reference's 3 steps
     assert reference_match(same[:1] + [None] * 5, ref) == 1 / 6  # wandering: over the 6 steps taken
     assert reference_match([], []) == 0
+
+
+def test_leading_right_counts_the_first_right_actions_in_a_row():
+    ref = [parse_command(c) for c in ('search_dir "a"', "open x.py 3", "submit")]
+    assert leading_right(ref, ref) == 3
+    assert leading_right([ref[0], parse_command("open x.py 4"), ref[2]], ref) == 1  # the third is right, not in a row
+    assert leading_right([ref[0], None, ref[1]], ref) == 1  # a format error ends the run
+    assert leading_right([parse_command("submit")], ref) == 0
+    assert leading_right(ref + [parse_command("submit")], ref) == 3  # steps past the reference match nothing
+    assert leading_right([], ref) == 0
 
 
 def test_tool_mode_answers_each_call_with_its_id(greet_task):

@@ -68,6 +68,7 @@ def test_offline_policies_end_to_end_and_no_silent_overwrite(tmp_path, capsys):
     oracle, wrong = summary["agents"]["oracle"]["summary"], summary["agents"]["wrong"]["summary"]
     assert (oracle["successes"], oracle["episodes"], oracle["mean_steps"], oracle["reference_match"]) == (3, 3, 5, 1.0)
     assert (wrong["successes"], wrong["reference_match"]) == (0, pytest.approx(0.8))  # all but the edit
+    assert (oracle["leading_right"], wrong["leading_right"]) == (5, 2)  # the wrong edit is its third step
     assert oracle["positions_source"] == ["estimated"] and wrong["positions_source"] is None  # no tokenizer: none
     assert oracle["peak_kv_mib"] == pytest.approx(oracle["peak_decoder_positions"] * 1024 / 2**20, abs=0.01)
     out = tmp_path / "out"
@@ -80,7 +81,7 @@ def test_offline_policies_end_to_end_and_no_silent_overwrite(tmp_path, capsys):
     assert oracle["steps_fit"][0] == over  # the steps before the first request over 1,000
     assert {p.name for p in out.iterdir()} >= {"oracle.json", "wrong.json", "summary.json", "table.md", "plot.png"}
     table = (out / "table.md").read_text()
-    assert "| oracle | offline (oracle policy) | tools | 3/3 = 1.00 [0.44, 1.00] | 5.0 | 1.00 |" in table
+    assert "| oracle | offline (oracle policy) | tools | 3/3 = 1.00 [0.44, 1.00] | 5.0 | 1.00 (5.0) |" in table
     assert "| wrong | offline (wrong policy) | tools | 0/3 = 0.00 [0.00, 0.56] |" in table
     start, end = markers("offline")
     assert md.read_text().startswith("# Benchmarks\n") and start in md.read_text() and end in md.read_text()

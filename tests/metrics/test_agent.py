@@ -60,6 +60,8 @@ def test_summarize_by_hand():
     assert (s["episodes"], s["successes"], s["success_rate"]) == (3, 1, pytest.approx(1 / 3))
     assert s["success_ci95"] == pytest.approx(list(wilson_interval(1, 3)))
     assert s["mean_steps"] == pytest.approx(11 / 3) and s["reference_match"] == pytest.approx(1.25 / 3)
+    assert s["leading_right"] is None  # episodes recorded without it (older legs): not read as 0
+    assert summarize([e | {"leading_right": k} for e, k in zip(episodes, (5, 1, 0))], 1000)["leading_right"] == 2
     # the means run over requests that counted them: 7 token counts, 7 position counts
     assert s["mean_prompt_tokens"] == pytest.approx((100 + 1500 + 2000 + 300 + 700 + 1200 + 1300) / 7)
     assert s["mean_decoder_positions"] == pytest.approx((100 + 900 + 1100 + 300 + 700 + 1200 + 1300) / 7)

@@ -35,7 +35,7 @@ def markdown(spec, results: dict[str, dict]) -> str:
              + (f" (steps that fit: {spec.window_tasks} task{'s' if spec.window_tasks != 1 else ''} run again to "
                 f"{spec.window_max_steps} steps)"
                 if spec.window_tasks else "") + ".", "",
-             ("| agent | observations | mode | success [95% CI] | mean steps | exact actions | per request: prompt "
+             ("| agent | observations | mode | success [95% CI] | mean steps | exact actions (right in a row from the start) | per request: prompt "
               "tokens / decoder positions | peak positions | peak KV MiB | s / task | steps that fit in "
               f"{spec.window} |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -48,7 +48,8 @@ def markdown(spec, results: dict[str, dict]) -> str:
         low, high = s["success_ci95"]
         lines.append(
             f"| {name} | {r['describe']} | {r['mode']} | {s['successes']}/{s['episodes']} = {s['success_rate']:.2f} "
-            f"[{low:.2f}, {high:.2f}] | {s['mean_steps']:.1f} | {s['reference_match']:.2f} | "
+            f"[{low:.2f}, {high:.2f}] | {s['mean_steps']:.1f} | "
+            f"{s['reference_match']:.2f} ({_num(s.get('leading_right'), '.1f')}) | "
             f"{_num(s['mean_prompt_tokens'])} / {_num(s['mean_decoder_positions'], estimated=est)} | "
             f"{_num(s['peak_decoder_positions'])} | {_num(s['peak_kv_mib'], '.2f')} | {s['seconds_per_task']:.1f} | "
             f"{steps_fit_text(s)} |")
