@@ -6,7 +6,9 @@ cache and window figures, is `python -m icae.benchmarks.agent`, docs/bench_agent
     MODE: tools | text; TASKS: N (the first N held-out tasks, seed 0) or train:N (the first N of the recipe's
     train split of outputs/agent_tools/trajectories.jsonl: tasks the agent was fine-tuned on)
 
-STATEMENT=tokens in the environment states the held-out tasks as `generate_trajectories --statement tokens` does.
+STATEMENT=tokens in the environment states the held-out tasks as `generate_trajectories --statement tokens` does;
+TREE_NAMES=a,b,c puts the held-out trees (stdlib n-z, yaml, tqdm) under those directory names (a probe: the same
+tasks, their paths starting with names the agents were trained on).
 Greedy, step limit 20, 192 new tokens a reply, 8 episodes at a time (the server batches them). Writes
 runs/agent_tools/NAME.json (every episode's summary and conversation) and prints the row of the table and the actions
 of three failed episodes.
@@ -79,7 +81,12 @@ try:
             tasks.append(known[(opened["path"], term[len("def "):-1])])
         tasks = tasks[:int(num.split(":")[1])]
     else:
-        tasks = heldout_tasks(int(num), seed=0, statement=os.environ.get("STATEMENT", "plain"))
+        trees = None
+        if os.environ.get("TREE_NAMES"):  # the held-out trees under other names (paths <name>/<file>): a probe
+            from icae.agent.tasks import TaskTree, heldout_trees
+            trees = [TaskTree(t.root, name, t.files) for t, name in zip(heldout_trees(),
+                                                                         os.environ["TREE_NAMES"].split(","))]
+        tasks = heldout_tasks(int(num), seed=0, trees=trees, statement=os.environ.get("STATEMENT", "plain"))
     started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
         done = list(pool.map(run, tasks))

@@ -26,11 +26,14 @@ line under a new function name and another definition's summary, made by the too
 function file says them),
 so that a model trained on them must copy the name, path, line and summary from what it reads instead of recalling
 them. Ids ``<id>_r<k>``; the new names and summaries are drawn from the sources' own identifiers and docstrings.
+``--rename_paths``: each copy also under a new tree (directory) name and a new file name for its function's file, so
+that the path is new too (the held-out tasks' trees and files are names no training tree has).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import sysconfig
@@ -87,7 +90,7 @@ def tool_record(tree: TaskTree, function: tuple[str, str, int, str], index: int,
                 statement: str = "plain") -> dict | None:
     """The tool-call trajectory of ``function``'s task on ``tree`` (None when the oracle's run does not succeed)."""
     path, name, line, summary = function
-    def_line = (tree.root.parent / path).read_text(encoding="utf-8").splitlines()[line - 1]
+    def_line = (tree.root / path.split("/", 1)[1]).read_text(encoding="utf-8").splitlines()[line - 1]
     task = Task(tree, path, name, line, def_line, summary, statement)
     episode = run_episode(oracle_policy(task, "tools"), task, max_steps=len(task.reference), mode="tools")
     if not episode.success:
@@ -105,14 +108,17 @@ def heldout_inside(sources: list[Path]) -> list[str]:
 
 
 def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False, renames: int = 0,
-             statement: str = "plain") -> list[dict]:
+             statement: str = "plain", rename_paths: bool = False) -> list[dict]:
     """``num`` trajectories (at most one per function) drawn by ``seed``; ``tools``: as tool calls (the same tasks);
-    ``renames``: each followed by that many renamed copies (the copies drawn by ``seed`` too); ``statement``: how
-    each task is stated (:func:`icae.data.trajectory_tools.instruction`)."""
+    ``renames``: each followed by that many renamed copies (the copies drawn by ``seed`` too), with
+    ``rename_paths`` each also under a new tree and file name; ``statement``: how each task is stated
+    (:func:`icae.data.trajectory_tools.instruction`)."""
     if statement not in tt.STATEMENTS:
         raise ValueError(f"statement must be one of {tt.STATEMENTS}, got {statement!r}")
     if renames < 0:
         raise ValueError(f"renames must be >= 0, got {renames}")
+    if rename_paths and not renames:
+        raise ValueError("rename_paths moves the renamed copies: give renames >= 1 too")
     candidates = []
     for root in sources:
         if not root.is_dir():
@@ -130,13 +136,15 @@ def generate(sources: list[Path], num: int, seed: int = 0, tools: bool = False, 
     kept = [(r, root, f) for r, (root, f) in zip(rows, chosen) if r is not None]
     if not renames:
         return [r for r, _, _ in kept]
-    return renamed(kept, sources, renames, seed, tools, statement)
+    return renamed(kept, sources, renames, seed, tools, statement, rename_paths)
 
 
 def renamed(kept: list[tuple[dict, Path, tuple]], sources: list[Path], renames: int, seed: int,
-            tools: bool, statement: str = "plain") -> list[dict]:
+            tools: bool, statement: str = "plain", rename_paths: bool = False) -> list[dict]:
     """Each record followed by ``renames`` copies (:mod:`icae.data.renamed_tasks`), each made by the same tools on a
-    scratch copy of its tree whose function file says a new name and summary (ids ``<id>_r<k>``)."""
+    scratch copy of its tree whose function file says a new name and summary (ids ``<id>_r<k>``); with
+    ``rename_paths`` the copy's tree and file are also moved to new names (:func:`~icae.data.renamed_tasks.moved`),
+    drawn after the name and summary from the same generator."""
     texts = [p.read_text(encoding="utf-8", errors="replace") for root in sources for p in tt.python_files(root)]
     taken = rn.identifiers(texts)
     parts, pool, rng = rn.name_parts(taken), rn.summaries(texts), random.Random(f"renames-{seed}")
@@ -150,12 +158,19 @@ def renamed(kept: list[tuple[dict, Path, tuple]], sources: list[Path], renames: 
         for record, root, (path, name, line, summary) in kept:
             out.append(record)
             copy_root = scratch[root]
+            rel = path.split("/", 1)[1]  # the file, relative to its tree's root
             for k in range(1, renames + 1):
                 to_name, to_summary = rn.draw(rng, name, summary, parts, pool, taken)
-                with rn.renamed_file(copy_root.parent / path, name, summary, to_name, to_summary):
-                    function = (path, to_name, line, to_summary)
-                    made = (tool_record(trees[root], function, 0, statement) if tools
-                            else make_trajectory(copy_root, function, 0, statement))
+                place = rn.new_place(rng, parts, rel, trees[root].files) if rename_paths else None
+                with contextlib.ExitStack() as stack:
+                    tree_root, tree, rel_now = copy_root, trees[root], rel
+                    if place is not None:
+                        tree_root, rel_now = stack.enter_context(rn.moved(copy_root, place[0], rel, place[1])), place[1]
+                        tree = TaskTree.whole(tree_root)
+                    stack.enter_context(rn.renamed_file(tree_root / rel_now, name, summary, to_name, to_summary))
+                    function = (f"{tree_root.name}/{rel_now}", to_name, line, to_summary)
+                    made = (tool_record(tree, function, 0, statement) if tools
+                            else make_trajectory(tree_root, function, 0, statement))
                 if made is not None:  # (the oracle's run failing on a renamed file: left out, as for originals)
                     out.append({**made, "id": f"{record['id']}_r{k}"})
     return out
@@ -175,6 +190,9 @@ def main(argv: list[str] | None = None) -> Path:
                         "`# summary` as the actions write them, so that copying repeats the same tokens).")
     p.add_argument("--renames", type=int, default=0,
                    help="After each trajectory, this many renamed copies (a new function name and summary).")
+    p.add_argument("--rename_paths", action="store_true",
+                   help="Each renamed copy also under a new tree (directory) name and a new name for the function's "
+                        "file, so that paths are copied too (needs --renames).")
     p.add_argument("--out", required=True, help="Output .jsonl file.")
     a = p.parse_args(argv)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -187,10 +205,13 @@ def main(argv: list[str] | None = None) -> Path:
                         f"lie in the sources, e.g. {inside[:3]}: write training trajectories from other trees "
                         "(the recipes use the DOWNSTREAM packages json email http logging urllib concurrent importlib "
                         "xml.etree)")
-    if a.renames < 0:
-        raise UserError(f"--renames must be 0 or more, got {a.renames}")
+    problems = [f"--renames must be 0 or more, got {a.renames}"] if a.renames < 0 else []
+    if a.rename_paths and a.renames < 1:
+        problems.append("--rename_paths moves the renamed copies: give --renames 1 or more too")
+    if problems:
+        raise UserError("; ".join(problems))
     try:
-        rows = generate(sources, a.num, a.seed, a.tools, a.renames, a.statement)
+        rows = generate(sources, a.num, a.seed, a.tools, a.renames, a.statement, a.rename_paths)
     except (FileNotFoundError, ValueError) as e:  # a source that is missing, or too poor to draw tasks or copies from
         raise UserError(f"{e} (sources: {[str(s) for s in sources]}; --num {a.num}, --renames {a.renames})") from None
     atomic_write_jsonl(a.out, rows)

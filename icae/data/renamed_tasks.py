@@ -12,6 +12,11 @@ file was rewritten by :func:`rename_text` (the new name wherever the old one sto
 where the old one stood): the search, file windows, compile output and diff are what the tools show on that tree
 (another file's ``# def walk(`` comment still says ``walk``; a path or a tool's description naming the function is
 left as it is). :func:`icae.data.generate_trajectories.renamed` does this for the generator's ``--renames``.
+
+With ``--rename_paths`` a copy also moves: its tree gets a new directory name and the function's file a new file name
+(:func:`new_place`, :func:`moved`), so the paths the agent reads and writes are new too. Trained on trees with a few
+dozen directory and file names, an agent learns to pick one of those names rather than to copy the one the search
+printed, and opens `distutils/util.py` for a held-out `stdlib/pydoc.py` (docs/agent_env.md, "Paths it never read").
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import keyword
 import random
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 _PART = re.compile(r"^[a-z]{2,10}$")
 
@@ -108,3 +113,36 @@ def renamed_file(file: Path, name: str, summary: str, to_name: str, to_summary: 
         yield
     finally:
         file.write_text(original, encoding="utf-8")
+
+
+def new_place(rng: random.Random, parts: list[str], rel: str, files: Iterable[str]) -> tuple[str, str]:
+    """A new directory name for a tree (one or two name parts) and a new name for its file ``rel`` (a path relative
+    to the tree's root; the same directory, one or two parts + ``.py``, no file of ``files`` already)."""
+    if len(parts) < 2:
+        raise ValueError(f"need at least 2 name parts, got {len(parts)}")
+    files = set(files)
+    tree = "_".join(rng.choice(parts) for _ in range(rng.choice((1, 2))))
+    for _ in range(1000):
+        stem = "_".join(rng.choice(parts) for _ in range(rng.choice((1, 2))))
+        moved_rel = PurePosixPath(rel).with_name(f"{stem}.py").as_posix()
+        if moved_rel not in files and not keyword.iskeyword(stem):
+            return tree, moved_rel
+    raise ValueError("no new file name found in 1000 draws: too few name parts")
+
+
+@contextlib.contextmanager
+def moved(root: Path, tree: str, rel: str, moved_rel: str) -> Iterator[Path]:
+    """For the duration of the block, the tree at ``root`` (a scratch copy: the caller's) renamed to ``tree`` (in the
+    same parent) with its file ``rel`` moved to ``moved_rel``; yields the tree's new root. Put back after."""
+    new_root = root.with_name(tree)
+    if new_root != root and new_root.exists():
+        raise FileExistsError(f"{new_root} exists: a scratch tree needs a parent of its own")
+    root.rename(new_root)
+    try:
+        (new_root / rel).rename(new_root / moved_rel)
+        try:
+            yield new_root
+        finally:
+            (new_root / moved_rel).rename(new_root / rel)
+    finally:
+        new_root.rename(root)

@@ -358,7 +358,8 @@ def fed_length(turn: Turn, memory_length) -> int:
     return len(turn.header) + content + len(turn.footer)
 
 
-def truncate(turns: list[Turn], max_tokens: int, memory_length, max_assistant_turns: Optional[int] = None) -> list[Turn]:
+def truncate(turns: list[Turn], max_tokens: int, memory_length,
+             max_assistant_turns: Optional[int] = None) -> list[Turn]:
     """The longest prefix of turns whose decoder input fits in ``max_tokens``, ending with an assistant turn, and
     holding at most ``max_assistant_turns`` of them (None: no limit)."""
     total, keep, assistant = 0, 0, 0

@@ -111,3 +111,53 @@ def test_renames_change_only_the_copies_and_the_cli_refuses_bad_counts_and_poor_
     assert e.value.code == 2 and not out.exists()
     main(["--stdlib", "json", "--num", "1", "--renames", "2", "--tools", "--out", str(out)])
     assert len(out.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("tools", [False, True])
+def test_moved_copies_are_what_the_tools_show_under_their_new_paths(tmp_path, tools):
+    rows = generate([JSON], 2, seed=5, tools=tools, renames=2, rename_paths=True)
+    plain = generate([JSON], 2, seed=5, tools=tools, renames=2)
+    assert rows[0::3] == plain[0::3]  # the originals stay where they are
+    assert rows == generate([JSON], 2, seed=5, tools=tools, renames=2, rename_paths=True)  # deterministic
+    json_files = {p.relative_to(JSON).as_posix() for p in JSON.rglob("*.py")}
+    for i, original in enumerate(rows[0::3]):
+        name, summary = ASKED.search(original["messages"][1]["content"]).groups()
+        path, line = re.search(r"\n(\S+\.py):(\d+):def ", original["messages"][3]["content"]).groups()
+        assert path.startswith("json/")
+        for copy in rows[3 * i + 1: 3 * i + 3]:
+            to_name, to_summary = ASKED.search(copy["messages"][1]["content"]).groups()
+            moved, moved_line = re.search(r"\n(\S+\.py):(\d+):def ", copy["messages"][3]["content"]).groups()
+            tree_name, rel = moved.split("/", 1)
+            assert moved_line == line and rel not in json_files  # a new file name, the same line
+            assert Path(rel).parent == Path(path.split("/", 1)[1]).parent  # in the same directory of the tree
+            # the same copy made by hand: the tree copied under its new name, the file moved and renamed inside
+            tree = tmp_path / copy["id"] / tree_name
+            shutil.copytree(JSON, tree, ignore=shutil.ignore_patterns("__pycache__"))
+            (tree / path.split("/", 1)[1]).rename(tree / rel)
+            file = tree / rel
+            file.write_text(rn.rename_text(file.read_text(), name, summary, to_name, to_summary))
+            function = (moved, to_name, int(line), to_summary)
+            made = tool_record(TaskTree.whole(tree), function, i) if tools else make_trajectory(tree, function, i)
+            assert made["messages"] == copy["messages"]
+            if tools:
+                opened = json.loads(copy["messages"][4]["tool_calls"][0]["function"]["arguments"])
+                assert opened == {"path": moved, "line_number": int(line)}
+
+
+def test_moved_puts_the_tree_back_and_rename_paths_needs_renames(tmp_path):
+    root = tmp_path / "a" / "pkg"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "m.py").write_text("x = 1\n")
+    with rn.moved(root, "other", "sub/m.py", "sub/n.py") as new_root:
+        assert new_root == tmp_path / "a" / "other" and (new_root / "sub" / "n.py").read_text() == "x = 1\n"
+        assert not root.exists()
+    assert (root / "sub" / "m.py").read_text() == "x = 1\n" and not (tmp_path / "a" / "other").exists()
+    tree, rel = rn.new_place(random.Random(0), ["alpha", "beta"], "sub/m.py", ["sub/m.py"])
+    assert re.fullmatch(r"(alpha|beta)(_(alpha|beta))?", tree)
+    assert re.fullmatch(r"sub/(alpha|beta)(_(alpha|beta))?\.py", rel)
+    with pytest.raises(ValueError, match="rename_paths moves the renamed copies"):
+        generate([JSON], 1, tools=True, rename_paths=True)
+    with pytest.raises(SystemExit) as e:
+        from icae.errors import entry
+        entry(main, ["--stdlib", "json", "--num", "1", "--rename_paths", "--out", str(tmp_path / "o.jsonl")])
+    assert e.value.code == 2

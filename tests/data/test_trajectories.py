@@ -142,7 +142,10 @@ def test_max_assistant_turns_keeps_the_first_actions():
     for k in range(3):
         messages += [{"role": "assistant", "content": f"step {k}"}, {"role": "tool", "content": f"out {k} " * 20}]
     turns = render_turns(tok, {"id": "t", "messages": messages}, ["tool"], 8)
-    roles = lambda kept: ["a" if t.loss else "o" for t in kept]  # noqa: E731
+
+    def roles(kept):
+        return ["a" if t.loss else "o" for t in kept]
+
     assert roles(turns) == ["o", "a", "o", "a", "o", "a", "o"]
     assert roles(truncate(turns, 10_000, lambda n: n, 1)) == ["o", "a"]  # the task and the first action only
     assert roles(truncate(turns, 10_000, lambda n: n, 2)) == ["o", "a", "o", "a"]

@@ -35,7 +35,8 @@ def markdown(spec, results: dict[str, dict]) -> str:
              + (f" (steps that fit: {spec.window_tasks} task{'s' if spec.window_tasks != 1 else ''} run again to "
                 f"{spec.window_max_steps} steps)"
                 if spec.window_tasks else "") + ".", "",
-             ("| agent | observations | mode | success [95% CI] | mean steps | exact actions (right in a row from the start) | per request: prompt "
+             ("| agent | observations | mode | success [95% CI] | mean steps | exact actions (right in a row from the start) "
+              "| per request: prompt "
               "tokens / decoder positions | peak positions | peak KV MiB | s / task | steps that fit in "
               f"{spec.window} |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]

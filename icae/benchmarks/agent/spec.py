@@ -30,8 +30,8 @@ STATEMENTS = ("plain", "tokens")  # icae.data.trajectory_tools.STATEMENTS
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 AGENT_KEYS = {"name", "policy", "serve", "base_url", "model", "api_key", "observations", "budget_tokens",
               "budget_rate", "keep", "min_tokens", "mode", "tokenizer", "kv_dtype", "rate", "mem_size"}
-TOP_KEYS = {"name", "tasks", "seed", "statement", "chat_template", "mode", "max_steps", "max_tokens", "window", "window_tasks", "window_max_steps",
-            "output_dir", "agents"}
+TOP_KEYS = {"name", "tasks", "seed", "statement", "chat_template", "mode", "max_steps", "max_tokens", "window",
+            "window_tasks", "window_max_steps", "output_dir", "agents"}
 
 
 class SpecError(UserError):
