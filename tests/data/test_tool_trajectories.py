@@ -167,22 +167,29 @@ def test_the_agent_recipes_train_both_agents_alike_on_the_tool_call_data():
     agents = {k: load_config(configs / f"agent_tools_{k}.yaml").to_dict() for k in ("icae", "icae8x", "llm")}
     shipped = {k: load_config(configs / f"trajectories_{k}.yaml").to_dict() for k in ("icae", "llm")}
     for kind, config in agents.items():
-        assert config["dataset_repo"] == "outputs/agent_tools/renamed.jsonl"
+        assert config["dataset_repo"] == "outputs/agent_tools/moved.jsonl"
         assert config["output_dir"] == f"outputs/agent_tools_{kind}"
-        assert (config["max_history_tokens"], config["max_steps"], config["per_device_train_batch_size"]) == (3072, 3000,
+        assert config["chat_template"] == "icae/assets/templates/compact_tools.jinja"
+        assert (config["max_history_tokens"], config["max_steps"], config["per_device_train_batch_size"]) == (3072, 4000,
                                                                                                              4)
         # otherwise the shipped recipe: ICAE from its compressor, SimpleLLM from the equal-compute control
         base = shipped["llm" if kind == "llm" else "icae"]
         changed = {k for k in config if config[k] != base[k]}
-        expected = {"dataset_repo", "output_dir", "max_history_tokens", "max_out_length", "max_steps", "save_steps"}
+        expected = {"dataset_repo", "output_dir", "max_history_tokens", "max_out_length", "max_steps", "save_steps",
+                    "chat_template"}
         assert changed == expected | ({"restore_from"} if kind == "llm" else set()) | (
             {"restore_from", "mean_compression_rate"} if kind == "icae8x" else set())
     assert agents["llm"]["restore_from"] == "tiny-llm-pretrained"
     assert (agents["icae8x"]["restore_from"], agents["icae8x"]["mean_compression_rate"]) == ("tiny-icae-8x", 8)
     for kind in agents:
-        first = (Path(configs / f"agent_tools_{kind}.yaml").read_text().splitlines()[0])
-        assert first.startswith("# python -m icae.scripts.generate_trajectories ") and "--tools --out" in first
-        assert "--renames 12" in first and first.endswith(f"--config_path icae/configs/agent_tools_{kind}.yaml")
+        # the data, then the two stages, alike for every agent: the first action alone, then whole trajectories
+        generate, first, second = Path(configs / f"agent_tools_{kind}.yaml").read_text().splitlines()[:3]
+        assert generate.startswith("# python -m icae.scripts.generate_trajectories ") and "--tools" in generate
+        assert "--renames 12 --rename_paths" in generate and "--statement tokens" in generate
+        assert generate.endswith("--out outputs/agent_tools/moved.jsonl")
+        stage = f"# python -m icae.scripts.finetune_trajectories --config_path icae/configs/agent_tools_{kind}.yaml"
+        assert first == f"{stage} max_assistant_turns=1 max_steps=8000 output_dir=outputs/agent_tools_{kind}_first"
+        assert second == f"{stage} restore_from=outputs/agent_tools_{kind}_first/final"
 
 
 def test_a_longer_request_renders_only_its_new_prefixes_and_the_pieces_do_not_change(model, monkeypatch):

@@ -209,6 +209,8 @@ def test_a_mistral_base_serves_what_generate_spans_gives(model_type):
     try:
         out = chat(server, CONVERSATION[:4])
         expected = [t for t in reference(server, CONVERSATION[:4]) if t not in server.engine.stop_ids]
+        import sys as _s
+        print("DEBUG", model_type, expected, server.model.tokenizer(out.choices[0].message.content, add_special_tokens=False)["input_ids"], sum(p.double().sum().item() for p in server.model.parameters()), torch.get_num_threads(), file=_s.stderr)
         assert out.choices[0].message.content == server.model.tokenizer.decode(expected, skip_special_tokens=True)
         assert out.usage.completion_tokens == len(expected)
         saved = out.model_dump()["usage"]["compression"]["tokens_saved"]
