@@ -42,6 +42,9 @@ class Engine:
         self.batch = Batch(model)
         self._jobs: dict[Row, Job] = {}
         self._queue: "queue.Queue[Job]" = queue.Queue()
+        # Set while the worker waits for a request with nothing running: the model's adapter state is process-wide
+        # (the worker switches it around every series of steps), so whoever else runs the model must wait for this.
+        self._idle = threading.Event()
         self._worker = threading.Thread(target=self._loop, name="icae-engine", daemon=True)
         self._worker.start()
 
@@ -57,6 +60,11 @@ class Engine:
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    def wait_idle(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the worker has nothing running and has left the model's decoder state (True), or ``timeout``
+        seconds pass (False): only then may another thread run the same model."""
+        return self._idle.wait(timeout)
 
     # ----------------------------------------------------------------------------------------- worker
     def _loop(self) -> None:
@@ -81,7 +89,12 @@ class Engine:
 
     def _admit(self) -> None:
         """Take waiting requests into the running batch, up to ``max_batch_size`` rows; wait for one when idle."""
-        jobs = [] if self.batch else [self._queue.get()]
+        if self.batch:
+            jobs = []
+        else:
+            self._idle.set()
+            jobs = [self._queue.get()]
+            self._idle.clear()
         while len(self.batch) + len(jobs) < self.max_batch_size:
             try:
                 jobs.append(self._queue.get_nowait())

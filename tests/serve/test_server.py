@@ -84,7 +84,10 @@ def chat(server, messages, **kw):
 
 
 def reference(server, messages, max_tokens=6) -> list[int]:
-    """What generate_spans produces on the same history (rendered the way the server renders it)."""
+    """What generate_spans produces on the same history (rendered the way the server renders it), once the engine's
+    worker is idle: it leaves the model's (process-wide) decoder adapter state after it has answered, and a reference
+    computed meanwhile would compress with the wrong adapter (a flaky failure, seen under load)."""
+    assert server.engine.wait_idle(30)
     model = server.model
     turns = render_turns(model.tokenizer, from_messages(messages, "r"), ["tool"], 16, model.memory_length)
     spans = [s for t in turns for s in t.spans(loss=False)]
@@ -209,8 +212,6 @@ def test_a_mistral_base_serves_what_generate_spans_gives(model_type):
     try:
         out = chat(server, CONVERSATION[:4])
         expected = [t for t in reference(server, CONVERSATION[:4]) if t not in server.engine.stop_ids]
-        import sys as _s
-        print("DEBUG", model_type, expected, server.model.tokenizer(out.choices[0].message.content, add_special_tokens=False)["input_ids"], sum(p.double().sum().item() for p in server.model.parameters()), torch.get_num_threads(), file=_s.stderr)
         assert out.choices[0].message.content == server.model.tokenizer.decode(expected, skip_special_tokens=True)
         assert out.usage.completion_tokens == len(expected)
         saved = out.model_dump()["usage"]["compression"]["tokens_saved"]
@@ -259,3 +260,27 @@ def test_torch_threads_sets_the_threads_the_engine_decodes_with():
         torch.set_num_threads(before)
     with pytest.raises(Exception, match="torch_threads must be >= 1, got 0"):
         load_config(None, {**tiny_config().to_dict(), "torch_threads": 0})
+
+
+def test_the_engine_says_when_its_worker_is_idle(server, monkeypatch):
+    import contextlib
+
+    assert server.engine.wait_idle(30)
+    entered, release = threading.Event(), threading.Event()
+    real = server.model.decoder_context
+
+    @contextlib.contextmanager
+    def held():  # the worker stops inside the decoder state until released
+        with real():
+            entered.set()
+            release.wait(30)
+            yield
+
+    monkeypatch.setattr(server.model, "decoder_context", held)
+    replies = []
+    asking = threading.Thread(target=lambda: replies.append(chat(server, CONVERSATION[:2])))
+    asking.start()
+    assert entered.wait(30) and not server.engine.wait_idle(0)  # generating: another thread must not run the model
+    release.set()
+    asking.join(30)
+    assert replies and server.engine.wait_idle(30)  # answered and out of the decoder state
