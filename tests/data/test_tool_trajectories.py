@@ -182,14 +182,16 @@ def test_the_agent_recipes_train_both_agents_alike_on_the_tool_call_data():
     assert agents["llm"]["restore_from"] == "tiny-llm-pretrained"
     assert (agents["icae8x"]["restore_from"], agents["icae8x"]["mean_compression_rate"]) == ("tiny-icae-8x", 8)
     for kind in agents:
-        # the data, then the two stages, alike for every agent: the first action alone, then whole trajectories
-        generate, first, second = Path(configs / f"agent_tools_{kind}.yaml").read_text().splitlines()[:3]
+        # the data, then the three stages, alike for every agent: the first action, the first two, whole trajectories
+        generate, first, second, whole = Path(configs / f"agent_tools_{kind}.yaml").read_text().splitlines()[:4]
         assert generate.startswith("# python -m icae.scripts.generate_trajectories ") and "--tools" in generate
         assert "--renames 12 --rename_paths" in generate and "--statement tokens" in generate
         assert generate.endswith("--out outputs/agent_tools/moved.jsonl")
         stage = f"# python -m icae.scripts.finetune_trajectories --config_path icae/configs/agent_tools_{kind}.yaml"
         assert first == f"{stage} max_assistant_turns=1 max_steps=8000 output_dir=outputs/agent_tools_{kind}_first"
-        assert second == f"{stage} restore_from=outputs/agent_tools_{kind}_first/final"
+        assert second == (f"{stage} max_assistant_turns=2 max_steps=8000 restore_from=outputs/agent_tools_{kind}_first/final"
+                          f" output_dir=outputs/agent_tools_{kind}_second")
+        assert whole == f"{stage} restore_from=outputs/agent_tools_{kind}_second/final"
 
 
 def test_a_longer_request_renders_only_its_new_prefixes_and_the_pieces_do_not_change(model, monkeypatch):
