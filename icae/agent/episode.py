@@ -99,11 +99,11 @@ def run_episode(policy: Policy, task: Task, max_steps: int = 20, mode: str = "te
                 messages += [{"role": "tool", "tool_call_id": i, "content": step.observation} for i in step.call_ids]
             else:
                 messages.append({"role": "tool" if mode == "text" else "user", "content": step.observation})
-        check = env.check()
+        check, reference = env.check(), reference_actions(task)
         return Episode(task.id, mode, check.success, env.submitted, env.steps, env.format_errors, env.refusals,
-                       reference_match(env.actions, reference_actions(task)),
+                       reference_match(env.actions, reference),
                        tuple(None if a is None else a.command for a in env.actions), check.problems, messages, stopped,
-                       leading_right(env.actions, reference_actions(task)))
+                       leading_right(env.actions, reference))
 
 
 def _assistant_turns(messages: list[dict]) -> int:

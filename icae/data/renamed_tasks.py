@@ -116,8 +116,9 @@ def renamed_file(file: Path, name: str, summary: str, to_name: str, to_summary: 
 
 
 def new_place(rng: random.Random, parts: list[str], rel: str, files: Iterable[str]) -> tuple[str, str]:
-    """A new directory name for a tree (one or two name parts) and a new name for its file ``rel`` (a path relative
-    to the tree's root; the same directory, one or two parts + ``.py``, no file of ``files`` already)."""
+    """A directory name for a tree (one or two name parts; by chance, rarely, the tree's own) and a new name for its
+    file ``rel`` (a path relative to the tree's root; the same directory, one or two parts + ``.py``, no file of
+    ``files`` already)."""
     if len(parts) < 2:
         raise ValueError(f"need at least 2 name parts, got {len(parts)}")
     files = set(files)

@@ -431,7 +431,8 @@ def load_trajectory_task(config, tokenizer=None) -> Split[Trajectory]:
 
 def rendered(config, layout: Layout, trajectory: Trajectory) -> list[Turn]:
     """A trajectory's turns for a model of ``layout`` (its own, :mod:`icae.models.framing`: turn frames, compress
-    threshold, memory length), cut to ``max_history_tokens`` of decoder input."""
+    threshold, memory length), cut to ``max_history_tokens`` of decoder input and to the first
+    ``max_assistant_turns`` assistant turns (if set)."""
     if trajectory.get("tools"):  # rendered as icae serve renders the same messages and tools
         template = tools_template(layout.tokenizer, config.serve.chat_template)
         turns = template_turns(layout.tokenizer, trajectory, template, config.trajectories.compress_roles,

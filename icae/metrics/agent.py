@@ -79,7 +79,7 @@ def summarize(episodes: Sequence[dict], window: int) -> dict:
         "episodes": n, "successes": wins, "success_rate": wins / n, "success_ci95": [low, high],
         "mean_steps": statistics.fmean(e["steps"] for e in episodes),
         "reference_match": statistics.fmean(e["reference_match"] for e in episodes),
-        # None for episodes recorded before it was (an older leg): not counted as 0
+        # None when an episode record lacks it (recorded before the metric existed): not counted as 0
         "leading_right": (statistics.fmean(e["leading_right"] for e in episodes)
                           if all("leading_right" in e for e in episodes) else None),
         "mean_prompt_tokens": statistics.fmean(tokens) if tokens else None,

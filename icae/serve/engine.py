@@ -63,7 +63,8 @@ class Engine:
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Wait until the worker has nothing running and has left the model's decoder state (True), or ``timeout``
-        seconds pass (False): only then may another thread run the same model."""
+        seconds pass (False). For a caller with no request in flight (a test comparing against the same model): it
+        excludes no one, so a request submitted after it returns starts the worker again."""
         return self._idle.wait(timeout)
 
     # ----------------------------------------------------------------------------------------- worker

@@ -103,14 +103,12 @@ def context_memory(model: CompressorBase, rows: list, read: str = "slots"):
     """The memory a decoder reads for ``rows`` (1-D id tensors or id lists): ``"slots"`` (what ``compress`` gives;
     SimpleLLM's is its tokens), ``"none"`` (the slots removed: the no-memory baseline) or ``"tokens"`` (the
     context's own token embeddings where the slots go, positions 1..L: the decoder reading the full context)."""
+    if read not in ("slots", "none", "tokens"):  # before any compression runs
+        raise ValueError(f"read must be slots, none or tokens, got {read!r}")
     if read == "tokens":
         return model.token_memory([torch.as_tensor(r) for r in rows])
     memory = model.compress(rows)
-    if read == "none":
-        return memory.without_slots()
-    if read != "slots":
-        raise ValueError(f"read must be slots, none or tokens, got {read!r}")
-    return memory
+    return memory.without_slots() if read == "none" else memory
 
 
 @torch.no_grad()

@@ -111,13 +111,16 @@ def temp_dir(parent: str | Path, prefix: str) -> Path:
 
 def replaceable(path: str | Path, overwrite: bool, flag: str = "--overwrite") -> Path:
     """``path``, checked before any work is done: an existing file is refused (a UserError naming ``flag``) unless
-    ``overwrite``, and then the replacement is said on stderr."""
+    ``overwrite``, and then that it will be replaced (when the run ends and writes it) is said on stderr; anything
+    there that is not a file (a directory) is refused either way, before the run rather than at its end."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} exists and is not a file: move it away, or choose another directory")
     if path.exists():
         if not overwrite:
             raise UserError(f"{path} exists (an earlier run's result); pass {flag} to replace it, or choose another "
                             "directory")
         import sys
 
-        print(f"replacing {path} (as {flag} asked)", file=sys.stderr)
+        print(f"{path} will be replaced when this run writes its result (as {flag} asked)", file=sys.stderr)
     return path

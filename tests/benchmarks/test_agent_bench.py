@@ -2,6 +2,7 @@
 counting positions, the report; and one served run through a real ``icae serve`` (slow)."""
 
 import json
+from pathlib import Path
 
 import httpx
 import openai
@@ -261,9 +262,10 @@ def test_one_chat_template_for_every_agent_served_and_counted(tmp_path, tokenize
     served = {"name": "icae", "serve": {"config": SERVE, "overrides": ["max_batch_size=1"]}}
     spec = load_spec(write_spec(tmp_path / "s.yaml", [served], chat_template=compact))
     block = serve_block(spec.agents[0], spec)
-    assert block["overrides"] == ["max_batch_size=1", f"chat_template={compact}"]
+    absolute = str(Path(compact).resolve())  # the server runs in the repository's root, whatever the caller's cwd
+    assert block["overrides"] == ["max_batch_size=1", f"chat_template={absolute}"]
     assert spec.agents[0].serve["overrides"] == ["max_batch_size=1"]  # the spec itself untouched
-    assert check_served(spec)["icae"].serve.chat_template == compact  # the server's config reads it
+    assert check_served(spec)["icae"].serve.chat_template == absolute  # the server's config reads it
     without = load_spec(write_spec(tmp_path / "w.yaml", [served]))
     assert serve_block(without.agents[0], without) == served["serve"]
     # counted with it: the compact tool list is hundreds of tokens shorter than the tokenizer's Hermes list
@@ -286,6 +288,9 @@ def test_one_chat_template_for_every_agent_served_and_counted(tmp_path, tokenize
             f"chat_template={compact}"]}}], chat_template="nowhere.jinja"))
     assert "chat_template: no such file: nowhere.jinja" in str(e.value)
     assert "chat_template is set at the spec's top for every agent" in str(e.value)
+    with pytest.raises(SpecError, match="its server at base_url http://localhost:1/v1 renders with its own"):
+        load_spec(write_spec(tmp_path / "u.yaml", [{"name": "far", "base_url": "http://localhost:1/v1"}],
+                             chat_template=compact))
 
 
 def test_one_table_from_agents_run_in_legs_and_legs_run_otherwise_are_refused(tmp_path, capsys):
@@ -307,3 +312,19 @@ def test_one_table_from_agents_run_in_legs_and_legs_run_otherwise_are_refused(tm
     code, err = exit_message(capsys, ["--spec", str(spec), "--output_dir", str(tmp_path / "bad2"), "--results_from",
                                       str(tmp_path / "leg1")])
     assert code == 2 and "wrong: no wrong.json in" in err
+    # a leg whose agent was since edited, a leg read with an edited template, and a file that is not a result
+    edited = write_spec(tmp_path / "edited.yaml", [agents[0], {"name": "wrong", "policy": "wrong", "min_tokens": 8}])
+    code, err = exit_message(capsys, ["--spec", str(edited), "--output_dir", str(tmp_path / "bad3"), "--results_from",
+                                      str(tmp_path / "leg1"), str(tmp_path / "leg2")])
+    assert code == 2 and "leg2/wrong.json was run with other settings: agent 'wrong' as the spec has it now" in err
+    assert "oracle.json" not in err  # the unchanged agent's leg is fine
+    template = tmp_path / "t.jinja"
+    template.write_text(open("icae/assets/templates/compact_tools.jinja").read())
+    templated = write_spec(tmp_path / "templated.yaml", agents, tasks=2, chat_template=str(template))
+    main(["--spec", str(templated), "--output_dir", str(tmp_path / "tleg")])
+    template.write_text(template.read_text() + "\n")
+    (tmp_path / "tleg" / "oracle.json").write_text("{not json")
+    code, err = exit_message(capsys, ["--spec", str(templated), "--output_dir", str(tmp_path / "bad4"),
+                                      "--results_from", str(tmp_path / "tleg")])
+    assert code == 2 and "oracle.json is not an agent's result of this benchmark (JSONDecodeError" in err
+    assert f"the text of chat_template {str(template)!r} (edited since that leg)" in err

@@ -166,3 +166,11 @@ def test_the_compact_template_lists_signatures_and_writes_turns_as_the_shipped_o
     shipped = "".join(p.text for p in ct.template_pieces(tokenizer, messages, tools, SHIPPED, strict=True)[0])
     assert text[len(head):] == shipped[shipped.index("<|im_start|>user"):]
     assert '<tool_call>\n{"name": "open", "arguments": {"path": "a.py"}}\n</tool_call>' in text
+
+
+def test_the_compact_template_writes_a_union_type_and_a_typeless_parameter(tokenizer):
+    tools = [{"type": "function", "function": {"name": "grep", "parameters": {"type": "object", "properties": {
+        "pattern": {"type": ["string", "null"]}, "flags": {}}, "required": ["pattern"]}}}]
+    messages = [{"role": "user", "content": "find it"}]
+    text = "".join(p.text for p in ct.template_pieces(tokenizer, messages, tools, COMPACT.read_text(), strict=True)[0])
+    assert "\n# Tools\ngrep(pattern: string|null, flags?: any)\n" in text

@@ -87,3 +87,14 @@ def test_as_tokens_scores_none_for_a_context_over_the_window_and_the_others_as_a
     assert fit["token_accuracy"] == alone["token_accuracy"] and abs(fit["loss"] - alone["loss"]) < 1e-5
     with pytest.raises(ValueError, match="model_max_length"):  # with slots nothing is hidden
         teacher_forced_scores(model, [AnswerSample(list(range(5, 400)), [3], [7, 8])])
+
+
+def test_context_memory_refuses_an_unknown_read_before_it_compresses():
+    from icae.training.evaluation import context_memory
+
+    class Untouchable:  # any use of the model fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"model.{name} used before the bad read was refused")
+
+    with pytest.raises(ValueError, match="read must be slots, none or tokens, got 'token'"):
+        context_memory(Untouchable(), [[1, 2, 3]], read="token")

@@ -47,23 +47,40 @@ SHARED = ("tasks", "seed", "statement", "chat_template", "mode", "max_steps", "m
           "window_max_steps")
 
 
+def template_digest(spec) -> str | None:
+    """sha256 of the spec's chat template file: legs must have read the same text, not only the same path."""
+    import hashlib
+
+    return hashlib.sha256(Path(spec.chat_template).read_bytes()).hexdigest() if spec.chat_template else None
+
+
 def gathered(spec, dirs: list[str]) -> dict[str, dict]:
-    """Each agent's saved result from the first of ``dirs`` holding it; one SpecError naming every agent missing and
-    every leg run with other settings than ``spec``."""
+    """Each agent's saved result from the first of ``dirs`` holding it; one SpecError naming every agent missing,
+    every file that is not an agent's result, and every leg run with other settings or another agent than ``spec``."""
     import json
 
     results, problems = {}, []
+    digest = template_digest(spec)
     for agent in spec.agents:
         found = next((Path(d) / f"{agent.slug}.json" for d in dirs if (Path(d) / f"{agent.slug}.json").is_file()), None)
         if found is None:
             problems.append(f"{agent.name}: no {agent.slug}.json in {dirs}")
             continue
-        saved = json.loads(found.read_text())
-        differ = [f"{k} {saved['spec'].get(k)!r} (spec: {getattr(spec, k)!r})" for k in SHARED
-                  if saved["spec"].get(k) != getattr(spec, k)]
+        try:
+            saved = json.loads(found.read_text(encoding="utf-8"))
+            ran, settings = saved["agent"], saved["spec"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            problems.append(f"{found} is not an agent's result of this benchmark ({type(e).__name__}: {e})")
+            continue
+        differ = [f"{k} {settings.get(k)!r} (spec: {getattr(spec, k)!r})" for k in SHARED
+                  if settings.get(k) != getattr(spec, k)]
+        if saved.get("chat_template_sha256") != digest:
+            differ.append(f"the text of chat_template {spec.chat_template!r} (edited since that leg)")
+        if ran != json.loads(json.dumps(dataclasses.asdict(agent))):
+            differ.append(f"agent {agent.name!r} as the spec has it now (its leg: {ran})")
         if differ:
             problems.append(f"{found} was run with other settings: {', '.join(differ)}")
-        results[agent.name] = {k: v for k, v in saved.items() if k != "spec"}
+        results[agent.name] = {k: v for k, v in saved.items() if k not in ("spec", "chat_template_sha256")}
     if problems:
         raise SpecError("--results_from: " + "; ".join(problems))
     return results
@@ -99,7 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
         results = run_spec(spec, out)
         seconds = time.perf_counter() - started
     for agent in spec.agents:
-        atomic_write_json(out / f"{agent.slug}.json", {"spec": dataclasses.asdict(spec), **results[agent.name]})
+        atomic_write_json(out / f"{agent.slug}.json", {"spec": dataclasses.asdict(spec),
+                                                       "chat_template_sha256": template_digest(spec),
+                                                       **results[agent.name]})
     summary = {"spec": dataclasses.asdict(spec), "seconds": seconds,
                "agents": {n: {k: v for k, v in r.items() if k not in ("episodes", "window_episodes")}
                           for n, r in results.items()}}

@@ -24,10 +24,12 @@ from icae.metrics.agent import kv_shape, summarize
 
 def serve_block(agent: AgentSpec, spec: BenchSpec) -> dict | None:
     """The agent's ``serve`` block as its server runs it: with the spec's ``chat_template`` (if any) as one more
-    override, so every served agent reads the conversation as the unserved ones are counted."""
+    override, so every served agent reads the conversation as the unserved ones are counted. The path is made
+    absolute here, where it was checked: the server runs in the repository's root, not the caller's directory."""
     if agent.serve is None or spec.chat_template is None:
         return agent.serve
-    return {**agent.serve, "overrides": [*agent.serve.get("overrides", []), f"chat_template={spec.chat_template}"]}
+    template = Path(spec.chat_template).resolve()
+    return {**agent.serve, "overrides": [*agent.serve.get("overrides", []), f"chat_template={template}"]}
 
 
 def check_served(spec: BenchSpec) -> dict[str, object]:

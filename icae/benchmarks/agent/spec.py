@@ -131,8 +131,9 @@ class BenchSpec:
     tasks: int = 20
     seed: int = 0
     statement: str = "plain"  # how each task is stated (icae.data.trajectory_tools.instruction): plain or tokens
-    # The chat template every agent reads (a file): each served agent's server gets it as its chat_template, and the
-    # unserved agents' positions are counted with it. None: each server's own, counts with the tokenizer's.
+    # The chat template every agent reads (a file): each agent's server (``serve``) gets it as its chat_template, and
+    # the offline agents' positions are counted with it. None: each server's own, counts with the tokenizer's. Not
+    # with ``base_url`` agents: their servers' templates are not the harness's to set.
     chat_template: str | None = None
     mode: str = "tools"
     max_steps: int = 20
@@ -158,6 +159,10 @@ class BenchSpec:
                     str(o).startswith("chat_template=") for o in agent.serve.get("overrides", [])):
                 problems.append(f"agent {agent.name!r}: chat_template is set at the spec's top for every agent; "
                                 "leave it out of the agent's overrides")
+            if self.chat_template is not None and agent.base_url is not None:
+                problems.append(f"agent {agent.name!r}: its server at base_url {agent.base_url} renders with its own "
+                                "chat template, not the spec's chat_template: serve it (serve: {config: ...}) or "
+                                "drop chat_template")
         if self.statement not in STATEMENTS:
             problems.append(f"statement must be one of {', '.join(STATEMENTS)}, got {self.statement!r}")
         if self.mode not in MODES:
