@@ -39,6 +39,13 @@ TARGETS = {
     "curriculum": (["icae/training/curriculum.py"], ["tests/training/test_curriculum.py"], []),
     "chat_template": (["icae/data/chat_template.py"],
                       ["tests/data/test_chat_template.py", "tests/data/test_tool_trajectories.py"], []),
+    # #24's scoring of an episode's actions, cutting trajectories to the first turns, and moving renamed copies
+    "agent_scoring": (["icae/agent/episode.py"], ["tests/agent/test_scoring.py"],
+                      ["icae.agent.episode.x_leading_right__mutmut_*", "icae.agent.episode.x_reference_match__mutmut_*"]),
+    "truncate": (["icae/data/trajectories.py"], ["tests/data/test_trajectories.py", "-k", "truncate or turns"],
+                 ["icae.data.trajectories.x_truncate__mutmut_*"]),
+    "renamed": (["icae/data/renamed_tasks.py"], ["tests/data/test_renamed_tasks.py"],
+                ["icae.data.renamed_tasks.x_new_place__mutmut_*", "icae.data.renamed_tasks.x_moved__mutmut_*"]),
 }
 
 # The one-line bugs issue #23 found surviving the suite: (name, file, text, its mutation, the tests that must fail).

@@ -40,7 +40,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from icae.agent import HELDOUT_SOURCES, TOOLS, Task, TaskTree, oracle_policy, run_episode
+from icae.agent import HELDOUT_SOURCES, TOOLS, Task, TaskTree, heldout_tasks, oracle_policy, run_episode, tool_trajectory
 from icae.agent.tasks import HELDOUT_PACKAGES
 from icae.data import renamed_tasks as rn
 from icae.data import trajectory_tools as tt
@@ -176,6 +176,22 @@ def renamed(kept: list[tuple[dict, Path, tuple]], sources: list[Path], renames: 
     return out
 
 
+def write_heldout(p: argparse.ArgumentParser, a: argparse.Namespace) -> Path:
+    """``--heldout N``: the benchmark's held-out tasks' reference trajectories (tool calls), ids the tasks' ids."""
+    problems = [f"--heldout must be 1 or more, got {a.heldout}"] if a.heldout < 1 else []
+    given = [flag for flag, on in (("--source", a.source), ("--stdlib", a.stdlib), ("--renames", a.renames),
+                                   ("--rename_paths", a.rename_paths)) if on]
+    if given:
+        problems.append(f"--heldout writes the benchmark's own tasks: drop {', '.join(given)}")
+    if problems:
+        raise UserError("; ".join(problems))
+    tasks = heldout_tasks(a.heldout, a.seed, statement=a.statement)
+    atomic_write_jsonl(a.out, [{"id": t.id, "messages": tool_trajectory(t), "tools": TOOLS} for t in tasks])
+    print(f"{a.out}: the reference trajectories of {len(tasks)} held-out tasks (seed {a.seed}, statement "
+          f"{a.statement}; tool calls)")
+    return Path(a.out)
+
+
 def main(argv: list[str] | None = None) -> Path:
     """The recipe (also ``python -m icae.scripts.generate_trajectories``): it lives here so that the earlier command
     ``python -m icae.data.generate_trajectories`` runs this module without the library importing a recipe."""
@@ -193,8 +209,14 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--rename_paths", action="store_true",
                    help="Each renamed copy also under a new tree (directory) name and a new name for the function's "
                         "file, so that paths are copied too (needs --renames).")
+    p.add_argument("--heldout", type=int, metavar="N",
+                   help="Instead: the reference trajectories of the agent benchmark's first N held-out tasks for --seed "
+                        "(the tasks `make bench-agent` runs), as tool calls: to score an agent teacher-forced, turn by "
+                        "turn, on them (inference_trajectories eval_dataset_repo=OUT). Not training data.")
     p.add_argument("--out", required=True, help="Output .jsonl file.")
     a = p.parse_args(argv)
+    if a.heldout is not None:
+        return write_heldout(p, a)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     sources = [Path(s) for s in a.source] + [stdlib / n.replace(".", "/") for n in a.stdlib]
     if not sources:

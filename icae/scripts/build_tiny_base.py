@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from icae.data.corpus import base_corpus_files, top_level_modules
+from icae.metrics.copying import copy_score
 from icae.models.loading import tiny_config, tiny_tokenizer
 from icae.utils.io import atomic_write_json, atomic_write_text
 from icae.utils.plotting import pyplot, save_png
@@ -55,6 +57,22 @@ def token_blocks(tokenizer, files: list[Path], block: int) -> torch.Tensor:
     return torch.tensor(ids[: n * block]).view(n, block)
 
 
+def with_repeats(batch: torch.Tensor, share: float, gen: torch.Generator, shortest: int = 8,
+                 longest: int = 64) -> torch.Tensor:
+    """``batch`` (n, T) with, in about ``share`` of its rows, a span of ``shortest``..``longest`` tokens from the row's
+    first half written again further on (over what was there): text in which the rest of a span is predictable only
+    by finding where it appeared before, so that the model learns to copy (agents' actions are copies)."""
+    out = batch.clone()
+    n, length = out.shape
+    longest = min(longest, length // 4)
+    for i in (torch.rand(n, generator=gen) < share).nonzero().flatten().tolist():
+        span = int(torch.randint(shortest, longest + 1, (1,), generator=gen))
+        src = int(torch.randint(0, length // 2 - span + 1, (1,), generator=gen))
+        dst = int(torch.randint(src + span, length - span + 1, (1,), generator=gen))
+        out[i, dst:dst + span] = out[i, src:src + span]
+    return out
+
+
 @torch.no_grad()
 def mean_loss(model, blocks: torch.Tensor, batch: int = 32) -> float:
     model.eval()
@@ -75,6 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--corpus", choices=("narrow", "wide"), default=None, help="overrides the preset")
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=float, default=0.0,
+                        help="share of training rows given a repeated span (with_repeats), to learn copying")
     parser.add_argument("--eval_every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the preset's asset)")
@@ -85,6 +105,9 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.steps is None and args.seconds is None:
         parser.error("give --steps or --seconds")
+    if not 0.0 <= args.repeats <= 1.0:
+        parser.error(f"--repeats is a share of rows, from 0 to 1; got {args.repeats}")
+    args.command = " ".join(["python -m icae.scripts.build_tiny_base", *(sys.argv[1:] if argv is None else argv)])
     return args
 
 
@@ -122,6 +145,8 @@ def main(argv=None) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
         batch = data[torch.randint(0, data.shape[0], (args.batch,), generator=gen)]
+        if args.repeats:
+            batch = with_repeats(batch, args.repeats, gen)
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad()
         loss.backward()
@@ -138,18 +163,32 @@ def main(argv=None) -> None:
     print(f"done: {step} steps in {seconds:.0f} s; held-out perplexity {math.exp(held_loss):.1f} (training mix), "
           f"{math.exp(unseen_loss):.1f} (modules n-z, never read)")
     model.eval()
+    copy = copy_scores(model, tok)
+    for c in copy:
+        print(f"copying at distance {c['distance']}: {c['copy']:.3f} of a repeated span's tokens right "
+              f"({c['first_read']:.3f} the first time), {c['copy_whole_span']:.2f} of spans whole")
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
-    write_record(args, step, seconds, len(files), data.numel(), held_loss, unseen_loss, log)
+    write_record(args, step, seconds, len(files), data.numel(), held_loss, unseen_loss, log, copy)
 
 
-def write_record(args, steps, seconds, num_files, num_tokens, held_loss, unseen_loss, log) -> None:
-    command = f"python -m icae.scripts.build_tiny_base --preset {args.preset}"
+COPY_DISTANCES = (64, 512, 1024)
+
+
+def copy_scores(model, tok, span: int = 24, rows: int = 40) -> list[dict]:
+    """The model's in-context copying on modules n-z (icae.metrics.copying) at ``COPY_DISTANCES``."""
+    ids = token_blocks(tok, top_level_modules("n", "z"), rows * (span + max(COPY_DISTANCES)))[0].tolist()
+    return [copy_score(model, ids, d, span, rows).to_dict() for d in COPY_DISTANCES]
+
+
+def write_record(args, steps, seconds, num_files, num_tokens, held_loss, unseen_loss, log, copy) -> None:
+    command = args.command
     atomic_write_json(args.out / "training_log.json", {
         "command": command, "args": {k: str(v) for k, v in vars(args).items()}, "steps": steps,
         "seconds": round(seconds, 1), "files": num_files, "tokens": num_tokens,
-        "held_out_perplexity": math.exp(held_loss), "unseen_perplexity": math.exp(unseen_loss), "log": log,
+        "held_out_perplexity": math.exp(held_loss), "unseen_perplexity": math.exp(unseen_loss), "copy": copy,
+        "log": log,
     })
     atomic_write_text(args.out / "TRAINING.md", (
         f"# Training record\n\nRebuild: `{command}` (the standard library of Python 3.11 is the corpus).\n\n"
@@ -160,6 +199,11 @@ def write_record(args, steps, seconds, num_files, num_tokens, held_loss, unseen_
         f"{seconds:.0f} s on this machine\n"
         f"- held-out perplexity {math.exp(held_loss):.1f} on blocks of the training mix; "
         f"{math.exp(unseen_loss):.1f} on modules n-z, which it never read\n"
+        f"- copying (a span of 24 tokens of modules n-z read again after a distance; teacher-forced argmax, "
+        f"icae.metrics.copying): " + "; ".join(
+            f"distance {c['distance']}: {c['copy']:.3f} of its tokens right ({c['first_read']:.3f} the first time)"
+            for c in copy) + (f"; rows given a repeated span in training: {args.repeats:g}" if args.repeats else "")
+        + "\n"
         f"- curve: `loss.png`; every evaluation: `training_log.json`\n"
     ))
     plt = pyplot()

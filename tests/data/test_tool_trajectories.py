@@ -158,6 +158,29 @@ def test_the_generator_refuses_the_agent_benchmarks_heldout_trees(tmp_path):
     assert not (tmp_path / "x.jsonl").exists()
 
 
+def test_the_generator_writes_the_benchmarks_heldout_references_to_score_agents_on(tmp_path):
+    from icae.agent import heldout_tasks
+    from icae.data.generate_trajectories import main
+    from icae.errors import UserError
+
+    out = tmp_path / "heldout.jsonl"
+    main(["--heldout", "3", "--seed", "1", "--statement", "tokens", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    tasks = heldout_tasks(3, 1, statement="tokens")
+    assert [r["id"] for r in rows] == [t.id for t in tasks] and all(r["tools"] == TOOLS for r in rows)
+    for row, task in zip(rows, tasks):
+        assert row["messages"][1] == {"role": "user", "content": task.instruction}  # stated as the benchmark states it
+        assert [m["tool_calls"][0]["function"]["name"] for m in row["messages"] if m["role"] == "assistant"] == [
+            "search_dir", "open", "edit", "py_compile", "submit"]
+        assert f"\n {task.def_line}\n+{task.comment}\n" in row["messages"][-1]["content"]  # the diff it submits
+    assert len(load_trajectories(str(out), "messages")) == 3  # readable as an eval_dataset_repo
+    with pytest.raises(UserError) as e:
+        main(["--heldout", "0", "--stdlib", "json", "--renames", "2", "--out", str(tmp_path / "x.jsonl")])
+    assert "--heldout must be 1 or more, got 0" in str(e.value)
+    assert "--heldout writes the benchmark's own tasks: drop --stdlib, --renames" in str(e.value)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_the_agent_recipes_train_both_agents_alike_on_the_tool_call_data():
     from pathlib import Path
 
