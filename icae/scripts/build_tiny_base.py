@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,8 @@ import torch
 from icae.data.corpus import base_corpus_files, top_level_modules
 from icae.metrics.copying import copy_score
 from icae.models.loading import tiny_config, tiny_tokenizer
-from icae.utils.io import atomic_write_json, atomic_write_text
+from icae.training.record import ship
+from icae.utils.io import atomic_write_json, atomic_write_text, temp_dir
 from icae.utils.plotting import pyplot, save_png
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -167,10 +169,16 @@ def main(argv=None) -> None:
     for c in copy:
         print(f"copying at distance {c['distance']}: {c['copy']:.3f} of a repeated span's tokens right "
               f"({c['first_read']:.3f} the first time), {c['copy_whole_span']:.2f} of spans whole")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
-    tok.save_pretrained(args.out)
-    write_record(args, step, seconds, len(files), data.numel(), held_loss, unseen_loss, log, copy)
+    # written beside the asset and swapped in whole (an existing one is replaced, said so): never half a base
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    final = temp_dir(args.out.parent, f".{args.out.name}.final.")
+    try:
+        model.save_pretrained(final)
+        tok.save_pretrained(final)
+        ship(final, args.out, lambda staging: write_record(
+            staging, args, step, seconds, len(files), data.numel(), held_loss, unseen_loss, log, copy))
+    finally:
+        shutil.rmtree(final, ignore_errors=True)
 
 
 COPY_DISTANCES = (64, 512, 1024)
@@ -182,15 +190,16 @@ def copy_scores(model, tok, span: int = 24, rows: int = 40) -> list[dict]:
     return [copy_score(model, ids, d, span, rows).to_dict() for d in COPY_DISTANCES]
 
 
-def write_record(args, steps, seconds, num_files, num_tokens, held_loss, unseen_loss, log, copy) -> None:
+def write_record(directory: Path, args, steps, seconds, num_files, num_tokens, held_loss, unseen_loss, log,
+                 copy) -> None:
     command = args.command
-    atomic_write_json(args.out / "training_log.json", {
+    atomic_write_json(directory / "training_log.json", {
         "command": command, "args": {k: str(v) for k, v in vars(args).items()}, "steps": steps,
         "seconds": round(seconds, 1), "files": num_files, "tokens": num_tokens,
         "held_out_perplexity": math.exp(held_loss), "unseen_perplexity": math.exp(unseen_loss), "copy": copy,
         "log": log,
     })
-    atomic_write_text(args.out / "TRAINING.md", (
+    atomic_write_text(directory / "TRAINING.md", (
         f"# Training record\n\nRebuild: `{command}` (the standard library of Python 3.11 is the corpus).\n\n"
         f"- shape: Qwen2, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, intermediate "
         f"{args.intermediate}, vocabulary 4096 (the shipped BPE)\n"
@@ -215,7 +224,7 @@ def write_record(args, steps, seconds, num_files, num_tokens, held_loss, unseen_
         ax.set_ylabel("cross-entropy")
         ax.set_title(f"{args.out.name}: language-model training")
         ax.legend()
-        save_png(fig, args.out / "loss.png", dpi=110)
+        save_png(fig, directory / "loss.png", dpi=110)
 
 
 if __name__ == "__main__":
