@@ -14,6 +14,12 @@ packages and its test suite. Never the top-level modules n-z (the compressor's p
 modules), and never the packages that the RepoQA and trajectory builders draw their tasks from (``DOWNSTREAM``), nor
 their tests. The held-out perplexity is measured on modules n-z, text the LM never saw.
 
+Every record also says how well the base copies (``icae.metrics.copying``: a held-out span read again after 64, 512
+and 1,024 tokens), at each evaluation (distance 64) and at the end: agents' actions are copies, and the shipped base
+does not copy (docs/agent_env.md, "The edit is a copy the tiny base cannot make"). ``--repeats SHARE`` gives that
+share of training rows a span of their first half written again further on (``--repeat_longest`` tokens at most),
+text that rewards copying.
+
 With ``--steps`` the run is deterministic for a seed on a given Python (the corpus is that interpreter's standard
 library); ``--seconds`` instead trains for a time budget (the number of steps then depends on the machine).
 """
@@ -97,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=float, default=0.0,
                         help="share of training rows given a repeated span (with_repeats), to learn copying")
+    parser.add_argument("--repeat_longest", type=int, default=64,
+                        help="the longest repeated span (tokens; at most a quarter of --block is used)")
     parser.add_argument("--eval_every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the preset's asset)")
@@ -137,6 +145,7 @@ def main(argv=None) -> None:
     print(f"{len(files)} files, {data.numel():,} tokens in {data.shape[0]} blocks of {args.block}; "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; training for {budget}", flush=True)
     log: list[dict] = []
+    probe_ids = token_blocks(tok, top_level_modules("n", "z"), 16 * (24 + 64))[0].tolist()
     start, step = time.perf_counter(), 0
     while True:
         elapsed = time.perf_counter() - start
@@ -148,7 +157,7 @@ def main(argv=None) -> None:
             group["lr"] = lr
         batch = data[torch.randint(0, data.shape[0], (args.batch,), generator=gen)]
         if args.repeats:
-            batch = with_repeats(batch, args.repeats, gen)
+            batch = with_repeats(batch, args.repeats, gen, longest=args.repeat_longest)
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad()
         loss.backward()
@@ -157,7 +166,9 @@ def main(argv=None) -> None:
         step += 1
         if step % args.eval_every == 0:
             row = {"step": step, "seconds": round(time.perf_counter() - start, 1), "train_loss": round(loss.item(), 4),
-                   "unseen_loss": round(mean_loss(model, unseen), 4), "lr": lr}
+                   "unseen_loss": round(mean_loss(model, unseen), 4), "lr": lr,
+                   # copying, as it forms (or not): 16 rows at distance 64, the second reading (the first)
+                   **running_copy(model, probe_ids)}
             log.append(row)
             print(json.dumps(row), flush=True)
     seconds = time.perf_counter() - start
@@ -182,6 +193,13 @@ def main(argv=None) -> None:
 
 
 COPY_DISTANCES = (64, 512, 1024)
+
+
+def running_copy(model, ids: list[int]) -> dict:
+    was_training = model.training
+    score = copy_score(model.eval(), ids, 64, 24, 16)
+    model.train(was_training)
+    return {"copy_64": round(score.copy, 4), "first_read": round(score.first_read, 4)}
 
 
 def copy_scores(model, tok, span: int = 24, rows: int = 40) -> list[dict]:
