@@ -49,7 +49,8 @@ def copy_score(model, ids: list[int], distance: int, span: int = 24, rows: int =
     right = []
     for i in range(0, rows, batch):
         block = x[i:i + batch]
-        pred = model(input_ids=block).logits.argmax(-1)  # (b, T): position t predicts token t + 1
+        device = getattr(model, "device", None)  # a Hugging Face model's; the rows are moved to it
+        pred = model(input_ids=block if device is None else block.to(device)).logits.argmax(-1).cpu()  # (b, T): t -> t+1
         right.append(pred[:, :-1] == block[:, 1:])
     right = torch.cat(right)  # (rows, T - 1): right[:, t] is token t + 1 predicted right
     first = right[:, : span - 1]  # tokens 1..span-1 of the first reading

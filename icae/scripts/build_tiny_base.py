@@ -86,7 +86,7 @@ def mean_loss(model, blocks: torch.Tensor, batch: int = 32) -> float:
     model.eval()
     total = 0.0
     for i in range(0, blocks.shape[0], batch):
-        x = blocks[i : i + batch]
+        x = blocks[i : i + batch].to(model.device)
         total += model(input_ids=x, labels=x).loss.item() * x.shape[0]
     model.train()
     return total / blocks.shape[0]
@@ -107,6 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the longest repeated span (tokens; at most a quarter of --block is used)")
     parser.add_argument("--eval_every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (minutes for billions of tokens)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the preset's asset)")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -117,6 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("give --steps or --seconds")
     if not 0.0 <= args.repeats <= 1.0:
         parser.error(f"--repeats is a share of rows, from 0 to 1; got {args.repeats}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     args.command = " ".join(["python -m icae.scripts.build_tiny_base", *(sys.argv[1:] if argv is None else argv)])
     return args
 
@@ -138,7 +141,7 @@ def main(argv=None) -> None:
         intermediate_size=args.intermediate, num_attention_heads=args.heads, num_key_value_heads=max(1, args.heads // 2),
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None, initializer_range=0.02,
     )
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(config).to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(args.seed)
     budget = f"{args.steps} steps" if args.steps else f"{args.seconds:.0f} s"
@@ -158,6 +161,7 @@ def main(argv=None) -> None:
         batch = data[torch.randint(0, data.shape[0], (args.batch,), generator=gen)]
         if args.repeats:
             batch = with_repeats(batch, args.repeats, gen, longest=args.repeat_longest)
+        batch = batch.to(args.device)  # sampled on the CPU (the same rows for a seed on any device)
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad()
         loss.backward()
@@ -177,6 +181,7 @@ def main(argv=None) -> None:
           f"{math.exp(unseen_loss):.1f} (modules n-z, never read)")
     model.eval()
     copy = copy_scores(model, tok)
+    model.to("cpu")  # saved as a CPU model whatever it trained on
     for c in copy:
         print(f"copying at distance {c['distance']}: {c['copy']:.3f} of a repeated span's tokens right "
               f"({c['first_read']:.3f} the first time), {c['copy_whole_span']:.2f} of spans whole")

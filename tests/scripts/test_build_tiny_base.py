@@ -28,3 +28,10 @@ def test_bad_arguments_are_refused(capsys):
     assert e.value.code == 2 and "--repeats is a share of rows, from 0 to 1; got 1.5" in capsys.readouterr().err
     args = parse_args(["--steps", "1", "--repeats", "0.5", "--block", "1024"])
     assert args.command == "python -m icae.scripts.build_tiny_base --steps 1 --repeats 0.5 --block 1024"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA accepts --device cuda")
+def test_a_cuda_device_is_refused_where_there_is_none(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--steps", "1", "--device", "cuda"])
+    assert e.value.code == 2 and "--device cuda: this machine has no CUDA device" in capsys.readouterr().err
