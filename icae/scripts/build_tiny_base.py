@@ -104,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=float, default=0.0,
                         help="share of training rows given a repeated span (with_repeats), to learn copying")
     parser.add_argument("--repeat_longest", type=int, default=64,
-                        help="the longest repeated span (tokens; at most a quarter of --block is used)")
+                        help="the longest repeated span (tokens; from 8 to a quarter of --block)")
     parser.add_argument("--eval_every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (minutes for billions of tokens)")
@@ -118,6 +118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("give --steps or --seconds")
     if not 0.0 <= args.repeats <= 1.0:
         parser.error(f"--repeats is a share of rows, from 0 to 1; got {args.repeats}")
+    if args.repeats and not 8 <= args.repeat_longest <= args.block // 4:
+        parser.error(f"--repeat_longest must be from 8 (the shortest span) to a quarter of --block ({args.block // 4}); "
+                     f"got {args.repeat_longest}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     args.command = " ".join(["python -m icae.scripts.build_tiny_base", *(sys.argv[1:] if argv is None else argv)])

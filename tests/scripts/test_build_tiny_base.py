@@ -26,6 +26,10 @@ def test_bad_arguments_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(["--steps", "1", "--repeats", "1.5"])
     assert e.value.code == 2 and "--repeats is a share of rows, from 0 to 1; got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--steps", "1", "--repeats", "0.5", "--block", "128", "--repeat_longest", "64"])
+    assert "--repeat_longest must be from 8 (the shortest span) to a quarter of --block (32); got 64" in \
+        capsys.readouterr().err
     args = parse_args(["--steps", "1", "--repeats", "0.5", "--block", "1024"])
     assert args.command == "python -m icae.scripts.build_tiny_base --steps 1 --repeats 0.5 --block 1024"
 
