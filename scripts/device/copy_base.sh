@@ -16,6 +16,8 @@ DEVICE="${DEVICE:-cuda}"
 EACH="${SECONDS_EACH:-240}"
 WORK="${WORK:-/tmp/copy_base}"
 mkdir -p "$OUT" "$WORK"
+rm -rf "$OUT"/*-copy.tar "$OUT"/*-copy.safetensors.part-* "$OUT/summary.txt" "$WORK"/*-copy*  # no earlier run's files
+failed=0
 # the mini shape given by its sizes: the mini preset fixes a step count, and these runs are bounded by time
 declare -A SHAPE=([tiny]="" [mini]="--hidden 256 --layers 4 --intermediate 768 --lr 2e-3")
 for shape in tiny mini; do
@@ -24,7 +26,10 @@ for shape in tiny mini; do
     --block 1024 --batch 64 --repeats 0.5 --repeat_longest 256 --seconds "$EACH" --eval_every 200 \
     --device "$DEVICE" --out "$WORK/$shape-copy" 2>&1 | grep -v "Token indices" \
     | tee "$WORK/$shape-copy.log" | tail -6
-  if [ -f "$WORK/$shape-copy/model.safetensors" ]; then
+  if [ ! -f "$WORK/$shape-copy/model.safetensors" ]; then
+    echo "$shape: the build failed (see $WORK/$shape-copy.log)" | tee -a "$OUT/summary.txt"
+    failed=1
+  else
     split -b 15m -d "$WORK/$shape-copy/model.safetensors" "$OUT/$shape-copy.safetensors.part-"
     rm "$WORK/$shape-copy/model.safetensors"
     cp "$WORK/$shape-copy.log" "$WORK/$shape-copy/build.log"
@@ -33,3 +38,4 @@ for shape in tiny mini; do
   grep -h "copying at distance" "$WORK/$shape-copy.log" | sed "s/^/$shape: /" >> "$OUT/summary.txt"
 done
 cat "$OUT/summary.txt"
+exit $failed
