@@ -52,6 +52,14 @@ def main() -> None:
     p.add_argument("--span", type=int, default=24)
     p.add_argument("--rows", type=int, default=40)
     a = p.parse_args()
+    problems = [m for bad, m in ((a.span < 2, f"--span must be 2 or more, got {a.span}"),
+                                 (a.rows < 1, f"--rows must be 1 or more, got {a.rows}"),
+                                 (min(a.distances) < 0, f"--distances must be 0 or more, got {a.distances}"),
+                                 (2 * a.span + max(a.distances) > 8192,
+                                  f"a row of 2 x span + distance ({2 * a.span + max(a.distances)}) is past the "
+                                  "tiny bases' 8,192 positions")) if bad]
+    if problems:
+        p.error("; ".join(problems))
     model, tokenizer = load(a.base, a.lora)
     ids = held_out_ids(tokenizer, a.rows * (a.span + max(a.distances)))
     for d in a.distances:

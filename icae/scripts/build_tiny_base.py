@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -37,6 +38,7 @@ from pathlib import Path
 import torch
 
 from icae.data.corpus import base_corpus_files, top_level_modules
+from icae.errors import entry
 from icae.metrics.copying import copy_score
 from icae.models.loading import tiny_config, tiny_tokenizer
 from icae.training.record import ship
@@ -114,15 +116,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    problems = []  # every problem at once, before the corpus loads or anything trains
     if args.steps is None and args.seconds is None:
-        parser.error("give --steps or --seconds")
+        problems.append("give --steps or --seconds")
+    for key in ("block", "batch", "eval_every", "hidden", "layers", "intermediate", "heads"):
+        if getattr(args, key) < 1:
+            problems.append(f"--{key} must be 1 or more, got {getattr(args, key)}")
     if not 0.0 <= args.repeats <= 1.0:
-        parser.error(f"--repeats is a share of rows, from 0 to 1; got {args.repeats}")
+        problems.append(f"--repeats is a share of rows, from 0 to 1; got {args.repeats}")
     if args.repeats and not 8 <= args.repeat_longest <= args.block // 4:
-        parser.error(f"--repeat_longest must be from 8 (the shortest span) to a quarter of --block ({args.block // 4}); "
-                     f"got {args.repeat_longest}")
+        problems.append(f"--repeat_longest must be from 8 (the shortest span) to a quarter of --block "
+                        f"({args.block // 4}); got {args.repeat_longest}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
+        problems.append(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
+    elif args.device != "cpu" and not args.device.startswith("cuda"):
+        problems.append(f"--device must be cpu or cuda[:N], got {args.device!r}")
+    if args.out.exists() and not args.out.is_dir():
+        problems.append(f"--out {args.out} is a file, not a model directory")
+    elif not os.access(next(p for p in (args.out, *args.out.parents) if p.exists()), os.W_OK):
+        problems.append(f"--out {args.out}: not writable here")
+    if problems:
+        parser.error("; ".join(problems))
     args.command = " ".join(["python -m icae.scripts.build_tiny_base", *(sys.argv[1:] if argv is None else argv)])
     return args
 
@@ -254,4 +268,4 @@ def write_record(directory: Path, args, steps, seconds, num_files, num_tokens, h
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -39,3 +39,15 @@ def test_a_cuda_device_is_refused_where_there_is_none(capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(["--steps", "1", "--device", "cuda"])
     assert e.value.code == 2 and "--device cuda: this machine has no CUDA device" in capsys.readouterr().err
+
+
+def test_every_problem_is_named_at_once_before_anything_loads(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--steps", "1", "--repeats", "2", "--block", "0", "--eval_every", "0", "--device", "tpu",
+                    "--out", str(tmp_path / "f")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    for part in ("--block must be 1 or more, got 0", "--eval_every must be 1 or more, got 0",
+                 "--repeats is a share of rows", "--device must be cpu or cuda[:N], got 'tpu'", "is a file, not a model"):
+        assert part in err
